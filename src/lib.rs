@@ -1,0 +1,14 @@
+//! rner: reproduce and extend ReasoningNER — data, prompts, engines, parsing, scoring, runs, reports.
+pub mod data;
+pub mod engine;
+pub mod error;
+pub mod baseline;
+pub mod cli;
+pub mod parse;
+pub mod prompt;
+pub mod report;
+pub mod run;
+pub mod score;
+pub mod util;
+
+pub use error::{Error, Result};

@@ -1,0 +1,246 @@
+//! Model text → [`Prediction`], in the paper's order of operations (`process_completion`, then
+//! `from_completion`). A parse failure is a value, never a panic or an error.
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::data::Entity;
+
+/// Why an answer yielded no (or only some) entities. The paper's code gives `{}` for the first two
+/// and crashes (eval) or scores 0 (reward) on the others; we record them and go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParseError {
+    /// `json.loads` failed on the processed text.
+    InvalidJson,
+    /// Valid JSON, but not an object.
+    NotObject,
+    /// An object with no `entities` key (the paper silently reads it as no entities).
+    MissingEntities,
+    /// `entities` is present but not an object (e.g. a list): the paper's eval would crash.
+    EntitiesNotObject,
+    /// A label's value is neither a list, a string nor an object (skipped; the paper would crash).
+    BadSpans,
+}
+
+impl ParseError {
+    /// Whether the paper's own `R_schema` / eval would treat the answer as unusable.
+    pub fn is_failure(self) -> bool {
+        !matches!(self, ParseError::MissingEntities)
+    }
+}
+
+/// The parsed answer of one completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Prediction {
+    pub entities: Vec<Entity>,
+    /// the first `<think>…</think>` block's content
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ParseError>,
+}
+
+/// Python's `str.strip()`: Unicode whitespace plus the separators `\x1c`–`\x1f` that Python counts.
+pub fn py_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
+}
+
+/// First `open(.*?)close` (DOTALL) → the inner text.
+fn first_between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = s.find(open)? + open.len();
+    let end = s[start..].find(close)? + start;
+    Some(&s[start..end])
+}
+
+/// `re.sub(open + ".*?" + close, "", s, flags=DOTALL)`
+fn remove_all_between(s: &str, open: &str, close: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    loop {
+        match rest.find(open) {
+            Some(i) => match rest[i + open.len()..].find(close) {
+                Some(j) => {
+                    out.push_str(&rest[..i]);
+                    rest = &rest[i + open.len() + j + close.len()..];
+                }
+                None => {
+                    out.push_str(rest);
+                    return out;
+                }
+            },
+            None => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+/// The paper's `process_completion`: drop think blocks, take the `<answer>` body, take the
+/// first ```` ```json ```` fence, strip.
+pub fn process_completion(s: &str) -> String {
+    let mut s = s.to_string();
+    if s.contains("<think>") || s.contains("</think>") {
+        s = remove_all_between(&s, "<think>", "</think>").replace("<think>", "").replace("</think>", "");
+    }
+    if s.contains("<answer>") {
+        s = match first_between(&s, "<answer>", "</answer>") {
+            Some(inner) => inner.to_string(),
+            None => s.replace("<answer>", "").replace("</answer>", ""),
+        };
+    }
+    if s.contains("```json") {
+        if let Some(inner) = first_between(&s, "```json", "```") {
+            s = inner.to_string();
+        }
+    }
+    py_strip(&s).to_string()
+}
+
+/// Python `json.loads` on the processed text (also accepts `NaN`/`Infinity` as Python does, by
+/// mapping them to null before a second attempt).
+fn json_loads(s: &str) -> Option<Value> {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v) => Some(v),
+        Err(_) if s.contains("NaN") || s.contains("Infinity") => {
+            let re = regex::Regex::new(r"-?\bInfinity\b|\bNaN\b").expect("static regex");
+            serde_json::from_str(&re.replace_all(s, "null")).ok()
+        }
+        Err(_) => None,
+    }
+}
+
+fn span(text: &str, label: &str) -> Entity {
+    Entity::new(py_strip(text), py_strip(&label.to_lowercase()))
+}
+
+/// The paper's `from_completion`, kept total: odd shapes become data, not crashes.
+pub fn prediction(text: &str) -> Prediction {
+    let think = first_between(text, "<think>", "</think>").map(str::to_string);
+    let mut pred = Prediction { entities: Vec::new(), think, error: None };
+    let Some(data) = json_loads(&process_completion(text)) else {
+        pred.error = Some(ParseError::InvalidJson);
+        return pred;
+    };
+    let Value::Object(obj) = data else {
+        pred.error = Some(ParseError::NotObject);
+        return pred;
+    };
+    let entities = match obj.get("entities") {
+        None => {
+            pred.error = Some(ParseError::MissingEntities);
+            return pred;
+        }
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            pred.error = Some(ParseError::EntitiesNotObject);
+            return pred;
+        }
+    };
+    for (label, spans) in entities {
+        match spans {
+            Value::Array(items) => {
+                pred.entities.extend(items.iter().filter_map(|v| v.as_str()).map(|t| span(t, label)))
+            }
+            // Python iterates a string by characters and a dict by keys: kept for metric parity.
+            Value::String(s) => pred.entities.extend(s.chars().map(|c| span(&c.to_string(), label))),
+            Value::Object(m) => pred.entities.extend(m.keys().map(|k| span(k, label))),
+            _ => pred.error = Some(ParseError::BadSpans),
+        }
+    }
+    pred
+}
+
+/// `R_schema`'s test: valid JSON object with readable entities, every label in the schema.
+pub fn schema_ok(pred: &Prediction, schema: &[String]) -> bool {
+    match pred.error {
+        Some(e) if e.is_failure() => false,
+        _ => pred.entities.iter().all(|e| schema.contains(&e.label)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(p: &Prediction) -> Vec<(String, String)> {
+        p.entities.iter().map(|e| (e.text.clone(), e.label.clone())).collect()
+    }
+
+    #[test]
+    fn plain_json() {
+        let p = prediction("{\"entities\": {\"Person\": [\" Bob \", \"Ann\", 3]}}");
+        assert_eq!(texts(&p), vec![("Bob".into(), "person".into()), ("Ann".into(), "person".into())]);
+        assert_eq!(p.error, None);
+    }
+
+    #[test]
+    fn think_blocks_are_removed_non_greedily() {
+        let s = "<think>a {</think>{\"entities\": {}}<think>b</think>";
+        assert_eq!(process_completion(s), "{\"entities\": {}}");
+        assert_eq!(prediction(s).think.as_deref(), Some("a {"));
+        // unclosed think: tags removed, text stays, JSON fails
+        let p = prediction("<think>still thinking {\"entities\": {}}");
+        assert_eq!(process_completion("<think>still thinking"), "still thinking");
+        assert_eq!(p.error, Some(ParseError::InvalidJson));
+        // a stray closing tag alone
+        assert_eq!(process_completion("x</think> y"), "x y");
+    }
+
+    #[test]
+    fn answer_tags_then_fences() {
+        assert_eq!(process_completion("pre <answer> {\"a\":1} </answer> post"), "{\"a\":1}");
+        assert_eq!(process_completion("<answer>{\"a\":1}"), "{\"a\":1}");
+        assert_eq!(process_completion("Here:\n```json\n{\"a\":1}\n```\nbye"), "{\"a\":1}");
+        // an unclosed fence is left alone
+        assert_eq!(process_completion("```json\n{\"a\":1}"), "```json\n{\"a\":1}");
+        // order: think removed before the answer tag is looked for
+        assert_eq!(process_completion("<think><answer>x</answer></think><answer>y</answer>"), "y");
+    }
+
+    #[test]
+    fn trailing_text_fails_like_json_loads() {
+        assert_eq!(prediction("{\"entities\": {}} and more").error, Some(ParseError::InvalidJson));
+    }
+
+    #[test]
+    fn odd_shapes_are_data() {
+        assert_eq!(prediction("[1,2]").error, Some(ParseError::NotObject));
+        assert_eq!(prediction("{\"x\":1}").error, Some(ParseError::MissingEntities));
+        let p = prediction("{\"entities\": [{\"text\":\"Bob\",\"label\":\"person\"}]}");
+        assert_eq!(p.error, Some(ParseError::EntitiesNotObject));
+        assert!(p.entities.is_empty());
+        // a bare string is iterated by characters, as Python does
+        let p = prediction("{\"entities\": {\"person\": \"Bo b\"}}");
+        assert_eq!(texts(&p).iter().map(|t| t.0.as_str()).collect::<Vec<_>>(), vec!["B", "o", "", "b"]);
+        let p = prediction("{\"entities\": {\"person\": 5, \"loc\": [\"Rome\"]}}");
+        assert_eq!(p.error, Some(ParseError::BadSpans));
+        assert_eq!(texts(&p), vec![("Rome".into(), "loc".into())]);
+        assert_eq!(prediction("{\"entities\": {\"a\": [NaN, \"x\"]}}").entities.len(), 1);
+    }
+
+    #[test]
+    fn schema_check() {
+        let schema = vec!["person".to_string()];
+        assert!(schema_ok(&prediction("{\"entities\": {\"Person\": [\"Bob\"]}}"), &schema));
+        assert!(!schema_ok(&prediction("{\"entities\": {\"label1\": [\"Bob\"]}}"), &schema));
+        assert!(schema_ok(&prediction("{\"entities\": {}}"), &schema));
+        assert!(!schema_ok(&prediction("nope"), &schema));
+    }
+
+    #[test]
+    fn never_panics_on_junk() {
+        let mut seed = 7u64;
+        let alphabet: Vec<char> = "{}[]\":,<>/thinkanswer`json \n\\é\u{FF1A}0aN".chars().collect();
+        for _ in 0..20_000 {
+            let len = (seed % 40) as usize;
+            let s: String = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    alphabet[(seed >> 33) as usize % alphabet.len()]
+                })
+                .collect();
+            let _ = prediction(&s);
+        }
+    }
+}

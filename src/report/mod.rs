@@ -1,0 +1,266 @@
+//! Reports made only from `results/`: tables with polars (markdown + CSV) and plots with plotters
+//! (SVG + PNG). Nothing here runs a model.
+//!
+//! `zero_shot` writes
+//! - `reports/zero-shot.md` and `reports/zero-shot.csv`: one row per run (`results/*/scores.json`)
+//!   followed by the paper's Table 1 rows (`source = paper-reported`);
+//! - `reports/plots/zero-shot.{svg,png}`: grouped bars per dataset, our runs with 95% CI whiskers
+//!   beside the paper rows marked `plot = true` (ReasoningNER 8B / 1.7B, GPT-4);
+//! - `reports/plots/labels-<run-id>.{svg,png}`: per-label F1 of a run, one panel per dataset.
+use std::path::{Path, PathBuf};
+
+use crate::run::scores::{Mode, Scores};
+use crate::score::{self, DatasetScores};
+use crate::{Error, Result};
+
+mod font;
+pub mod paper;
+mod plot;
+mod table;
+
+pub use paper::{PaperFile, PaperRow, StageAblation, StageRow};
+
+/// The seven zero-shot datasets (registry name, column header) in the paper's Table 1 order.
+pub const ZERO_SHOT_COLUMNS: [(&str, &str); 7] = [
+    ("mit-movie", "Movie"),
+    ("mit-restaurant", "Restaurant"),
+    ("crossner_ai", "AI"),
+    ("crossner_literature", "Literature"),
+    ("crossner_music", "Music"),
+    ("crossner_politics", "Politics"),
+    ("crossner_science", "Science"),
+];
+
+/// The `source` value of rows copied from the paper.
+pub const PAPER_SOURCE: &str = "paper-reported";
+/// The `source` value of rows made from our runs.
+pub const OURS_SOURCE: &str = "ours";
+
+/// One run found under `results/`.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// `results/<dir>/scores.json`
+    pub path: PathBuf,
+    pub scores: Scores,
+}
+
+impl Run {
+    /// `model (mode, decoding)`, e.g. `smollm2-135m-instruct (direct, free)`.
+    pub fn system(&self) -> String {
+        system_name(&self.scores)
+    }
+
+    /// The run id, falling back to the folder name when `scores.json` has none.
+    pub fn id(&self) -> String {
+        if !self.scores.run_id.is_empty() {
+            return self.scores.run_id.clone();
+        }
+        self.path
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The seven datasets in table order (`None` where the run has not scored the dataset).
+    pub fn zero_shot(&self) -> [Option<&DatasetScores>; 7] {
+        let mut out = [None; 7];
+        for (i, (name, _)) in ZERO_SHOT_COLUMNS.iter().enumerate() {
+            out[i] = self.scores.datasets.get(*name);
+        }
+        out
+    }
+
+    /// True when all seven datasets are present and complete.
+    pub fn complete(&self) -> bool {
+        self.zero_shot().iter().all(|d| d.is_some_and(|d| d.complete()))
+    }
+
+    /// The paper's average (mean of the rounded F1s), only when all seven are complete.
+    pub fn average(&self) -> Option<f64> {
+        if !self.complete() {
+            return None;
+        }
+        let f1s: Vec<f64> = self.zero_shot().iter().flatten().map(|d| score::round2(d.f1)).collect();
+        Some(score::average(&f1s))
+    }
+
+    /// `full` or `N per dataset`.
+    pub fn limit_text(&self) -> String {
+        match self.scores.limit {
+            None => "full".to_string(),
+            Some(n) => format!("{n} per dataset"),
+        }
+    }
+}
+
+/// `model (mode, decoding)`.
+pub fn system_name(s: &Scores) -> String {
+    let mode = match s.mode {
+        Mode::Direct => "direct",
+        Mode::Cot => "cot",
+    };
+    if s.decoding.is_empty() {
+        format!("{} ({mode})", s.model)
+    } else {
+        format!("{} ({mode}, {})", s.model, s.decoding)
+    }
+}
+
+/// Which runs get a per-label plot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LabelRuns {
+    /// every run (the default)
+    #[default]
+    All,
+    /// none
+    None,
+    /// only these run ids (or results folder names); an unknown id is an error
+    Only(Vec<String>),
+}
+
+/// Options of [`zero_shot_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ZeroShotOptions {
+    pub label_runs: LabelRuns,
+}
+
+/// What [`zero_shot`] wrote.
+#[derive(Debug, Clone)]
+pub struct ReportSummary {
+    /// `reports/zero-shot.md`
+    pub markdown: PathBuf,
+    /// `reports/zero-shot.csv`
+    pub csv: PathBuf,
+    /// every plot file written (SVG and PNG)
+    pub plots: Vec<PathBuf>,
+    /// runs in the table
+    pub runs: usize,
+    /// ids of the runs with a missing or incomplete dataset (no Avg)
+    pub partial: Vec<String>,
+    /// paper rows in the table
+    pub paper_rows: usize,
+}
+
+/// Read every `results_dir/*/scores.json`, sorted by (system, run id). Folders without a
+/// `scores.json` (runs still starting) are skipped; a missing `results_dir` holds no runs; a
+/// malformed `scores.json` is an error naming the file.
+pub fn load_runs(results_dir: &Path) -> Result<Vec<Run>> {
+    let rd = match std::fs::read_dir(results_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!("{}: no results folder, the report holds only the paper's rows", results_dir.display());
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(Error::io(results_dir, e)),
+    };
+    let mut runs = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(results_dir, e))?;
+        let path = entry.path().join("scores.json");
+        if !entry.path().is_dir() || !path.is_file() {
+            continue;
+        }
+        let scores: Scores = crate::util::read_json(&path)?;
+        check_scores(&scores).map_err(|msg| Error::Report(format!("{}: {msg}", path.display())))?;
+        runs.push(Run { path, scores });
+    }
+    runs.sort_by(|a, b| (a.system(), a.id()).cmp(&(b.system(), b.id())));
+    Ok(runs)
+}
+
+/// Values a report cannot draw are errors, not silent garbage.
+fn check_scores(s: &Scores) -> std::result::Result<(), String> {
+    let pct = |v: f64| v.is_finite() && (0.0..=100.0).contains(&v);
+    for (name, d) in &s.datasets {
+        if !pct(d.f1) || !pct(d.ci95[0]) || !pct(d.ci95[1]) {
+            return Err(format!("dataset {name}: F1 {} / CI {:?} not in 0..=100", d.f1, d.ci95));
+        }
+        for (label, l) in &d.per_label {
+            if !pct(l.f1) {
+                return Err(format!("dataset {name}, label {label:?}: F1 {} not in 0..=100", l.f1));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The zero-shot report with default options (a per-label plot for every run).
+pub fn zero_shot(results_dir: &Path, reports_dir: &Path, paper_file: &Path) -> Result<ReportSummary> {
+    zero_shot_with(results_dir, reports_dir, paper_file, &ZeroShotOptions::default())
+}
+
+/// The zero-shot report: `reports_dir/zero-shot.{md,csv}`, `reports_dir/plots/zero-shot.{svg,png}`
+/// and the per-label plots chosen by `opts.label_runs`.
+pub fn zero_shot_with(
+    results_dir: &Path,
+    reports_dir: &Path,
+    paper_file: &Path,
+    opts: &ZeroShotOptions,
+) -> Result<ReportSummary> {
+    let paper = PaperFile::load(paper_file)?;
+    let runs = load_runs(results_dir)?;
+    let label_runs: Vec<&Run> = match &opts.label_runs {
+        LabelRuns::All => runs.iter().collect(),
+        LabelRuns::None => Vec::new(),
+        LabelRuns::Only(ids) => ids.iter().map(|id| find_run(&runs, id, results_dir)).collect::<Result<_>>()?,
+    };
+
+    let mut df = table::zero_shot_frame(&runs, &paper)?;
+    let csv = reports_dir.join("zero-shot.csv");
+    crate::util::write_atomic(&csv, &table::to_csv(&mut df)?)?;
+    let markdown = reports_dir.join("zero-shot.md");
+    crate::util::write_atomic(&markdown, table::zero_shot_markdown(&df, &paper)?.as_bytes())?;
+
+    let plots_dir = reports_dir.join("plots");
+    let mut plots = plot::zero_shot(&runs, &paper, &plots_dir)?;
+    for run in label_runs {
+        plots.extend(plot::labels(run, &plots_dir)?);
+    }
+    let partial = runs.iter().filter(|r| !r.complete()).map(Run::id).collect();
+    tracing::info!("wrote {}, {} and {} plots", markdown.display(), csv.display(), plots.len());
+    Ok(ReportSummary { markdown, csv, plots, runs: runs.len(), partial, paper_rows: paper.table1.len() })
+}
+
+/// The per-label plot of one run (`run_id` = the run id or its folder name under `results_dir`):
+/// `plots_dir/labels-<run-id>.{svg,png}`. Returns the two paths.
+pub fn run_labels(results_dir: &Path, run_id: &str, plots_dir: &Path) -> Result<Vec<PathBuf>> {
+    let runs = load_runs(results_dir)?;
+    let run = find_run(&runs, run_id, results_dir)?;
+    plot::labels(run, plots_dir)
+}
+
+fn find_run<'a>(runs: &'a [Run], id: &str, results_dir: &Path) -> Result<&'a Run> {
+    let folder = |r: &Run| r.path.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy() == id).unwrap_or(false);
+    runs.iter().find(|r| r.id() == id || folder(r)).ok_or_else(|| {
+        let known: Vec<String> = runs.iter().map(Run::id).collect();
+        Error::Report(format!("no run {id:?} with a scores.json in {} (runs: {})", results_dir.display(), known.join(", ")))
+    })
+}
+
+/// A run id made safe for a file name.
+pub(crate) fn file_stem(id: &str) -> String {
+    let s: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    if s.is_empty() {
+        "run".into()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_follow_the_registry_order() {
+        let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, crate::data::ZERO_SHOT);
+    }
+
+    #[test]
+    fn file_stems_are_safe() {
+        assert_eq!(file_stem("smollm2/direct:1"), "smollm2_direct_1");
+        assert_eq!(file_stem(""), "run");
+    }
+}

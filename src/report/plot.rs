@@ -1,0 +1,460 @@
+//! Plots with plotters, each drawn twice by the same code: SVG (text as text) and PNG (text
+//! rasterised with the embedded DejaVu Sans).
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::font::{self, FAMILY};
+use super::paper::PaperFile;
+use super::{file_stem, Run, ZERO_SHOT_COLUMNS};
+use crate::score::DatasetScores;
+use crate::{Error, Result};
+
+type DrawResult = std::result::Result<(), String>;
+
+fn d<E: Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// Colours of our runs (Tableau 10).
+const OURS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(127, 127, 127),
+];
+/// Colours of the paper's rows: greys, darkest first.
+const PAPER: [RGBColor; 5] =
+    [RGBColor(60, 60, 60), RGBColor(115, 115, 115), RGBColor(165, 165, 165), RGBColor(200, 200, 200), RGBColor(90, 90, 90)];
+
+/// Draw `draw` into `dir/<stem>.svg` and `dir/<stem>.png` (both written atomically).
+fn render<F1, F2>(dir: &Path, stem: &str, size: (u32, u32), draw_svg: F1, draw_png: F2) -> Result<Vec<PathBuf>>
+where
+    F1: FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult,
+    F2: FnOnce(&DrawingArea<BitMapBackend, Shift>) -> DrawResult,
+{
+    font::ensure()?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let svg_path = dir.join(format!("{stem}.svg"));
+    let png_path = dir.join(format!("{stem}.png"));
+    let fail = |p: &Path, e: String| Error::Report(format!("plot {}: {e}", p.display()));
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        draw_svg(&root).map_err(|e| fail(&svg_path, e))?;
+        root.present().map_err(|e| fail(&svg_path, e.to_string()))?;
+    }
+    crate::util::write_atomic(&svg_path, svg.as_bytes())?;
+
+    // the bitmap backend picks the encoder from the extension, so the temp name ends in .png
+    let tmp = dir.join(format!("{stem}.tmp.png"));
+    {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        draw_png(&root).map_err(|e| fail(&png_path, e))?;
+        root.present().map_err(|e| fail(&png_path, e.to_string()))?;
+    }
+    std::fs::rename(&tmp, &png_path).map_err(|e| Error::io(&png_path, e))?;
+    Ok(vec![svg_path, png_path])
+}
+
+/// Width in pixels of `text` at `size` in the plot font.
+fn text_width(text: &str, size: f64) -> u32 {
+    (FAMILY, size).into_font().box_size(text).map(|(w, _)| w).unwrap_or((text.chars().count() as f64 * size * 0.6) as u32)
+}
+
+// ---------------------------------------------------------------- zero-shot grouped bars
+
+struct Series {
+    label: String,
+    color: RGBColor,
+    paper: bool,
+    /// seven datasets + Avg
+    values: [Option<f64>; 8],
+    ci: [Option<(f64, f64)>; 8],
+    partial: [bool; 8],
+}
+
+struct ZeroShotPlot {
+    series: Vec<Series>,
+    legend_w: u32,
+    size: (u32, u32),
+}
+
+const LEGEND_FONT: f64 = 15.0;
+const LEGEND_ROW: i32 = 24;
+const NOTES: [&str; 4] = [
+    "Whiskers: 95% bootstrap CI (our runs).",
+    "Faded bar: dataset not complete yet.",
+    "Avg: only for runs with all 7 complete.",
+    "(paper): Huang et al. 2026, Table 1.",
+];
+
+impl ZeroShotPlot {
+    fn new(runs: &[Run], paper: &PaperFile) -> ZeroShotPlot {
+        let mut series = Vec::new();
+        let systems: Vec<String> = runs.iter().map(Run::system).collect();
+        for (j, run) in runs.iter().enumerate() {
+            let mut label = systems[j].clone();
+            if let Some(n) = run.scores.limit {
+                label.push_str(&format!(", {n}/set"));
+            }
+            if systems.iter().filter(|s| **s == systems[j]).count() > 1 {
+                label.push_str(&format!(" [{}]", run.id()));
+            }
+            let mut s = Series {
+                label,
+                color: OURS[j % OURS.len()],
+                paper: false,
+                values: [None; 8],
+                ci: [None; 8],
+                partial: [false; 8],
+            };
+            for (k, ds) in run.zero_shot().iter().enumerate() {
+                if let Some(ds) = ds {
+                    s.values[k] = Some(ds.f1);
+                    s.ci[k] = Some((ds.ci95[0], ds.ci95[1]));
+                    s.partial[k] = !ds.complete();
+                }
+            }
+            s.values[7] = run.average();
+            series.push(s);
+        }
+        for (j, row) in paper.table1.iter().filter(|r| r.plot).enumerate() {
+            let mut values = [None; 8];
+            values[..7].copy_from_slice(&row.f1s());
+            values[7] = row.avg;
+            series.push(Series {
+                label: format!("{} (paper)", row.model),
+                color: PAPER[j % PAPER.len()],
+                paper: true,
+                values,
+                ci: [None; 8],
+                partial: [false; 8],
+            });
+        }
+        let widest = series.iter().map(|s| text_width(&s.label, LEGEND_FONT)).chain(NOTES.iter().map(|n| text_width(n, 14.0))).max().unwrap_or(0);
+        let legend_w = (widest + 60).clamp(240, 620);
+        let n = series.len().max(1) as u32;
+        // at least ~12 px per bar, 8 groups, bars take 80% of a group
+        let width = (legend_w + 110 + 120 * n).max(1200);
+        let legend_h = 150 + LEGEND_ROW as u32 * (series.len() as u32 + NOTES.len() as u32);
+        let height = legend_h.max(600);
+        ZeroShotPlot { series, legend_w, size: (width, height) }
+    }
+}
+
+fn group_name(x: f64) -> String {
+    let k = x.floor() as usize;
+    match k {
+        0..=6 => ZERO_SHOT_COLUMNS[k].1.to_string(),
+        7 => "Avg".to_string(),
+        _ => String::new(),
+    }
+}
+
+fn draw_zero_shot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &ZeroShotPlot) -> DrawResult {
+    root.fill(&WHITE).map_err(d)?;
+    let root = root.titled("Zero-shot NER F1 (%) on the seven out-of-domain test sets", (FAMILY, 26)).map_err(d)?;
+    let (w, _) = root.dim_in_pixel();
+    let (chart_area, legend_area) = root.split_horizontally(w.saturating_sub(p.legend_w));
+    let centers: Vec<f64> = (0..8).map(|k| k as f64 + 0.5).collect();
+    let mut chart = ChartBuilder::on(&chart_area)
+        .margin_left(10)
+        .margin_right(10)
+        .margin_top(10)
+        .x_label_area_size(60)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0f64..8f64).with_key_points(centers), (0f64..100f64).with_key_points((0..=10).map(|v| v as f64 * 10.0).collect()))
+        .map_err(d)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .bold_line_style(BLACK.mix(0.12))
+        .x_label_formatter(&|x| group_name(*x))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .x_label_style((FAMILY, 17))
+        .y_label_style((FAMILY, 15))
+        .x_desc("Test set (Avg = mean of the seven rounded F1s)")
+        .y_desc("F1 (%)")
+        .axis_desc_style((FAMILY, 17))
+        .draw()
+        .map_err(d)?;
+
+    // separator between the datasets and Avg
+    chart.draw_series(std::iter::once(PathElement::new(vec![(7.0, 0.0), (7.0, 100.0)], BLACK.mix(0.35).stroke_width(1)))).map_err(d)?;
+
+    let n = p.series.len().max(1) as f64;
+    let bw = 0.84 / n;
+    for (j, s) in p.series.iter().enumerate() {
+        let mut bars = Vec::new();
+        let mut whiskers = Vec::new();
+        for k in 0..8 {
+            let Some(v) = s.values[k] else { continue };
+            let x0 = k as f64 + 0.08 + j as f64 * bw;
+            let x1 = x0 + bw * 0.88;
+            let style = if s.partial[k] { s.color.mix(0.35).filled() } else { s.color.filled() };
+            bars.push(Rectangle::new([(x0, 0.0), (x1, v)], style));
+            if s.partial[k] {
+                bars.push(Rectangle::new([(x0, 0.0), (x1, v)], s.color.stroke_width(1)));
+            }
+            if let Some((lo, hi)) = s.ci[k] {
+                let xc = (x0 + x1) / 2.0;
+                let cap = bw * 0.22;
+                let st = BLACK.mix(0.85).stroke_width(2);
+                whiskers.push(PathElement::new(vec![(xc, lo), (xc, hi)], st));
+                whiskers.push(PathElement::new(vec![(xc - cap, lo), (xc + cap, lo)], st));
+                whiskers.push(PathElement::new(vec![(xc - cap, hi), (xc + cap, hi)], st));
+            }
+        }
+        chart.draw_series(bars).map_err(d)?;
+        chart.draw_series(whiskers).map_err(d)?;
+    }
+
+    // legend panel
+    let legend = legend_area.margin(40, 10, 10, 10);
+    let title = TextStyle::from((FAMILY, 17).into_font()).color(&BLACK);
+    legend.draw(&Text::new("Systems", (0, 0), title)).map_err(d)?;
+    let text = TextStyle::from((FAMILY, LEGEND_FONT).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+    let mut y = 36;
+    let mut drew_paper_gap = false;
+    for s in &p.series {
+        if s.paper && !drew_paper_gap {
+            drew_paper_gap = true;
+            if p.series.iter().any(|s| !s.paper) {
+                y += 8;
+            }
+        }
+        legend.draw(&Rectangle::new([(0, y - 8), (22, y + 8)], s.color.filled())).map_err(d)?;
+        legend.draw(&Text::new(s.label.clone(), (32, y), text.clone())).map_err(d)?;
+        y += LEGEND_ROW;
+    }
+    if p.series.iter().all(|s| s.paper) {
+        legend.draw(&Text::new("(no runs in results/ yet)", (0, y), text.clone())).map_err(d)?;
+        y += LEGEND_ROW;
+    }
+    y += 16;
+    let note = TextStyle::from((FAMILY, 14).into_font()).color(&BLACK.mix(0.75)).pos(Pos::new(HPos::Left, VPos::Center));
+    for line in NOTES {
+        legend.draw(&Text::new(line, (0, y), note.clone())).map_err(d)?;
+        y += 22;
+    }
+    Ok(())
+}
+
+/// `plots_dir/zero-shot.{svg,png}`.
+pub fn zero_shot(runs: &[Run], paper: &PaperFile, plots_dir: &Path) -> Result<Vec<PathBuf>> {
+    font::ensure()?;
+    let p = ZeroShotPlot::new(runs, paper);
+    render(plots_dir, "zero-shot", p.size, |r| draw_zero_shot(r, &p), |r| draw_zero_shot(r, &p))
+}
+
+// ---------------------------------------------------------------- per-label panels
+
+struct Panel {
+    title: String,
+    color: RGBColor,
+    /// (label, F1, gold mentions), most frequent gold label first
+    labels: Vec<(String, f64, usize)>,
+    /// labels predicted that never occur in the gold (F1 = 0), and their predictions
+    hidden: (usize, usize),
+}
+
+struct LabelsPlot {
+    title: String,
+    panels: Vec<Panel>,
+    cols: usize,
+    row_heights: Vec<u32>,
+    size: (u32, u32),
+}
+
+const PANEL_W: u32 = 400;
+const LABEL_ROW: u32 = 22;
+const TITLE_H: u32 = 70;
+
+fn panel_title(header: &str, d: &DatasetScores) -> String {
+    if d.complete() {
+        format!("{header}: F1 {:.2} [{:.1}, {:.1}]", d.f1, d.ci95[0], d.ci95[1])
+    } else {
+        format!("{header}: F1 {:.1}* ({}/{})", d.f1, d.sentences, d.expected)
+    }
+}
+
+impl LabelsPlot {
+    fn new(run: &Run) -> LabelsPlot {
+        // the seven in table order, then any other dataset by name
+        let mut order: Vec<(String, String)> = ZERO_SHOT_COLUMNS
+            .iter()
+            .filter(|(n, _)| run.scores.datasets.contains_key(*n))
+            .map(|(n, h)| (n.to_string(), h.to_string()))
+            .collect();
+        for name in run.scores.datasets.keys() {
+            if !ZERO_SHOT_COLUMNS.iter().any(|(n, _)| n == name) {
+                order.push((name.clone(), name.clone()));
+            }
+        }
+        let panels: Vec<Panel> = order
+            .iter()
+            .enumerate()
+            .map(|(i, (name, header))| {
+                let d = &run.scores.datasets[name];
+                let mut labels: Vec<(String, f64, usize)> =
+                    d.per_label.iter().filter(|(_, l)| l.gold > 0).map(|(n, l)| (n.clone(), l.f1, l.gold)).collect();
+                labels.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+                let extra: Vec<_> = d.per_label.values().filter(|l| l.gold == 0).collect();
+                Panel {
+                    title: panel_title(header, d),
+                    color: OURS[i % OURS.len()],
+                    labels,
+                    hidden: (extra.len(), extra.iter().map(|l| l.predicted).sum()),
+                }
+            })
+            .collect();
+        let cols = panels.len().clamp(1, 4);
+        let rows = panels.len().div_ceil(cols).max(1);
+        let row_heights: Vec<u32> = (0..rows)
+            .map(|r| {
+                let most = panels.iter().skip(r * cols).take(cols).map(|p| p.labels.len()).max().unwrap_or(0) as u32;
+                (110 + most * LABEL_ROW).max(260)
+            })
+            .collect();
+        let width = (cols as u32 * PANEL_W).max(1200);
+        let height = (TITLE_H + row_heights.iter().sum::<u32>()).max(600);
+        let title = format!("Per-label F1 (%) of {} — run {}", run.system(), run.id());
+        LabelsPlot { title, panels, cols, row_heights, size: (width, height) }
+    }
+}
+
+fn draw_labels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &LabelsPlot) -> DrawResult {
+    root.fill(&WHITE).map_err(d)?;
+    let (title_area, body) = root.split_vertically(TITLE_H);
+    let (tw, _) = title_area.dim_in_pixel();
+    let center = Pos::new(HPos::Center, VPos::Center);
+    title_area
+        .draw(&Text::new(p.title.clone(), (tw as i32 / 2, 24), TextStyle::from((FAMILY, 24).into_font()).pos(center)))
+        .map_err(d)?;
+    let sub = "Labels that occur in the gold, most frequent first; (n) = gold mentions. * = dataset not complete (scored/expected sentences).";
+    title_area
+        .draw(&Text::new(sub, (tw as i32 / 2, 54), TextStyle::from((FAMILY, 15).into_font()).color(&BLACK.mix(0.7)).pos(center)))
+        .map_err(d)?;
+    if p.panels.is_empty() {
+        let (bw, bh) = body.dim_in_pixel();
+        body.draw(&Text::new("This run has no per-dataset scores yet.", (bw as i32 / 2, bh as i32 / 3), TextStyle::from((FAMILY, 20).into_font()).pos(center)))
+            .map_err(d)?;
+        return Ok(());
+    }
+    let mut rest = body;
+    for (r, h) in p.row_heights.iter().enumerate() {
+        let (row, below) = rest.split_vertically(*h);
+        rest = below;
+        let cells = row.split_evenly((1, p.cols));
+        for (c, cell) in cells.iter().enumerate() {
+            if let Some(panel) = p.panels.get(r * p.cols + c) {
+                draw_panel(cell, panel)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> DrawResult {
+    let n = p.labels.len();
+    let label_w = p.labels.iter().map(|(l, _, g)| text_width(&format!("{l} ({g})"), 13.0)).max().unwrap_or(40) + 14;
+    let (aw, _) = area.dim_in_pixel();
+    let label_w = label_w.clamp(60, aw / 2);
+    let fit = |l: &str, g: usize| {
+        let full = format!("{l} ({g})");
+        if text_width(&full, 13.0) + 14 <= label_w {
+            return full;
+        }
+        let mut s: String = l.to_string();
+        while !s.is_empty() && text_width(&format!("{s}… ({g})"), 13.0) + 14 > label_w {
+            s.pop();
+        }
+        format!("{s}… ({g})")
+    };
+    let names: Vec<String> = p.labels.iter().map(|(l, _, g)| fit(l, *g)).collect();
+    let rows = n.max(1) as f64;
+    // label i (0 = most frequent) is drawn at the top
+    let y_of = |i: usize| rows - i as f64 - 0.5;
+    let mut chart = ChartBuilder::on(area)
+        .caption(p.title.clone(), (FAMILY, 16))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(label_w)
+        .build_cartesian_2d(
+            (0f64..100f64).with_key_points(vec![0.0, 25.0, 50.0, 75.0, 100.0]),
+            (0f64..rows).with_key_points((0..n).map(y_of).collect()),
+        )
+        .map_err(d)?;
+    let ylab = |y: &f64| {
+        let i = (rows - 0.5 - *y).round();
+        if i >= 0.0 && (i as usize) < names.len() {
+            names[i as usize].clone()
+        } else {
+            String::new()
+        }
+    };
+    let x_desc = if p.hidden.0 > 0 {
+        format!("F1 (%); {} predicted labels not in gold ({} preds) not shown", p.hidden.0, p.hidden.1)
+    } else {
+        "F1 (%)".to_string()
+    };
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .bold_line_style(BLACK.mix(0.12))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&ylab)
+        .x_label_style((FAMILY, 13))
+        .y_label_style((FAMILY, 13))
+        .x_desc(x_desc)
+        .axis_desc_style((FAMILY, 13))
+        .draw()
+        .map_err(d)?;
+    if n == 0 {
+        chart
+            .draw_series(std::iter::once(Text::new(
+                "no gold labels",
+                (50.0, 0.5),
+                TextStyle::from((FAMILY, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Center)),
+            )))
+            .map_err(d)?;
+        return Ok(());
+    }
+    chart
+        .draw_series(p.labels.iter().enumerate().map(|(i, (_, f1, _))| {
+            let y = y_of(i);
+            Rectangle::new([(0.0, y - 0.36), (*f1, y + 0.36)], p.color.filled())
+        }))
+        .map_err(d)?;
+    chart
+        .draw_series(p.labels.iter().enumerate().map(|(i, (_, f1, _))| {
+            let y = y_of(i);
+            let text = format!("{f1:.1}");
+            if *f1 >= 22.0 {
+                Text::new(text, (*f1 - 1.0, y), TextStyle::from((FAMILY, 12).into_font()).color(&WHITE).pos(Pos::new(HPos::Right, VPos::Center)))
+            } else {
+                Text::new(text, (*f1 + 1.0, y), TextStyle::from((FAMILY, 12).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center)))
+            }
+        }))
+        .map_err(d)?;
+    Ok(())
+}
+
+/// `plots_dir/labels-<run-id>.{svg,png}`.
+pub fn labels(run: &Run, plots_dir: &Path) -> Result<Vec<PathBuf>> {
+    font::ensure()?;
+    let p = LabelsPlot::new(run);
+    let stem = format!("labels-{}", file_stem(&run.id()));
+    render(plots_dir, &stem, p.size, |r| draw_labels(r, &p), |r| draw_labels(r, &p))
+}

@@ -1,0 +1,401 @@
+//! The experiment runner: (datasets × engine × prompt) → one `samples.jsonl` row per sentence,
+//! appended as it finishes → `scores.json`; a rerun with the same settings resumes; every run
+//! carries a `manifest.json` with what is needed to repeat it.
+pub mod scores;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{registry, Entity, Example, Registry, ZERO_SHOT};
+use crate::engine::{Engine, Finish, GenOutput, GenRequest, Sampling};
+use crate::parse::{self, ParseError};
+use crate::prompt::{self, PromptSpec};
+use crate::score::{self, Counts, SentenceCounts};
+use crate::util;
+use crate::{Error, Result};
+pub use scores::{Mode, Scores};
+
+/// Set by the Ctrl-C handler; long loops stop at the next finished sentence.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Everything that decides an evaluation run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalConfig {
+    /// system name for tables (baseline name or model file stem)
+    pub model_name: String,
+    pub model_path: PathBuf,
+    pub model_sha256: String,
+    pub engine: String,
+    pub engine_settings: serde_json::Value,
+    pub prompt: PromptSpec,
+    pub mode: Mode,
+    pub decoding: String,
+    pub datasets: Vec<String>,
+    pub split: String,
+    pub limit: Option<usize>,
+    pub seed: u64,
+    pub sampling: Sampling,
+    pub gold_variant: registry::GoldVariant,
+}
+
+impl EvalConfig {
+    /// The run id: readable parts plus a hash of every setting that changes outputs
+    /// (datasets excluded, so a run can grow by datasets and resume).
+    pub fn run_id(&self) -> String {
+        let key = serde_json::json!({
+            "engine": self.engine, "model": self.model_sha256, "prompt": prompt::spec_hash(&self.prompt),
+            "mode": self.mode, "decoding": self.decoding, "split": self.split, "limit": self.limit,
+            "seed": self.seed, "sampling": self.sampling, "gold": self.gold_variant,
+        });
+        let hash = prompt::short_hash(&key.to_string());
+        let mode = match self.mode {
+            Mode::Direct => "direct",
+            Mode::Cot => "cot",
+        };
+        let mut id = format!("{}-{}-{}-{}", slug(&self.model_name), mode, self.decoding, self.split);
+        if let Some(n) = self.limit {
+            id.push_str(&format!("-n{n}-s{}", self.seed));
+        }
+        format!("{id}-{}", &hash[..8])
+    }
+}
+
+fn slug(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c.to_ascii_lowercase() } else { '-' }).collect()
+}
+
+/// One line of `samples.jsonl`: enough to re-score with any scorer without the model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleRow {
+    pub id: String,
+    pub dataset: String,
+    pub split: String,
+    pub index: usize,
+    pub sentence: String,
+    pub schema: Vec<String>,
+    pub gold: Vec<Entity>,
+    /// the raw model text, untouched
+    pub output: String,
+    pub reasoning: Option<String>,
+    pub think: Option<String>,
+    pub prediction: Vec<Entity>,
+    pub parse_error: Option<ParseError>,
+    pub counts: Counts,
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    pub finish: Finish,
+    pub latency_ms: f64,
+}
+
+impl SampleRow {
+    fn new(ex: &Example, out: GenOutput) -> SampleRow {
+        let pred = parse::prediction(&out.text);
+        let counts = score::sentence(&pred.entities, &ex.gold).total;
+        SampleRow {
+            id: ex.id.clone(),
+            dataset: ex.dataset.clone(),
+            split: ex.split.clone(),
+            index: ex.index,
+            sentence: ex.text.clone(),
+            schema: ex.labels.clone(),
+            gold: ex.gold.clone(),
+            output: out.text,
+            reasoning: out.reasoning,
+            think: pred.think,
+            prediction: pred.entities,
+            parse_error: pred.error,
+            counts,
+            prompt_tokens: out.prompt_tokens,
+            gen_tokens: out.gen_tokens,
+            finish: out.finish,
+            latency_ms: out.latency_ms,
+        }
+    }
+
+    /// Re-parse the raw output with the current parser.
+    pub fn reparse(&mut self) {
+        let pred = parse::prediction(&self.output);
+        self.counts = score::sentence(&pred.entities, &self.gold).total;
+        self.think = pred.think;
+        self.prediction = pred.entities;
+        self.parse_error = pred.error;
+    }
+}
+
+/// One working session on a run (a run resumed three times has four).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub command: String,
+    pub git_commit: Option<String>,
+    pub start: String,
+    pub end: Option<String>,
+    pub sentences: usize,
+    pub gen_tokens: usize,
+    pub prompt_tokens: usize,
+    pub seconds: f64,
+    pub sentences_per_s: f64,
+    pub gen_tokens_per_s: f64,
+    pub interrupted: bool,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub run_id: String,
+    pub config: EvalConfig,
+    pub prompt_hash: String,
+    pub chat_template_sha256: Option<String>,
+    pub engine_info: crate::engine::EngineInfo,
+    /// dataset name → source file and its sha256
+    pub data_files: BTreeMap<String, DataFile>,
+    pub rner_version: String,
+    pub machine: Machine,
+    pub sessions: Vec<Session>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataFile {
+    pub path: String,
+    pub sha256: String,
+    pub sentences: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu: String,
+    pub os: String,
+    pub gpu: Option<String>,
+}
+
+impl Machine {
+    pub fn this() -> Machine {
+        Machine { cpus: util::cpus(), cpu: util::cpu_model(), os: std::env::consts::OS.into(), gpu: None }
+    }
+}
+
+/// The examples of one dataset the run covers (all, or a seeded sample of `limit`).
+pub fn examples_for(reg: &Registry, cfg: &EvalConfig, dataset: &str) -> Result<Vec<Example>> {
+    let all = reg.load_variant(dataset, &cfg.split, cfg.gold_variant)?;
+    Ok(match cfg.limit {
+        Some(n) if n < all.len() => registry::sample(&all, n, cfg.seed),
+        _ => all,
+    })
+}
+
+/// The request for one example.
+pub fn request(ex: &Example, cfg: &EvalConfig) -> GenRequest {
+    GenRequest { prompt: prompt::render(ex, &cfg.prompt), sampling: cfg.sampling.clone() }
+}
+
+/// What an eval call did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub run_dir: PathBuf,
+    pub scores: Scores,
+    pub generated: usize,
+    pub interrupted: bool,
+}
+
+/// Run (or resume) an evaluation into `results_dir/<run-id>/`.
+pub fn eval(
+    cfg: &EvalConfig,
+    engine: &mut dyn Engine,
+    reg: &Registry,
+    results_dir: &Path,
+    command: &str,
+    progress: bool,
+) -> Result<Outcome> {
+    let run_id = cfg.run_id();
+    let dir = results_dir.join(&run_id);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let manifest_path = dir.join("manifest.json");
+    let samples_path = dir.join("samples.jsonl");
+    let mut manifest: Manifest = if manifest_path.exists() {
+        let m: Manifest = util::read_json(&manifest_path)?;
+        for d in &cfg.datasets {
+            if !m.config.datasets.contains(d) {
+                tracing::info!("run {run_id}: adding dataset {d}");
+            }
+        }
+        m
+    } else {
+        Manifest {
+            run_id: run_id.clone(),
+            config: cfg.clone(),
+            prompt_hash: prompt::spec_hash(&cfg.prompt),
+            chat_template_sha256: engine.info().chat_template.as_ref().map(|t| prompt::short_hash(t)),
+            engine_info: engine.info().clone(),
+            data_files: BTreeMap::new(),
+            rner_version: env!("CARGO_PKG_VERSION").into(),
+            machine: Machine::this(),
+            sessions: Vec::new(),
+        }
+    };
+    for d in &cfg.datasets {
+        if !manifest.config.datasets.contains(d) {
+            manifest.config.datasets.push(d.clone());
+        }
+    }
+    let mut session = Session {
+        command: command.to_string(),
+        git_commit: util::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        start: util::now(),
+        end: None,
+        sentences: 0,
+        gen_tokens: 0,
+        prompt_tokens: 0,
+        seconds: 0.0,
+        sentences_per_s: 0.0,
+        gen_tokens_per_s: 0.0,
+        interrupted: false,
+    };
+    manifest.sessions.push(session.clone());
+    let done: HashSet<String> = util::read_jsonl::<SampleRow>(&samples_path)?.into_iter().map(|r| r.id).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&samples_path)
+        .map_err(|e| Error::io(&samples_path, e))?;
+    let t0 = Instant::now();
+    let mut interrupted = false;
+    for dataset in &cfg.datasets {
+        let examples = examples_for(reg, cfg, dataset)?;
+        let path = reg.file(dataset, &cfg.split)?;
+        manifest.data_files.entry(dataset.clone()).or_insert(DataFile {
+            sha256: util::sha256_file(&path)?,
+            path: path.display().to_string(),
+            sentences: examples.len(),
+        });
+        util::write_json(&manifest_path, &manifest)?;
+        let todo: Vec<&Example> = examples.iter().filter(|e| !done.contains(&e.id)).collect();
+        if todo.is_empty() {
+            continue;
+        }
+        let bar = progress_bar(progress, dataset, examples.len(), examples.len() - todo.len());
+        let reqs: Vec<GenRequest> = todo.iter().map(|e| request(e, cfg)).collect();
+        let started = Instant::now();
+        let mut tokens = 0usize;
+        let result = engine.generate_each(&reqs, &mut |i, out| {
+            let row = SampleRow::new(todo[i], out);
+            tokens += row.gen_tokens;
+            session.sentences += 1;
+            session.gen_tokens += row.gen_tokens;
+            session.prompt_tokens += row.prompt_tokens;
+            let mut line = serde_json::to_string(&row).map_err(|e| Error::Json { path: samples_path.clone(), source: e })?;
+            line.push('\n');
+            file.write_all(line.as_bytes()).map_err(|e| Error::io(&samples_path, e))?;
+            file.flush().map_err(|e| Error::io(&samples_path, e))?;
+            if let Some(b) = &bar {
+                b.inc(1);
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                b.set_message(format!("{:.0} tok/s", tokens as f64 / secs));
+            }
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Err(Error::Interrupted);
+            }
+            Ok(())
+        });
+        if let Some(b) = &bar {
+            b.finish();
+        }
+        match result {
+            Ok(()) => {}
+            Err(Error::Interrupted) => {
+                interrupted = true;
+                break;
+            }
+            Err(e) => {
+                close_session(&mut session, t0, true);
+                *manifest.sessions.last_mut().expect("pushed above") = session;
+                util::write_json(&manifest_path, &manifest)?;
+                rescore_dir(&dir)?;
+                return Err(e);
+            }
+        }
+        rescore_dir(&dir)?;
+    }
+    close_session(&mut session, t0, interrupted);
+    let generated = session.sentences;
+    *manifest.sessions.last_mut().expect("pushed above") = session;
+    util::write_json(&manifest_path, &manifest)?;
+    let scores = rescore_dir(&dir)?;
+    Ok(Outcome { run_dir: dir, generated, scores, interrupted })
+}
+
+fn close_session(s: &mut Session, t0: Instant, interrupted: bool) {
+    s.seconds = t0.elapsed().as_secs_f64();
+    s.end = Some(util::now());
+    s.interrupted = interrupted;
+    if s.seconds > 0.0 {
+        s.sentences_per_s = s.sentences as f64 / s.seconds;
+        s.gen_tokens_per_s = s.gen_tokens as f64 / s.seconds;
+    }
+}
+
+fn progress_bar(on: bool, dataset: &str, total: usize, done: usize) -> Option<indicatif::ProgressBar> {
+    if !on {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} sentences, {msg}, {per_sec}, ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(dataset.to_string());
+    bar.set_position(done as u64);
+    bar.reset_eta();
+    Some(bar)
+}
+
+/// Score the rows of a run folder (re-parsing every raw output) and write `scores.json`.
+pub fn rescore_dir(dir: &Path) -> Result<Scores> {
+    let manifest: Manifest = util::read_json(&dir.join("manifest.json"))?;
+    let samples_path = dir.join("samples.jsonl");
+    let mut rows: Vec<SampleRow> = util::read_jsonl(&samples_path)?;
+    let mut by_dataset: BTreeMap<String, Vec<SampleRow>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for mut r in rows.drain(..) {
+        // a row written twice (a crash between write and bookkeeping) counts once
+        if !seen.insert(r.id.clone()) {
+            continue;
+        }
+        r.reparse();
+        by_dataset.entry(r.dataset.clone()).or_default().push(r);
+    }
+    let cfg = &manifest.config;
+    let mut datasets = BTreeMap::new();
+    for (name, rows) in &by_dataset {
+        let per: Vec<SentenceCounts> = rows.iter().map(|r| score::sentence(&r.prediction, &r.gold)).collect();
+        let failures = rows.iter().filter(|r| r.parse_error.is_some_and(|e| e.is_failure())).count();
+        let mut s = score::dataset(&per, failures, cfg.seed);
+        s.truncated = rows.iter().filter(|r| r.finish == Finish::Length).count();
+        s.expected = manifest.data_files.get(name).map_or(rows.len(), |f| f.sentences);
+        datasets.insert(name.clone(), s);
+    }
+    let average = ZERO_SHOT
+        .iter()
+        .map(|d| datasets.get(*d).filter(|s| s.complete()).map(|s| s.f1))
+        .collect::<Option<Vec<f64>>>()
+        .map(|f1s| score::average(&f1s));
+    let scores = Scores {
+        run_id: manifest.run_id.clone(),
+        model: cfg.model_name.clone(),
+        mode: cfg.mode,
+        decoding: cfg.decoding.clone(),
+        split: cfg.split.clone(),
+        limit: cfg.limit,
+        seed: cfg.seed,
+        command: manifest.sessions.first().map(|s| s.command.clone()).unwrap_or_default(),
+        datasets,
+        average,
+    };
+    util::write_json(&dir.join("scores.json"), &scores)?;
+    Ok(scores)
+}

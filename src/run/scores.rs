@@ -1,0 +1,36 @@
+//! `scores.json` and `manifest.json`: the machine-read summary and the recipe of a run.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::score::DatasetScores;
+
+/// Direct answer or reasoning first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The paper's zero-shot prompt; the model answers with JSON.
+    #[default]
+    Direct,
+    /// The same prompt; the model is expected to reason in `<think>…</think>` first (more tokens).
+    Cot,
+}
+
+/// `results/<run-id>/scores.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scores {
+    pub run_id: String,
+    /// a short system name for tables (baseline name or model file stem)
+    pub model: String,
+    pub mode: Mode,
+    /// `free` (the paper's protocol), later `json` / `schema`
+    pub decoding: String,
+    pub split: String,
+    pub limit: Option<usize>,
+    pub seed: u64,
+    /// the exact command that produced the run (as first started)
+    pub command: String,
+    pub datasets: BTreeMap<String, DatasetScores>,
+    /// mean of the rounded per-dataset F1s over the seven zero-shot sets, when all seven are complete
+    pub average: Option<f64>,
+}

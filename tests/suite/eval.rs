@@ -1,0 +1,140 @@
+//! The evaluation path end to end with the real default model through llama.cpp.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rner::engine::llama::{LlamaEngine, LlamaSettings};
+use rner::engine::{Engine, Finish, GenRequest, Sampling};
+use rner::run::Scores;
+
+use crate::util::{data_dir, default_model, rner};
+
+fn eval_cmd(results: &Path, extra: &[&str]) -> Command {
+    let mut c = rner();
+    c.args(["--quiet", "--results"]).arg(results).args(["eval", "--model"]).arg(default_model()).args(extra);
+    c
+}
+
+fn read_scores(run_dir: &Path) -> Scores {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("scores.json")).unwrap()).unwrap()
+}
+
+fn only_run(results: &Path) -> PathBuf {
+    let runs: Vec<PathBuf> = std::fs::read_dir(results).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs[0].clone()
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map(|s| s.lines().filter(|l| l.ends_with('}')).count()).unwrap_or(0)
+}
+
+#[test]
+fn real_model_generates_batched_with_prefix_reuse() {
+    let reg = rner::data::Registry::new(&data_dir()).unwrap();
+    let ex = reg.load("crossner_ai", "test").unwrap();
+    let spec = rner::prompt::PromptSpec::default();
+    let sampling = Sampling { max_tokens: 24, ..Sampling::default() };
+    let reqs: Vec<GenRequest> = ex[..5]
+        .iter()
+        .map(|e| GenRequest { prompt: rner::prompt::render(e, &spec), sampling: sampling.clone() })
+        .collect();
+    let mut engine = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 3, ctx_per_seq: 1024, ..Default::default() }).unwrap();
+    assert!(engine.info().chat_template.is_some());
+    let a = engine.generate(&reqs).unwrap();
+    let b = engine.generate(&reqs).unwrap();
+    assert_eq!(a.len(), 5);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(!x.text.trim().is_empty());
+        assert!(x.gen_tokens >= 1 && x.gen_tokens <= 24);
+        assert!(x.prompt_tokens > 150, "the paper prompt is long: {}", x.prompt_tokens);
+        assert_eq!(x.finish == Finish::Length, x.gen_tokens == 24);
+        // same batch, same settings: the same greedy text
+        assert_eq!(x.text, y.text);
+    }
+    // the context check names the flag to raise
+    let long = vec![GenRequest { prompt: reqs[0].prompt.clone(), sampling: Sampling { max_tokens: 2000, ..Sampling::default() } }];
+    let err = engine.generate(&long).unwrap_err().to_string();
+    assert!(err.contains("--ctx"), "{err}");
+}
+
+#[test]
+fn eval_writes_rows_scores_and_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = eval_cmd(tmp.path(), &["--datasets", "crossner_ai,mit-restaurant", "--limit", "3", "--max-tokens", "48", "--parallel", "4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = only_run(tmp.path());
+    assert_eq!(lines(&run.join("samples.jsonl")), 6);
+    let s = read_scores(&run);
+    assert_eq!(s.limit, Some(3));
+    for d in ["crossner_ai", "mit-restaurant"] {
+        let d = &s.datasets[d];
+        assert_eq!((d.sentences, d.expected), (3, 3));
+        assert!(d.ci95[0] <= d.f1 && d.f1 <= d.ci95[1]);
+    }
+    assert_eq!(s.average, None, "two of seven datasets give no seven-set average");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["config"]["model_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(m["data_files"]["crossner_ai"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(m["sessions"][0]["command"].as_str().unwrap().contains("--limit 3"));
+    // rescore re-parses without the model and gives the same scores
+    let r = rner().args(["--quiet", "--results"]).arg(tmp.path()).arg("rescore").output().unwrap();
+    assert!(r.status.success());
+    assert_eq!(serde_json::to_value(read_scores(&run)).unwrap(), serde_json::to_value(&s).unwrap());
+    // a second identical command resumes: nothing new is generated
+    let again = eval_cmd(tmp.path(), &["--datasets", "crossner_ai,mit-restaurant", "--limit", "3", "--max-tokens", "48", "--parallel", "4"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(lines(&run.join("samples.jsonl")), 6);
+}
+
+#[test]
+fn killed_run_resumes_to_the_same_scores() {
+    let args = ["--datasets", "crossner_ai", "--limit", "10", "--max-tokens", "64", "--parallel", "1"];
+    let whole = tempfile::tempdir().unwrap();
+    let st = eval_cmd(whole.path(), &args).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let reference = read_scores(&only_run(whole.path()));
+
+    let cut = tempfile::tempdir().unwrap();
+    let mut child = eval_cmd(cut.path(), &args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    let samples = loop {
+        let found = std::fs::read_dir(cut.path()).ok().and_then(|mut rd| rd.next()).map(|e| e.unwrap().path().join("samples.jsonl"));
+        if let Some(p) = found {
+            if lines(&p) >= 3 {
+                break p;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let before = lines(&samples);
+    assert!((3..10).contains(&before), "killed after {before} rows");
+    let st = eval_cmd(cut.path(), &args).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let resumed = read_scores(&only_run(cut.path()));
+    assert_eq!(lines(&samples), 10, "the resumed run generated only what was missing");
+    assert_eq!(serde_json::to_value(&resumed.datasets).unwrap(), serde_json::to_value(&reference.datasets).unwrap());
+}
+
+#[test]
+fn bad_flags_fail_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = eval_cmd(tmp.path(), &["--datasets", "no-such-set"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--datasets") && err.contains("crossner_ai"), "{err}");
+    let out = eval_cmd(tmp.path(), &["--datasets", "crossner_ai", "--limit", "1", "--ctx", "64"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ctx"));
+    let out = rner().args(["--data-dir", "/nonexistent", "eval"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RNER_DATA") || err.contains("--data-dir"), "{err}");
+}
