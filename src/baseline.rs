@@ -54,12 +54,13 @@ impl Baseline {
         toml::from_str(&text).map_err(|e| Error::Toml { path, msg: e.to_string() })
     }
 
-    /// Names of every baseline file.
+    /// Names of every model baseline file (`paper-*.toml` hold the paper's reported numbers).
     pub fn names(baselines_dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(baselines_dir)
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")).map(str::to_string))
+                    .filter(|n| !n.starts_with("paper-"))
                     .collect()
             })
             .unwrap_or_default();

@@ -41,9 +41,10 @@ pub struct DatasetsArgs {
 pub fn datasets(g: &Global, a: DatasetsArgs) -> anyhow::Result<ExitCode> {
     let reg = Registry::new(&g.data_dir)?;
     println!("dataset\tsplit\tsentences\tgold mentions (paper loader)\tlabels");
-    for name in reg.names() {
-        for split in &a.splits {
-            let Ok(ex) = reg.load(&name, split) else { continue };
+    for name in Registry::names() {
+        let splits = Registry::splits(name)?;
+        for split in a.splits.iter().filter(|s| splits.contains(&s.as_str())) {
+            let ex = reg.load(name, split)?;
             let mentions: usize = ex.iter().map(|e| e.gold.len()).sum();
             let labels = ex.first().map(|e| e.labels.join(", ")).unwrap_or_default();
             println!("{name}\t{split}\t{}\t{mentions}\t{labels}", ex.len());

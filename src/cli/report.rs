@@ -4,13 +4,26 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::Global;
+use crate::report::{LabelRuns, ZeroShotOptions};
 
 #[derive(Debug, Args)]
-pub struct ReportArgs {}
+pub struct ReportArgs {
+    /// runs that get a per-label F1 plot (default: every run)
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+}
 
-pub fn run(g: &Global, _a: ReportArgs) -> anyhow::Result<ExitCode> {
+pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
     let paper = g.baselines.join("paper-table1.toml");
-    let summary = crate::report::zero_shot(&g.results, &g.reports, &paper)?;
-    println!("{summary:?}");
+    let opts = ZeroShotOptions { label_runs: if a.labels.is_empty() { LabelRuns::All } else { LabelRuns::Only(a.labels) } };
+    let s = crate::report::zero_shot_with(&g.results, &g.reports, &paper, &opts)?;
+    println!("{} ({} runs, {} paper-reported rows)", s.markdown.display(), s.runs, s.paper_rows);
+    println!("{}", s.csv.display());
+    for p in &s.plots {
+        println!("{}", p.display());
+    }
+    for p in &s.partial {
+        println!("partial: {p}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@
 //! or at `I-X` following a different type or `O`; this reads IOB2 and IOB1 alike.
 //! The sentence text of a token format is its tokens joined by single spaces, and entity
 //! positions are *char* offsets into that text (end exclusive), as in InstructUIE's `pos`.
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -149,7 +150,7 @@ pub fn bio_spans(tags: &[Tag]) -> Vec<TokenSpan> {
                 continue;
             }
             Tag::B(t) => (true, t.as_str()),
-            Tag::I(t) => (open.map_or(true, |(_, cur)| cur != t), t.as_str()),
+            Tag::I(t) => (open.is_none_or(|(_, cur)| cur != t), t.as_str()),
         };
         if starts {
             if let Some((s, t)) = open.take() {
@@ -379,17 +380,22 @@ pub fn read_universal_ner(path: &Path) -> Result<Vec<RawSentence>> {
 /// Deserialize a JSON list record by record, converting each with `convert`.
 ///
 /// Streaming through a visitor lets an error name both the record index and serde's line and
-/// column (the data files are single-line JSON, so the column is what locates it).
+/// column (the data files are single-line JSON, so the column is what locates it): errors inside
+/// a record are [`Error::Data`] `file:line: record i: ... (column c)`; syntax errors outside any
+/// record are [`Error::Json`].
 fn read_json_array<T, U, F>(path: &Path, convert: F) -> Result<Vec<U>>
 where
     T: DeserializeOwned,
     F: FnMut(usize, T) -> std::result::Result<U, String>,
 {
-    struct ArrayVisitor<T, U, F> {
+    /// Visits the list element by element, noting in `at` which record is being read so that
+    /// an error (whose category serde_json keeps: syntax, EOF or data) can name it.
+    struct ArrayVisitor<'a, T, U, F> {
         convert: F,
+        at: &'a Cell<Option<usize>>,
         _marker: PhantomData<fn(T) -> U>,
     }
-    impl<'de, T, U, F> Visitor<'de> for ArrayVisitor<T, U, F>
+    impl<'de, T, U, F> Visitor<'de> for ArrayVisitor<'_, T, U, F>
     where
         T: DeserializeOwned,
         F: FnMut(usize, T) -> std::result::Result<U, String>,
@@ -403,41 +409,45 @@ where
             let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
             loop {
                 let i = out.len();
-                match seq.next_element::<T>() {
-                    Ok(Some(rec)) => match (self.convert)(i, rec) {
-                        Ok(u) => out.push(u),
-                        Err(msg) => return Err(A::Error::custom(format!("record {i}: {msg}"))),
-                    },
-                    Ok(None) => return Ok(out),
-                    Err(e) => {
-                        let msg = strip_position(&e.to_string()).to_string();
-                        return Err(A::Error::custom(format!("record {i}: {msg}")));
-                    }
-                }
+                self.at.set(Some(i));
+                let Some(rec) = seq.next_element::<T>()? else { break };
+                out.push((self.convert)(i, rec).map_err(A::Error::custom)?);
             }
+            self.at.set(None);
+            Ok(out)
         }
     }
 
     let text = read_utf8(path)?;
     let src = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let at = Cell::new(None);
     let mut de = serde_json::Deserializer::from_str(src);
-    let visitor = ArrayVisitor { convert, _marker: PhantomData };
+    let visitor = ArrayVisitor { convert, at: &at, _marker: PhantomData };
     let parsed = serde::Deserializer::deserialize_seq(&mut de, visitor).and_then(|v| de.end().map(|()| v));
-    parsed.map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            let msg = format!("{} (column {})", strip_position(&e.to_string()), e.column());
-            Error::data(path, e.line(), msg)
+    parsed.map_err(|e| {
+        use serde_json::error::Category;
+        let line = e.line();
+        let col = if e.column() > 0 { format!(" (column {})", e.column()) } else { String::new() };
+        let what = strip_position(&e.to_string()).to_string();
+        match (at.get(), e.classify()) {
+            (Some(i), Category::Data) => Error::data(path, line, format!("record {i}: {what}{col}")),
+            (Some(i), _) => Error::data(path, line, format!("record {i}: invalid JSON: {what}{col}")),
+            (None, Category::Data) => Error::data(path, line, format!("{what}{col}")),
+            (None, _) => Error::Json { path: path.to_path_buf(), source: e },
         }
-        _ => Error::Json { path: path.to_path_buf(), source: e },
     })
 }
 
 /// serde_json appends " at line L column C" to its messages; we report the position ourselves.
 fn strip_position(msg: &str) -> &str {
     match msg.rfind(" at line ") {
-        Some(i) if msg[i + 9..].split_once(" column ").is_some_and(|(l, c)| {
-            !l.is_empty() && !c.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) && c.bytes().all(|b| b.is_ascii_digit())
-        }) =>
+        Some(i)
+            if msg[i + 9..].split_once(" column ").is_some_and(|(l, c)| {
+                !l.is_empty()
+                    && !c.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_digit())
+                    && c.bytes().all(|b| b.is_ascii_digit())
+            }) =>
         {
             &msg[..i]
         }

@@ -217,8 +217,11 @@ impl Dataset {
                     .filter_map(|e| {
                         let ty = self.map_type(&e.kind, variant);
                         let label = process_label(&ty);
-                        (is_valid_label(&ty) && allowed.contains(label.as_str()))
-                            .then(|| Entity { text: e.name, label, span: e.pos })
+                        (is_valid_label(&ty) && allowed.contains(label.as_str())).then_some(Entity {
+                            text: e.name,
+                            label,
+                            span: e.pos,
+                        })
                     })
                     .collect();
                 let tokens = s.tokens.unwrap_or_else(|| s.sentence.split_whitespace().map(str::to_string).collect());

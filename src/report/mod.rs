@@ -165,7 +165,7 @@ pub fn load_runs(results_dir: &Path) -> Result<Vec<Run>> {
         check_scores(&scores).map_err(|msg| Error::Report(format!("{}: {msg}", path.display())))?;
         runs.push(Run { path, scores });
     }
-    runs.sort_by(|a, b| (a.system(), a.id()).cmp(&(b.system(), b.id())));
+    runs.sort_by_key(|r| (r.system(), r.id()));
     Ok(runs)
 }
 

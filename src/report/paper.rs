@@ -149,10 +149,17 @@ mod tests {
         for row in &p.table1 {
             let f1s: Vec<f64> = row.f1s().iter().flatten().copied().collect();
             match row.avg {
-                // the paper prints one decimal
+                // The paper prints one decimal. Four printed averages are the mean of the printed
+                // F1s cut, not rounded, to one decimal (GPT-4 60.157 → 60.1, qwen3 4B 62.157 → 62.1,
+                // qwen3 8B 65.457 → 65.4, ReasoningNER 8B♣ 77.357 → 77.3; presumably averaged from
+                // unrounded F1s): we keep the printed values, within 0.1 of the arithmetic.
                 Some(a) => {
                     assert_eq!(f1s.len(), 7, "{}", row.model);
-                    assert!((average(&f1s) - a).abs() <= 0.05 + 1e-9, "{}: {} vs {a}", row.model, average(&f1s));
+                    let mean = f1s.iter().sum::<f64>() / 7.0;
+                    assert!((mean - a).abs() < 0.1, "{}: {mean} vs {a}", row.model);
+                    let rounded_differs = (mean * 10.0).round() / 10.0 != a;
+                    let cut = ["GPT-4", "qwen3 4B", "qwen3 8B", "ReasoningNER 8B♣ (B²NER test split)"];
+                    assert_eq!(rounded_differs, cut.contains(&row.model.as_str()), "{}: {mean} vs {a}", row.model);
                 }
                 None => assert!(f1s.len() < 7, "{}", row.model),
             }

@@ -3,6 +3,7 @@
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -36,7 +37,8 @@ const OURS: [RGBColor; 10] = [
 const PAPER: [RGBColor; 5] =
     [RGBColor(60, 60, 60), RGBColor(115, 115, 115), RGBColor(165, 165, 165), RGBColor(200, 200, 200), RGBColor(90, 90, 90)];
 
-/// Draw `draw` into `dir/<stem>.svg` and `dir/<stem>.png` (both written atomically).
+/// Draw into `dir/<stem>.svg` and `dir/<stem>.png` (both written atomically; the two closures
+/// are the same drawing code instantiated for each backend).
 fn render<F1, F2>(dir: &Path, stem: &str, size: (u32, u32), draw_svg: F1, draw_png: F2) -> Result<Vec<PathBuf>>
 where
     F1: FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult,
@@ -58,10 +60,13 @@ where
 
     // the bitmap backend picks the encoder from the extension, so the temp name ends in .png
     let tmp = dir.join(format!("{stem}.tmp.png"));
-    {
+    let drawn = {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-        draw_png(&root).map_err(|e| fail(&png_path, e))?;
-        root.present().map_err(|e| fail(&png_path, e.to_string()))?;
+        draw_png(&root).and_then(|()| root.present().map_err(d))
+    };
+    if let Err(e) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(&png_path, e));
     }
     std::fs::rename(&tmp, &png_path).map_err(|e| Error::io(&png_path, e))?;
     Ok(vec![svg_path, png_path])
@@ -70,6 +75,43 @@ where
 /// Width in pixels of `text` at `size` in the plot font.
 fn text_width(text: &str, size: f64) -> u32 {
     (FAMILY, size).into_font().box_size(text).map(|(w, _)| w).unwrap_or((text.chars().count() as f64 * size * 0.6) as u32)
+}
+
+/// A linear f64 axis whose ticks are exactly `keys` (plotters' `with_key_points` on f64 has no
+/// label formatter, which a custom `x_label_formatter` needs).
+struct Keyed {
+    lo: f64,
+    hi: f64,
+    keys: Vec<f64>,
+}
+
+fn keyed(range: std::ops::Range<f64>, keys: Vec<f64>) -> Keyed {
+    Keyed { lo: range.start, hi: range.end, keys }
+}
+
+impl Ranged for Keyed {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let span = limit.1 - limit.0;
+        if span == 0 || self.hi == self.lo {
+            return limit.1;
+        }
+        limit.0 + (span as f64 * (value - self.lo) / (self.hi - self.lo) + 1e-3).floor() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.keys.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
 }
 
 // ---------------------------------------------------------------- zero-shot grouped bars
@@ -164,6 +206,7 @@ fn group_name(x: f64) -> String {
 
 fn draw_zero_shot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &ZeroShotPlot) -> DrawResult {
     root.fill(&WHITE).map_err(d)?;
+    let root = root.margin(10, 8, 0, 0);
     let root = root.titled("Zero-shot NER F1 (%) on the seven out-of-domain test sets", (FAMILY, 26)).map_err(d)?;
     let (w, _) = root.dim_in_pixel();
     let (chart_area, legend_area) = root.split_horizontally(w.saturating_sub(p.legend_w));
@@ -172,9 +215,9 @@ fn draw_zero_shot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &ZeroSho
         .margin_left(10)
         .margin_right(10)
         .margin_top(10)
-        .x_label_area_size(60)
+        .x_label_area_size(56)
         .y_label_area_size(70)
-        .build_cartesian_2d((0f64..8f64).with_key_points(centers), (0f64..100f64).with_key_points((0..=10).map(|v| v as f64 * 10.0).collect()))
+        .build_cartesian_2d(keyed(0.0..8.0, centers), keyed(0.0..100.0, (0..=10).map(|v| v as f64 * 10.0).collect()))
         .map_err(d)?;
     chart
         .configure_mesh()
@@ -243,7 +286,8 @@ fn draw_zero_shot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &ZeroSho
         y += LEGEND_ROW;
     }
     y += 16;
-    let note = TextStyle::from((FAMILY, 14).into_font()).color(&BLACK.mix(0.75)).pos(Pos::new(HPos::Left, VPos::Center));
+    let grey = BLACK.mix(0.75);
+    let note = TextStyle::from((FAMILY, 14).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Center));
     for line in NOTES {
         legend.draw(&Text::new(line, (0, y), note.clone())).map_err(d)?;
         y += 22;
@@ -324,7 +368,7 @@ impl LabelsPlot {
         let row_heights: Vec<u32> = (0..rows)
             .map(|r| {
                 let most = panels.iter().skip(r * cols).take(cols).map(|p| p.labels.len()).max().unwrap_or(0) as u32;
-                (110 + most * LABEL_ROW).max(260)
+                (120 + most * LABEL_ROW).max(260)
             })
             .collect();
         let width = (cols as u32 * PANEL_W).max(1200);
@@ -389,11 +433,12 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> D
     let mut chart = ChartBuilder::on(area)
         .caption(p.title.clone(), (FAMILY, 16))
         .margin(12)
+        .margin_bottom(if p.hidden.0 > 0 { 24 } else { 12 })
         .x_label_area_size(44)
         .y_label_area_size(label_w)
         .build_cartesian_2d(
-            (0f64..100f64).with_key_points(vec![0.0, 25.0, 50.0, 75.0, 100.0]),
-            (0f64..rows).with_key_points((0..n).map(y_of).collect()),
+            keyed(0.0..100.0, vec![0.0, 25.0, 50.0, 75.0, 100.0]),
+            keyed(0.0..rows, (0..n).map(y_of).collect()),
         )
         .map_err(d)?;
     let ylab = |y: &f64| {
@@ -404,11 +449,15 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> D
             String::new()
         }
     };
-    let x_desc = if p.hidden.0 > 0 {
-        format!("F1 (%); {} predicted labels not in gold ({} preds) not shown", p.hidden.0, p.hidden.1)
-    } else {
-        "F1 (%)".to_string()
-    };
+    if p.hidden.0 > 0 {
+        // below the x axis description, left-aligned in the cell
+        let (_, ah) = area.dim_in_pixel();
+        let s = if p.hidden.0 == 1 { "" } else { "s" };
+        let note = format!("not shown: {} predicted label{s} absent from the gold ({} preds)", p.hidden.0, p.hidden.1);
+        let grey = BLACK.mix(0.6);
+        let style = TextStyle::from((FAMILY, 12).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Bottom));
+        area.draw(&Text::new(note, (12, ah as i32 - 4), style)).map_err(d)?;
+    }
     chart
         .configure_mesh()
         .disable_y_mesh()
@@ -417,7 +466,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> D
         .y_label_formatter(&ylab)
         .x_label_style((FAMILY, 13))
         .y_label_style((FAMILY, 13))
-        .x_desc(x_desc)
+        .x_desc("F1 (%)")
         .axis_desc_style((FAMILY, 13))
         .draw()
         .map_err(d)?;

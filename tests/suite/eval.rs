@@ -48,7 +48,10 @@ fn real_model_generates_batched_with_prefix_reuse() {
         assert!(!x.text.trim().is_empty());
         assert!(x.gen_tokens >= 1 && x.gen_tokens <= 24);
         assert!(x.prompt_tokens > 150, "the paper prompt is long: {}", x.prompt_tokens);
-        assert_eq!(x.finish == Finish::Length, x.gen_tokens == 24);
+        // the cap counts every generated token, the end-of-turn token included (as vLLM's)
+        if x.finish == Finish::Length {
+            assert_eq!(x.gen_tokens, 24);
+        }
         // same batch, same settings: the same greedy text
         assert_eq!(x.text, y.text);
     }
