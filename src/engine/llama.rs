@@ -191,17 +191,6 @@ fn worker_main(
         }
     };
     let threads = if settings.threads == 0 { crate::util::cpus() } else { settings.threads };
-    let n_seq = settings.parallel + 1; // seq 0 holds the shared prefix
-    let n_ctx = (settings.ctx_per_seq * settings.parallel).max(settings.ctx_per_seq) as u32;
-    let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(settings.n_batch as u32)
-        .with_n_ubatch(settings.n_batch.min(512) as u32)
-        .with_n_seq_max(n_seq as u32)
-        .with_kv_unified(true)
-        .with_swa_full(true)
-        .with_n_threads(threads as i32)
-        .with_n_threads_batch(threads as i32);
     let backend = match backend() {
         Ok(b) => b,
         Err(e) => {
@@ -209,19 +198,21 @@ fn worker_main(
             return;
         }
     };
-    let mut ctx = match model.new_context(backend, params) {
-        Ok(c) => c,
+    let mut worker = Worker { model: &model, backend, tmpl, settings: settings.clone(), threads, cancel, ctx: None };
+    // one context of a single sequence's size proves the settings work before the first job
+    match worker.context(settings.ctx_per_seq) {
+        Ok(c) => worker.ctx = Some((c, settings.ctx_per_seq.div_ceil(256) * 256)),
         Err(e) => {
-            let _ = ready.send(Err(Error::Model { path: path.clone(), msg: format!("cannot create a context of {n_ctx} tokens: {e} (lower --ctx or --parallel)") }));
+            let _ = ready.send(Err(e));
             return;
         }
-    };
+    }
     let info = EngineInfo {
         engine: "llama.cpp".into(),
         model: path.display().to_string(),
         n_params: model.n_params(),
         n_ctx_train: model.n_ctx_train(),
-        chat_template: tmpl.as_ref().and_then(|t| t.to_string().ok()),
+        chat_template: worker.tmpl.as_ref().and_then(|t| t.to_string().ok()),
         settings: serde_json::json!({
             "parallel": settings.parallel, "prefix_reuse": settings.prefix_reuse,
             "ctx_per_seq": settings.ctx_per_seq, "threads": threads, "n_batch": settings.n_batch,
@@ -231,14 +222,13 @@ fn worker_main(
     if ready.send(Ok(info)).is_err() {
         return;
     }
-    let mut worker = Worker { model: &model, tmpl, settings, cancel };
     for job in jobs {
         match job {
             Job::Tokenize { text, reply } => {
                 let _ = reply.send(Ok(worker.tokenize(&text).len()));
             }
             Job::Generate { reqs, events } => {
-                match worker.generate(&mut ctx, &reqs, &events) {
+                match worker.generate(&reqs, &events) {
                     Ok(()) => {
                         let _ = events.send(Event::Finished);
                     }
@@ -253,9 +243,13 @@ fn worker_main(
 
 struct Worker<'m> {
     model: &'m LlamaModel,
+    backend: &'static LlamaBackend,
     tmpl: Option<LlamaChatTemplate>,
     settings: LlamaSettings,
+    threads: usize,
     cancel: Arc<AtomicBool>,
+    /// the context and its size in KV cells
+    ctx: Option<(LlamaContext<'m>, usize)>,
 }
 
 /// A sequence being decoded.
@@ -275,7 +269,31 @@ struct Slot {
     started: Instant,
 }
 
-impl Worker<'_> {
+impl<'m> Worker<'m> {
+    /// A context of about `cells` KV cells, reusing the current one when its size fits. Sized to
+    /// the job rather than to `parallel × --ctx`: attention runs over every cell up to the highest
+    /// one in use, so an oversized unified cache makes each decode step slower.
+    fn context(&mut self, cells: usize) -> Result<LlamaContext<'m>> {
+        let cells = cells.div_ceil(256) * 256;
+        if let Some((ctx, have)) = self.ctx.take() {
+            if have >= cells && have <= 2 * cells {
+                return Ok(ctx);
+            }
+        }
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(cells as u32))
+            .with_n_batch(self.settings.n_batch as u32)
+            .with_n_ubatch(self.settings.n_batch.min(512) as u32)
+            .with_n_seq_max((self.settings.parallel + 1) as u32) // seq 0 holds the shared prefix
+            .with_kv_unified(true)
+            .with_swa_full(true)
+            .with_n_threads(self.threads as i32)
+            .with_n_threads_batch(self.threads as i32);
+        self.model.new_context(self.backend, params).map_err(|e| {
+            Error::Engine(format!("cannot create a llama.cpp context of {cells} tokens: {e} (lower --ctx or --parallel)"))
+        })
+    }
+
     fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
         self.model.vocab().tokenize(text.as_bytes(), true, true)
     }
@@ -315,7 +333,7 @@ impl Worker<'_> {
         LlamaSampler::chain_simple(chain)
     }
 
-    fn generate(&mut self, ctx: &mut LlamaContext, reqs: &[GenRequest], events: &Sender<Event>) -> Result<()> {
+    fn generate(&mut self, reqs: &[GenRequest], events: &Sender<Event>) -> Result<()> {
         if reqs.is_empty() {
             return Ok(());
         }
@@ -343,6 +361,26 @@ impl Worker<'_> {
         } else {
             0
         };
+        // worst case in use at once: the prefix plus the longest tail + answer in every slot;
+        // slack for fragmentation of the unified cache
+        let per_seq = prompts.iter().zip(reqs).map(|(p, r)| p.len() - prefix_len + r.sampling.max_tokens).max().unwrap_or(0);
+        let slots_used = self.settings.parallel.min(reqs.len());
+        let cells = prefix_len + slots_used * per_seq;
+        let mut ctx = self.context(cells + cells / 4 + 256)?;
+        let cells_have = ctx.n_ctx() as usize;
+        let result = self.decode_all(&mut ctx, &prompts, prefix_len, reqs, events);
+        self.ctx = Some((ctx, cells_have));
+        result
+    }
+
+    fn decode_all(
+        &mut self,
+        ctx: &mut LlamaContext<'m>,
+        prompts: &[Vec<LlamaToken>],
+        prefix_len: usize,
+        reqs: &[GenRequest],
+        events: &Sender<Event>,
+    ) -> Result<()> {
         let n_batch = self.settings.n_batch;
         let mut batch = LlamaBatch::new(n_batch, (self.settings.parallel + 1) as i32);
         ctx.clear_kv_cache();

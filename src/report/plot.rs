@@ -315,6 +315,7 @@ struct Panel {
 
 struct LabelsPlot {
     title: String,
+    run_id: String,
     panels: Vec<Panel>,
     cols: usize,
     row_heights: Vec<u32>,
@@ -373,8 +374,8 @@ impl LabelsPlot {
             .collect();
         let width = (cols as u32 * PANEL_W).max(1200);
         let height = (TITLE_H + row_heights.iter().sum::<u32>()).max(600);
-        let title = format!("Per-label F1 (%) of {} — run {}", run.system(), run.id());
-        LabelsPlot { title, panels, cols, row_heights, size: (width, height) }
+        let title = format!("Per-label F1 (%) of {}", run.system());
+        LabelsPlot { title, run_id: run.id(), panels, cols, row_heights, size: (width, height) }
     }
 }
 
@@ -386,7 +387,7 @@ fn draw_labels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &LabelsPlot
     title_area
         .draw(&Text::new(p.title.clone(), (tw as i32 / 2, 24), TextStyle::from((FAMILY, 24).into_font()).pos(center)))
         .map_err(d)?;
-    let sub = "Labels that occur in the gold, most frequent first; (n) = gold mentions. * = dataset not complete (scored/expected sentences).";
+    let sub = format!("results/{}: labels in the gold, most frequent first; (n) = gold mentions; * = dataset not complete (scored/expected).", p.run_id);
     title_area
         .draw(&Text::new(sub, (tw as i32 / 2, 54), TextStyle::from((FAMILY, 15).into_font()).color(&BLACK.mix(0.7)).pos(center)))
         .map_err(d)?;

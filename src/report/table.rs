@@ -279,7 +279,7 @@ pub fn zero_shot_markdown(df: &DataFrame, paper: &PaperFile) -> Result<String> {
          - **`41.2* (123/431)`**: the dataset is incomplete — only 123 of the 431 sentences the run covers are scored so far.\n\
          - **Avg**: mean of the seven F1s rounded to 2 decimals (the paper's way); left blank unless all seven datasets are complete.\n\
          - **Parse fail.**: outputs with no parsable JSON answer, summed over the seven datasets (they count as predicting nothing).\n\
-         - **Limit**: `full` = the whole test set; `N per dataset` = only the first N test sentences of each dataset.\n\
+         - **Limit**: `full` = the whole test set; `N per dataset` = a seeded random sample of N test sentences of each dataset (`--limit N --seed S`).\n\
          - **Source** `paper-reported`: numbers copied from the paper (one decimal, as printed), not runs of ours; \
            `-` = not reported. **#Num** = IE training samples, as the paper gives it.\n\n",
     );
