@@ -55,6 +55,9 @@ fn real_model_generates_batched_with_prefix_reuse() {
         // same batch, same settings: the same greedy text
         assert_eq!(x.text, y.text);
     }
+    // the GGUF's own chat template renders the paper's qwen wrapper (ChatML, no system turn)
+    let paper = rner::prompt::qwen_wrap(&reqs[0].prompt.messages[0].content);
+    assert_eq!(engine.count_tokens(&paper).unwrap(), a[0].prompt_tokens);
     // the context check names the flag to raise
     let long = vec![GenRequest { prompt: reqs[0].prompt.clone(), sampling: Sampling { max_tokens: 2000, ..Sampling::default() } }];
     let err = engine.generate(&long).unwrap_err().to_string();
