@@ -54,6 +54,12 @@ pub struct EvalArgs {
     /// context tokens per sequence (prompt + answer)
     #[arg(long, default_value_t = 4096)]
     pub ctx: usize,
+    /// share one KV cache across sequences instead of one stream each (slower here; for experiments)
+    #[arg(long)]
+    pub kv_unified: bool,
+    /// llama.cpp flash attention (slower on this CPU; for experiments)
+    #[arg(long)]
+    pub flash_attn: bool,
     /// CPU threads (0 = all)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -92,6 +98,8 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
         prefix_reuse: !a.no_prefix_reuse,
         ctx_per_seq: a.ctx,
         threads: a.threads,
+        kv_unified: a.kv_unified,
+        flash_attn: a.flash_attn,
         ..LlamaSettings::default()
     };
     let model_sha256 = crate::util::sha256_file(&m.path)?;

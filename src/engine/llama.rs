@@ -38,11 +38,25 @@ pub struct LlamaSettings {
     pub threads: usize,
     /// tokens per llama_decode call at most
     pub n_batch: usize,
+    /// flash attention (measured slower on this CPU with an f16 KV cache: off by default)
+    pub flash_attn: bool,
+    /// one KV cache shared by all sequences (the prefix's cells shared, not copied). Off by default:
+    /// every token then attends over every sequence's cells (masked), so a step costs O(parallel²);
+    /// with one stream per sequence the prefix is copied once per sentence, which is cheap.
+    pub kv_unified: bool,
 }
 
 impl Default for LlamaSettings {
     fn default() -> Self {
-        LlamaSettings { parallel: 16, prefix_reuse: true, ctx_per_seq: 4096, threads: 0, n_batch: 2048 }
+        LlamaSettings {
+            parallel: 16,
+            prefix_reuse: true,
+            ctx_per_seq: 4096,
+            threads: 0,
+            n_batch: 2048,
+            flash_attn: false,
+            kv_unified: false,
+        }
     }
 }
 
@@ -216,7 +230,7 @@ fn worker_main(
         settings: serde_json::json!({
             "parallel": settings.parallel, "prefix_reuse": settings.prefix_reuse,
             "ctx_per_seq": settings.ctx_per_seq, "threads": threads, "n_batch": settings.n_batch,
-            "kv_unified": true, "llama_cpp_2": "0.1.160",
+            "kv_unified": settings.kv_unified, "flash_attn": settings.flash_attn, "llama_cpp_2": "0.1.160",
         }),
     };
     if ready.send(Ok(info)).is_err() {
@@ -285,7 +299,8 @@ impl<'m> Worker<'m> {
             .with_n_batch(self.settings.n_batch as u32)
             .with_n_ubatch(self.settings.n_batch.min(512) as u32)
             .with_n_seq_max((self.settings.parallel + 1) as u32) // seq 0 holds the shared prefix
-            .with_kv_unified(true)
+            .with_kv_unified(self.settings.kv_unified)
+            .with_flash_attention_policy(if self.settings.flash_attn { 1 } else { 0 })
             .with_swa_full(true)
             .with_n_threads(self.threads as i32)
             .with_n_threads_batch(self.threads as i32);
@@ -365,7 +380,12 @@ impl<'m> Worker<'m> {
         // slack for fragmentation of the unified cache
         let per_seq = prompts.iter().zip(reqs).map(|(p, r)| p.len() - prefix_len + r.sampling.max_tokens).max().unwrap_or(0);
         let slots_used = self.settings.parallel.min(reqs.len());
-        let cells = prefix_len + slots_used * per_seq;
+        let cells = if self.settings.kv_unified {
+            prefix_len + slots_used * per_seq
+        } else {
+            // one stream per sequence (the prefix's included), each as long as the longest
+            (self.settings.parallel + 1) * (prefix_len + per_seq)
+        };
         let mut ctx = self.context(cells + cells / 4 + 256)?;
         let cells_have = ctx.n_ctx() as usize;
         let result = self.decode_all(&mut ctx, &prompts, prefix_len, reqs, events);
