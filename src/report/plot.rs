@@ -150,8 +150,11 @@ impl ZeroShotPlot {
             if let Some(n) = run.scores.limit {
                 label.push_str(&format!(", {n}/set"));
             }
-            if systems.iter().filter(|s| **s == systems[j]).count() > 1 {
-                label.push_str(&format!(" [{}]", run.id()));
+            // the same system twice with the same limit: tell them apart by the run id's hash
+            let twins = runs.iter().filter(|r| r.system() == systems[j] && r.scores.limit == run.scores.limit).count();
+            if twins > 1 {
+                let id = run.id();
+                label.push_str(&format!(" [{}]", id.rsplit('-').next().unwrap_or(&id)));
             }
             let mut s = Series {
                 label,
