@@ -69,11 +69,18 @@ pub struct EvalArgs {
 }
 
 impl EvalArgs {
+    /// The datasets named, `zero-shot` expanded, each once.
     pub fn datasets(&self) -> Vec<String> {
-        self.datasets
-            .iter()
-            .flat_map(|d| if d == "zero-shot" { ZERO_SHOT.iter().map(|s| s.to_string()).collect() } else { vec![d.clone()] })
-            .collect()
+        let mut out: Vec<String> = Vec::new();
+        for d in &self.datasets {
+            let names = if d == "zero-shot" { ZERO_SHOT.iter().map(|s| s.to_string()).collect() } else { vec![d.clone()] };
+            for n in names {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
     }
 }
 
