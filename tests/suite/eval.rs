@@ -144,3 +144,25 @@ fn bad_flags_fail_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("RNER_DATA") || err.contains("--data-dir"), "{err}");
 }
+
+#[test]
+fn prefix_reuse_gives_the_same_greedy_text_as_full_prompts() {
+    let reg = rner::data::Registry::new(&data_dir()).unwrap();
+    let ex = reg.load("crossner_science", "test").unwrap();
+    let spec = rner::prompt::PromptSpec::default();
+    let sampling = Sampling { max_tokens: 32, ..Sampling::default() };
+    let reqs: Vec<GenRequest> = ex[..6]
+        .iter()
+        .map(|e| GenRequest { prompt: rner::prompt::render(e, &spec), sampling: sampling.clone() })
+        .collect();
+    let run = |prefix_reuse: bool| {
+        let mut e = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 3, prefix_reuse, ctx_per_seq: 1024, ..Default::default() }).unwrap();
+        e.generate(&reqs).unwrap()
+    };
+    let (shared, full) = (run(true), run(false));
+    for (a, b) in shared.iter().zip(&full) {
+        // one KV stream per sequence: the copied prefix is the same cache the full prompt builds
+        assert_eq!(a.text, b.text);
+        assert_eq!(a.prompt_tokens, b.prompt_tokens);
+    }
+}
