@@ -29,16 +29,19 @@ fn lines(p: &Path) -> usize {
     std::fs::read_to_string(p).map(|s| s.lines().filter(|l| l.ends_with('}')).count()).unwrap_or(0)
 }
 
-#[test]
-fn real_model_generates_batched_with_prefix_reuse() {
+fn requests(dataset: &str, n: usize, max_tokens: usize) -> Vec<GenRequest> {
     let reg = rner::data::Registry::new(&data_dir()).unwrap();
-    let ex = reg.load("crossner_ai", "test").unwrap();
     let spec = rner::prompt::PromptSpec::default();
-    let sampling = Sampling { max_tokens: 24, ..Sampling::default() };
-    let reqs: Vec<GenRequest> = ex[..5]
+    let sampling = Sampling { max_tokens, ..Sampling::default() };
+    reg.load(dataset, "test").unwrap()[..n]
         .iter()
         .map(|e| GenRequest { prompt: rner::prompt::render(e, &spec), sampling: sampling.clone() })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn real_model_generates_batched_with_prefix_reuse() {
+    let reqs = requests("crossner_ai", 5, 24);
     let mut engine = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 3, ctx_per_seq: 1024, ..Default::default() }).unwrap();
     assert!(engine.info().chat_template.is_some());
     let a = engine.generate(&reqs).unwrap();
@@ -147,14 +150,7 @@ fn bad_flags_fail_with_a_clear_message() {
 
 #[test]
 fn prefix_reuse_gives_the_same_greedy_text_as_full_prompts() {
-    let reg = rner::data::Registry::new(&data_dir()).unwrap();
-    let ex = reg.load("crossner_science", "test").unwrap();
-    let spec = rner::prompt::PromptSpec::default();
-    let sampling = Sampling { max_tokens: 32, ..Sampling::default() };
-    let reqs: Vec<GenRequest> = ex[..6]
-        .iter()
-        .map(|e| GenRequest { prompt: rner::prompt::render(e, &spec), sampling: sampling.clone() })
-        .collect();
+    let reqs = requests("crossner_science", 6, 32);
     let run = |prefix_reuse: bool| {
         let mut e = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 3, prefix_reuse, ctx_per_seq: 1024, ..Default::default() }).unwrap();
         e.generate(&reqs).unwrap()
