@@ -26,9 +26,12 @@ pub struct Wheel {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Baseline {
     pub name: String,
+    /// `gguf` (a model file run by llama.cpp) or `openai` (an OpenAI-compatible API, `[api]`)
     pub kind: String,
-    /// file name under `models/`
+    /// file name under `models/` (gguf)
+    #[serde(default)]
     pub file: String,
+    #[serde(default)]
     pub sha256: String,
     #[serde(default)]
     pub arch: Option<String>,
@@ -38,6 +41,9 @@ pub struct Baseline {
     pub provenance: String,
     #[serde(default)]
     pub wheels: Vec<Wheel>,
+    /// how to reach the API (openai)
+    #[serde(default)]
+    pub api: Option<crate::engine::openai::OpenAiSettings>,
 }
 
 impl Baseline {
@@ -51,7 +57,14 @@ impl Baseline {
                 Error::io(&path, e)
             }
         })?;
-        toml::from_str(&text).map_err(|e| Error::Toml { path, msg: e.to_string() })
+        let b: Baseline = toml::from_str(&text).map_err(|e| Error::Toml { path: path.clone(), msg: e.to_string() })?;
+        let bad = |msg: &str| Error::Toml { path: path.clone(), msg: msg.into() };
+        match b.kind.as_str() {
+            "gguf" if b.file.is_empty() || b.sha256.len() != 64 => Err(bad("a gguf baseline needs `file` and a 64-digit `sha256`")),
+            "openai" if b.api.is_none() => Err(bad("an openai baseline needs an [api] table (base_url, model)")),
+            "gguf" | "openai" => Ok(b),
+            k => Err(bad(&format!("kind = {k:?}: expected \"gguf\" or \"openai\""))),
+        }
     }
 
     /// Names of every model baseline file (`paper-*.toml` hold the paper's reported numbers).
@@ -164,7 +177,12 @@ mod tests {
         assert!(names.contains(&DEFAULT_MODEL.to_string()), "{names:?}");
         for n in names {
             let b = Baseline::load(&dir, &n).unwrap();
-            assert_eq!(b.sha256.len(), 64, "{n}");
+            if b.kind == "gguf" {
+                assert_eq!(b.sha256.len(), 64, "{n}");
+            } else {
+                let api = b.api.as_ref().unwrap();
+                assert!(api.base_url.starts_with("http") && !api.model.is_empty(), "{n}");
+            }
             assert!(!b.licence.is_empty() && !b.provenance.is_empty());
         }
         let err = Baseline::load(&dir, "nope").unwrap_err().to_string();

@@ -23,6 +23,8 @@ pub enum Error {
     Engine(String),
     #[error("prompt of {prompt} tokens + {max_tokens} new tokens exceeds the context of {n_ctx}: raise --ctx (or lower --max-tokens)")]
     Context { prompt: usize, max_tokens: usize, n_ctx: usize },
+    #[error("API: {failed} of {total} requests failed (rerun to retry only those); first: {msg}")]
+    Api { failed: usize, total: usize, msg: String, fatal: bool },
     #[error("run {}: {msg}", dir.display())]
     Run { dir: PathBuf, msg: String },
     #[error("report: {0}")]

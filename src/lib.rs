@@ -9,6 +9,8 @@ pub mod prompt;
 pub mod report;
 pub mod run;
 pub mod score;
+#[cfg(feature = "llama")]
+pub mod serve;
 pub mod util;
 
 pub use error::{Error, Result};

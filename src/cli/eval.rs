@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{command_line, resolve_model, Global};
+use super::{command_line, resolve_any, Global};
 use crate::data::registry::GoldVariant;
 use crate::data::{Registry, ZERO_SHOT};
 use crate::engine::llama::{LlamaEngine, LlamaSettings};
+use crate::engine::openai::{OpenAiEngine, OpenAiSettings};
 use crate::engine::{Engine, Sampling};
 use crate::prompt::{PromptSpec, Template};
 use crate::run::{self, EvalConfig, Mode};
@@ -66,6 +67,78 @@ pub struct EvalArgs {
     /// gold as the paper's loader builds it, or with CrossNER's `organisation` mapped to `organization`
     #[arg(long, value_enum, default_value_t = GoldVariant::Paper)]
     pub gold: GoldVariant,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// An OpenAI-compatible API: `--base-url` (with `--model` as the server's model name), or an
+/// `openai` baseline whose settings these flags override.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ApiArgs {
+    /// evaluate through an OpenAI-compatible API at this URL (up to /v1); --model is then its model name
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// environment variable holding the API key (the key itself is never written anywhere)
+    #[arg(long)]
+    pub api_key_env: Option<String>,
+    /// API requests in flight at once (default 8, or the baseline's)
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// seconds per API attempt (default 120)
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// API retries after the first attempt (default 6)
+    #[arg(long)]
+    pub retries: Option<u32>,
+    /// first retry pause in ms, doubling per attempt (default 1000)
+    #[arg(long)]
+    pub backoff_ms: Option<u64>,
+    /// a JSON object merged into every request body, e.g. '{"top_k": 1}'
+    #[arg(long)]
+    pub extra_body: Option<String>,
+}
+
+impl ApiArgs {
+    /// The API settings `--model` and these flags describe, if any.
+    pub fn settings(&self, model: &str, from_baseline: Option<OpenAiSettings>) -> anyhow::Result<Option<OpenAiSettings>> {
+        let mut s = match (&self.base_url, from_baseline) {
+            (Some(url), Some(mut s)) => {
+                s.base_url = url.clone();
+                s
+            }
+            (Some(url), None) => OpenAiSettings::new(url, model),
+            (None, Some(s)) => s,
+            (None, None) => {
+                let set = [self.api_key_env.is_some(), self.concurrency.is_some(), self.timeout.is_some(), self.retries.is_some(), self.extra_body.is_some()];
+                if set.iter().any(|x| *x) {
+                    anyhow::bail!("API flags (--api-key-env, --concurrency, …) need --base-url or an openai baseline as --model");
+                }
+                return Ok(None);
+            }
+        };
+        if let Some(v) = &self.api_key_env {
+            s.api_key_env = Some(v.clone());
+        }
+        if let Some(v) = self.concurrency {
+            s.concurrency = v;
+        }
+        if let Some(v) = self.timeout {
+            s.timeout_s = v;
+        }
+        if let Some(v) = self.retries {
+            s.max_retries = v;
+        }
+        if let Some(v) = self.backoff_ms {
+            s.backoff_ms = v;
+        }
+        if let Some(v) = &self.extra_body {
+            match serde_json::from_str::<serde_json::Value>(v) {
+                Ok(serde_json::Value::Object(m)) => s.extra_body.extend(m),
+                _ => anyhow::bail!("--extra-body: expected a JSON object, got {v:?}"),
+            }
+        }
+        Ok(Some(s))
+    }
 }
 
 impl EvalArgs {
@@ -91,7 +164,19 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
     for d in &datasets {
         reg.file(d, &a.split)?; // unknown names fail before the model loads
     }
-    let m = resolve_model(g, &a.model)?;
+    // `--base-url` with an openai baseline moves it; with anything else `--model` is the server's name
+    let api_baseline = crate::baseline::Baseline::load(&g.baselines, &a.model).ok().filter(|b| b.api.is_some());
+    let (m, api) = match (&a.api.base_url, api_baseline) {
+        (Some(_), None) => {
+            let m = super::ResolvedModel { name: a.model.clone(), path: Default::default(), template: crate::prompt::Template::Model, api: None };
+            (m, a.api.settings(&a.model, None)?)
+        }
+        _ => {
+            let m = resolve_any(g, &a.model)?;
+            let api = a.api.settings(&a.model, m.api.clone())?;
+            (m, api)
+        }
+    };
     let template = a.template.unwrap_or(m.template);
     let max_tokens = a.max_tokens.unwrap_or(match a.mode {
         Mode::Direct => 512,
@@ -109,13 +194,15 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
         flash_attn: a.flash_attn,
         ..LlamaSettings::default()
     };
-    let model_sha256 = crate::util::sha256_file(&m.path)?;
-    let mut engine = LlamaEngine::load(&m.path, settings.clone())?;
+    let (model_sha256, mut engine): (String, Box<dyn Engine>) = match &api {
+        Some(s) => (crate::util::sha256_str(&s.identity()), Box::new(OpenAiEngine::new(s.clone())?)),
+        None => (crate::util::sha256_file(&m.path)?, Box::new(LlamaEngine::load(&m.path, settings.clone())?)),
+    };
     let cfg = EvalConfig {
         model_name: m.name,
         model_path: m.path,
         model_sha256,
-        engine: "llama.cpp".into(),
+        engine: if api.is_some() { "openai".into() } else { "llama.cpp".into() },
         engine_settings: engine.info().settings.clone(),
         prompt: PromptSpec { template, add_source: false },
         mode: a.mode,
@@ -128,7 +215,7 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
         gold_variant: a.gold,
     };
     eprintln!("run {} → {}", cfg.run_id(), g.results.join(cfg.run_id()).display());
-    Ok(run::eval(&cfg, &mut engine, &reg, &g.results, &command_line(), !g.quiet)?)
+    Ok(run::eval(&cfg, engine.as_mut(), &reg, &g.results, &command_line(), !g.quiet)?)
 }
 
 pub fn run(g: &Global, a: EvalArgs) -> anyhow::Result<ExitCode> {

@@ -4,6 +4,7 @@ mod eval;
 mod fetch;
 mod report;
 mod reproduce;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ pub enum Command {
     FetchModel(fetch::FetchArgs),
     /// List the datasets of the registry with their sentence and mention counts.
     Datasets(fetch::DatasetsArgs),
+    /// Serve a GGUF model over an OpenAI-compatible HTTP API (batching concurrent requests).
+    Serve(serve::ServeArgs),
     /// Benchmarks that write reports/perf.md.
     Bench(bench::BenchArgs),
 }
@@ -78,6 +81,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Report(a) => report::run(&cli.global, a),
         Command::FetchModel(a) => fetch::run(&cli.global, a),
         Command::Datasets(a) => fetch::datasets(&cli.global, a),
+        Command::Serve(a) => serve::run(&cli.global, a),
         Command::Bench(a) => bench::run(&cli.global, a),
     }
 }
@@ -107,25 +111,40 @@ pub fn command_line() -> String {
 /// A model argument resolved to a file, a name and a prompt template.
 pub struct ResolvedModel {
     pub name: String,
+    /// the GGUF file (empty for an API)
     pub path: PathBuf,
     pub template: crate::prompt::Template,
+    /// set for an `openai` baseline: how to reach it
+    pub api: Option<crate::engine::openai::OpenAiSettings>,
 }
 
 /// `--model` is a baseline name (fetched if missing) or a path to any GGUF.
 pub fn resolve_model(g: &Global, model: &str) -> anyhow::Result<ResolvedModel> {
+    let m = resolve_any(g, model)?;
+    if m.api.is_some() {
+        anyhow::bail!("--model {model}: an API baseline; this command needs a GGUF model");
+    }
+    Ok(m)
+}
+
+/// `--model` as [`resolve_model`], or an `openai` baseline (the API settings, no file).
+pub fn resolve_any(g: &Global, model: &str) -> anyhow::Result<ResolvedModel> {
     let as_path = Path::new(model);
-    if model.ends_with(".gguf") || as_path.is_file() {
+    if model.ends_with(".gguf") || (as_path.is_file() && !model.ends_with(".toml")) {
         if !as_path.is_file() {
             anyhow::bail!("--model {model}: no such file");
         }
         let name = as_path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
-        return Ok(ResolvedModel { name, path: as_path.into(), template: crate::prompt::Template::Model });
+        return Ok(ResolvedModel { name, path: as_path.into(), template: crate::prompt::Template::Model, api: None });
     }
     let b = crate::baseline::Baseline::load(&g.baselines, model)?;
+    if let Some(api) = b.api {
+        return Ok(ResolvedModel { name: b.name, path: PathBuf::new(), template: b.template, api: Some(api) });
+    }
     let path = b.path(&g.models);
     if !path.exists() {
         eprintln!("fetching {} into {} …", b.name, g.models.display());
         crate::baseline::fetch_model(&b, &g.models)?;
     }
-    Ok(ResolvedModel { name: b.name, path, template: b.template })
+    Ok(ResolvedModel { name: b.name, path, template: b.template, api: None })
 }

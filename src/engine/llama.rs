@@ -80,7 +80,21 @@ fn backend() -> Result<&'static LlamaBackend> {
 enum Job {
     Generate { reqs: Vec<GenRequest>, events: Sender<Event> },
     Tokenize { text: String, reply: Sender<Result<usize>> },
+    Stream { req: GenRequest, sink: StreamSink },
 }
+
+/// What a submitted request (see [`LlamaEngine::submit`]) reports as it is decoded.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// more answer text (whole characters; a stop string's possible start held back)
+    Delta(String),
+    /// the answer, complete
+    Done(GenOutput),
+    Failed(Error),
+}
+
+/// The sending side of a submitted request's events.
+pub type StreamSink = tokio::sync::mpsc::UnboundedSender<StreamEvent>;
 
 enum Event {
     Done(usize, GenOutput),
@@ -125,6 +139,15 @@ impl LlamaEngine {
         let (tx, rx) = channel();
         self.send(Job::Tokenize { text: text.to_string(), reply: tx })?;
         rx.recv().map_err(|_| Error::Engine("the llama.cpp worker stopped".into()))?
+    }
+
+    /// Queue one request; it joins the running decode batch at the next free slot, and its text
+    /// arrives as it grows. Safe to call from many threads at once (this is what `rner serve`
+    /// uses). Dropping the receiver abandons the request once its slot is next visited.
+    pub fn submit(&self, req: GenRequest) -> Result<tokio::sync::mpsc::UnboundedReceiver<StreamEvent>> {
+        let (sink, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.send(Job::Stream { req, sink })?;
+        Ok(rx)
     }
 
     fn send(&self, job: Job) -> Result<()> {
@@ -212,7 +235,7 @@ fn worker_main(
             return;
         }
     };
-    let mut worker = Worker { model: &model, backend, tmpl, settings: settings.clone(), threads, cancel, ctx: None };
+    let mut worker = Worker { model: &model, backend, tmpl, settings: settings.clone(), threads, cancel, ctx: None, serve_prefix: Vec::new() };
     // one context of a single sequence's size proves the settings work before the first job
     match worker.context(settings.ctx_per_seq) {
         Ok(c) => worker.ctx = Some((c, settings.ctx_per_seq.div_ceil(256) * 256)),
@@ -232,14 +255,19 @@ fn worker_main(
             "ctx_per_seq": settings.ctx_per_seq, "threads": threads, "n_batch": settings.n_batch,
             "kv_unified": settings.kv_unified, "flash_attn": settings.flash_attn, "llama_cpp_2": "0.1.160",
         }),
+        price: None,
     };
     if ready.send(Ok(info)).is_err() {
         return;
     }
-    for job in jobs {
+    let mut deferred: std::collections::VecDeque<Job> = Default::default();
+    while let Some(job) = deferred.pop_front().or_else(|| jobs.recv().ok()) {
         match job {
             Job::Tokenize { text, reply } => {
                 let _ = reply.send(Ok(worker.tokenize(&text).len()));
+            }
+            Job::Stream { req, sink } => {
+                deferred.extend(worker.serve((req, sink), &jobs));
             }
             Job::Generate { reqs, events } => {
                 match worker.generate(&reqs, &events) {
@@ -264,11 +292,13 @@ struct Worker<'m> {
     cancel: Arc<AtomicBool>,
     /// the context and its size in KV cells
     ctx: Option<(LlamaContext<'m>, usize)>,
+    /// what sequence 0 holds between served requests
+    serve_prefix: Vec<LlamaToken>,
 }
 
 /// A sequence being decoded.
 struct Slot {
-    req: usize,
+    tag: usize,
     seq: i32,
     /// position of the next token to add
     pos: i32,
@@ -277,9 +307,12 @@ struct Slot {
     /// index of this sequence's logits in the current batch
     logits_at: i32,
     bytes: Vec<u8>,
+    /// bytes of `bytes` already streamed
+    streamed: usize,
     n_gen: usize,
     prompt_tokens: usize,
     sampler: LlamaSampler,
+    sampling: Sampling,
     started: Instant,
 }
 
@@ -313,23 +346,8 @@ impl<'m> Worker<'m> {
         self.model.vocab().tokenize(text.as_bytes(), true, true)
     }
 
-    /// The prompt text: the request's own text, or the model's chat template applied.
     fn prompt_text(&self, r: &Rendered) -> Result<String> {
-        if let Some(t) = &r.text {
-            return Ok(t.clone());
-        }
-        let tmpl = self.tmpl.as_ref().ok_or_else(|| {
-            Error::Engine("the model has no chat template: use --template completion or qwen".into())
-        })?;
-        let msgs = r
-            .messages
-            .iter()
-            .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Engine(format!("chat message: {e}")))?;
-        self.model
-            .apply_chat_template(tmpl, &msgs, true)
-            .map_err(|e| Error::Engine(format!("applying the model's chat template: {e}")))
+        prompt_text(self.model, r)
     }
 
     fn sampler(s: &Sampling) -> LlamaSampler {
@@ -369,7 +387,7 @@ impl<'m> Worker<'m> {
             let first = &prompts[0];
             let mut n = first.len();
             for p in &prompts[1..] {
-                n = n.min(first.iter().zip(p).take_while(|(a, b)| a == b).count());
+                n = n.min(common_prefix(first, p));
             }
             let shortest = prompts.iter().map(Vec::len).min().unwrap_or(0);
             n.min(shortest.saturating_sub(1))
@@ -388,33 +406,77 @@ impl<'m> Worker<'m> {
         };
         let mut ctx = self.context(cells + cells / 4 + 256)?;
         let cells_have = ctx.n_ctx() as usize;
-        let result = self.decode_all(&mut ctx, &prompts, prefix_len, reqs, events);
+        ctx.clear_kv_cache();
+        self.serve_prefix.clear();
+        let mut prefix = prompts[0][..prefix_len].to_vec();
+        let result = self.decode_prefix(&mut ctx, &prefix).and_then(|()| {
+            let mut src = BatchSource { prompts, reqs, next: 0, events };
+            self.decode_loop(&mut ctx, &mut src, &mut prefix, false)
+        });
         self.ctx = Some((ctx, cells_have));
         result
     }
 
-    fn decode_all(
+    /// Serve streamed requests, starting with `first`, taking more as they arrive while any
+    /// sequence is decoding; returns when all are answered. Other jobs that arrive meanwhile
+    /// are answered (tokenize) or handed back (batches) to run next.
+    fn serve(&mut self, first: (GenRequest, StreamSink), jobs: &Receiver<Job>) -> Vec<Job> {
+        let cells = (self.settings.parallel + 1) * self.settings.ctx_per_seq;
+        let mut ctx = match self.context(cells) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = first.1.send(StreamEvent::Failed(e));
+                return Vec::new();
+            }
+        };
+        let cells_have = ctx.n_ctx() as usize;
+        let mut prefix = std::mem::take(&mut self.serve_prefix);
+        if prefix.is_empty() {
+            ctx.clear_kv_cache();
+        }
+        let mut src = StreamSource { first: Some(first), jobs, sinks: Vec::new(), deferred: Vec::new(), worker_tokenize: self.model };
+        if let Err(e) = self.decode_loop(&mut ctx, &mut src, &mut prefix, true) {
+            for s in src.sinks.iter().flatten() {
+                let _ = s.send(StreamEvent::Failed(Error::Engine(e.to_string())));
+            }
+            // the cache may be half-updated: start the next request from scratch
+            prefix.clear();
+            ctx.clear_kv_cache();
+        }
+        self.serve_prefix = prefix;
+        self.ctx = Some((ctx, cells_have));
+        std::mem::take(&mut src.deferred)
+    }
+
+    /// Decode `prefix` on sequence 0.
+    fn decode_prefix(&self, ctx: &mut LlamaContext<'m>, prefix: &[LlamaToken]) -> Result<()> {
+        let n_batch = self.settings.n_batch;
+        let mut batch = LlamaBatch::new(n_batch, 1);
+        ctx.clear_kv_cache_seq(Some(0), None, None).map_err(|e| engine_err(&e))?;
+        for (ci, chunk) in prefix.chunks(n_batch).enumerate() {
+            batch.clear();
+            for (j, t) in chunk.iter().enumerate() {
+                batch.add(*t, (ci * n_batch + j) as i32, &[0], false).map_err(|e| engine_err(&e))?;
+            }
+            ctx.decode(&mut batch).map_err(|e| engine_err(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Continuous batching: every active sequence advances one token per step; free slots take
+    /// the next request, whose prompt reuses the KV of the tokens it shares with `prefix`
+    /// (sequence 0). With `reseed`, an idle engine replaces the prefix by a request's prompt
+    /// when it shares less than half of it (a server sees prompts it cannot know in advance).
+    fn decode_loop(
         &mut self,
         ctx: &mut LlamaContext<'m>,
-        prompts: &[Vec<LlamaToken>],
-        prefix_len: usize,
-        reqs: &[GenRequest],
-        events: &Sender<Event>,
+        src: &mut dyn Source,
+        prefix: &mut Vec<LlamaToken>,
+        reseed: bool,
     ) -> Result<()> {
         let n_batch = self.settings.n_batch;
         let mut batch = LlamaBatch::new(n_batch, (self.settings.parallel + 1) as i32);
-        ctx.clear_kv_cache();
-        let map_err = |e: &dyn std::fmt::Display| Error::Engine(format!("llama.cpp: {e}"));
-        // decode the shared prefix once, on sequence 0
-        for (ci, chunk) in prompts[0][..prefix_len].chunks(n_batch).enumerate() {
-            batch.clear();
-            for (j, t) in chunk.iter().enumerate() {
-                batch.add(*t, (ci * n_batch + j) as i32, &[0], false).map_err(|e| map_err(&e))?;
-            }
-            ctx.decode(&mut batch).map_err(|e| map_err(&e))?;
-        }
-        let eos_pieces = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        let mut queue = 0usize;
+        let mut waiting: Option<Start> = None;
         let mut slots: Vec<Option<Slot>> = (0..self.settings.parallel).map(|_| None).collect();
         loop {
             if self.cancel.load(Ordering::SeqCst) {
@@ -426,87 +488,130 @@ impl<'m> Worker<'m> {
             for s in slots.iter_mut().flatten() {
                 if let Some(t) = s.next.take() {
                     s.logits_at = batch.n_tokens();
-                    batch.add(t, s.pos, &[s.seq], true).map_err(|e| map_err(&e))?;
+                    batch.add(t, s.pos, &[s.seq], true).map_err(|e| engine_err(&e))?;
                     s.pos += 1;
                     used += 1;
                 }
             }
             // start new requests in free slots while their prompt tail fits in this batch
-            for (si, slot) in slots.iter_mut().enumerate() {
-                if slot.is_some() || queue >= reqs.len() {
+            for si in 0..slots.len() {
+                if slots[si].is_some() {
                     continue;
                 }
-                let tail = &prompts[queue][prefix_len..];
+                let st = loop {
+                    let Some(st) = waiting.take().or_else(|| src.next()) else { break None };
+                    let max_tokens = if st.sampling.max_tokens == 0 {
+                        self.settings.ctx_per_seq.saturating_sub(st.tokens.len())
+                    } else {
+                        st.sampling.max_tokens
+                    };
+                    if st.tokens.is_empty() {
+                        src.done(st.tag, Err(Error::Engine("empty prompt".into())))?;
+                    } else if max_tokens == 0 || st.tokens.len() + max_tokens > self.settings.ctx_per_seq {
+                        let e = Error::Context { prompt: st.tokens.len(), max_tokens, n_ctx: self.settings.ctx_per_seq };
+                        src.done(st.tag, Err(e))?;
+                    } else {
+                        break Some(Start { sampling: Sampling { max_tokens, ..st.sampling }, ..st });
+                    }
+                };
+                let Some(st) = st else { break };
+                let mut shared = common_prefix(prefix, &st.tokens).min(st.tokens.len() - 1);
+                let idle = batch.n_tokens() == 0 && slots.iter().all(Option::is_none);
+                if reseed && self.settings.prefix_reuse && idle && shared < st.tokens.len() / 2 {
+                    *prefix = st.tokens[..st.tokens.len() - 1].to_vec();
+                    self.decode_prefix(ctx, prefix)?;
+                    shared = prefix.len();
+                }
+                let tail = &st.tokens[shared..];
                 if used + tail.len() > n_batch && used > 0 {
+                    waiting = Some(st);
                     break;
                 }
                 let seq = (si + 1) as i32;
-                ctx.clear_kv_cache_seq(Some(seq as u32), None, None).map_err(|e| map_err(&e))?;
-                if prefix_len > 0 {
-                    ctx.copy_kv_cache_seq(0, seq, None, None).map_err(|e| map_err(&e))?;
+                ctx.clear_kv_cache_seq(Some(seq as u32), None, None).map_err(|e| engine_err(&e))?;
+                if shared > 0 {
+                    // a copy across KV streams takes the whole stream: drop what is not shared
+                    ctx.copy_kv_cache_seq(0, seq, None, None).map_err(|e| engine_err(&e))?;
+                    ctx.clear_kv_cache_seq(Some(seq as u32), Some(shared as u32), None).map_err(|e| engine_err(&e))?;
                 }
                 // a prompt tail longer than a batch is decoded in chunks first
-                let mut pos = prefix_len;
+                let mut pos = shared;
                 let mut rest = tail;
                 while used + rest.len() > n_batch {
                     let take = n_batch - used;
                     for t in &rest[..take] {
-                        batch.add(*t, pos as i32, &[seq], false).map_err(|e| map_err(&e))?;
+                        batch.add(*t, pos as i32, &[seq], false).map_err(|e| engine_err(&e))?;
                         pos += 1;
                     }
-                    ctx.decode(&mut batch).map_err(|e| map_err(&e))?;
+                    ctx.decode(&mut batch).map_err(|e| engine_err(&e))?;
                     batch.clear();
                     used = 0;
                     rest = &rest[take..];
                 }
                 for (j, t) in rest.iter().enumerate() {
-                    batch.add(*t, pos as i32, &[seq], j + 1 == rest.len()).map_err(|e| map_err(&e))?;
+                    batch.add(*t, pos as i32, &[seq], j + 1 == rest.len()).map_err(|e| engine_err(&e))?;
                     pos += 1;
                 }
                 used += rest.len();
-                *slot = Some(Slot {
-                    req: queue,
+                slots[si] = Some(Slot {
+                    tag: st.tag,
                     seq,
                     pos: pos as i32,
                     next: None,
                     logits_at: batch.n_tokens() - 1,
                     bytes: Vec::new(),
+                    streamed: 0,
                     n_gen: 0,
-                    prompt_tokens: prompts[queue].len(),
-                    sampler: Self::sampler(&reqs[queue].sampling),
+                    prompt_tokens: st.tokens.len(),
+                    sampler: Self::sampler(&st.sampling),
+                    sampling: st.sampling,
                     started: Instant::now(),
                 });
-                queue += 1;
             }
             if batch.n_tokens() == 0 {
                 break;
             }
-            ctx.decode(&mut batch).map_err(|e| map_err(&e))?;
+            ctx.decode(&mut batch).map_err(|e| engine_err(&e))?;
             let vocab = self.model.vocab();
             for slot in slots.iter_mut() {
                 let Some(s) = slot.as_mut() else { continue };
+                if src.abandoned(s.tag) {
+                    // the client went away: free the slot
+                    src.done(s.tag, Err(Error::Interrupted))?;
+                    *slot = None;
+                    continue;
+                }
                 let token = s.sampler.sample(&*ctx, s.logits_at);
-                let sampling = &reqs[s.req].sampling;
                 let mut finish = None;
+                s.n_gen += 1;
                 if vocab.is_eog(token) {
-                    s.n_gen += 1;
                     finish = Some(Finish::Stop);
                 } else {
                     vocab.token_to_piece_into(token, &mut s.bytes, false, None);
-                    s.n_gen += 1;
-                    if !sampling.stop.is_empty() && find_stop(&eos_pieces(&s.bytes), &sampling.stop).is_some() {
+                    if !s.sampling.stop.is_empty() && find_stop(&lossy(&s.bytes), &s.sampling.stop).is_some() {
                         finish = Some(Finish::Stop);
-                    } else if s.n_gen >= sampling.max_tokens {
+                    } else if s.n_gen >= s.sampling.max_tokens {
                         finish = Some(Finish::Length);
                     } else {
                         s.next = Some(token);
+                        if src.streams(s.tag) {
+                            let upto = streamable(&s.bytes, &s.sampling.stop);
+                            if upto > s.streamed {
+                                let delta = String::from_utf8_lossy(&s.bytes[s.streamed..upto]).into_owned();
+                                s.streamed = upto;
+                                src.delta(s.tag, delta);
+                            }
+                        }
                     }
                 }
                 if let Some(finish) = finish {
                     let s = slot.take().expect("slot is active");
-                    let mut text = eos_pieces(&s.bytes);
-                    if let Some(cut) = find_stop(&text, &sampling.stop) {
+                    let mut text = lossy(&s.bytes);
+                    if let Some(cut) = find_stop(&text, &s.sampling.stop) {
                         text.truncate(cut);
+                    }
+                    if src.streams(s.tag) && text.len() > s.streamed {
+                        src.delta(s.tag, text[s.streamed..].to_string());
                     }
                     let out = GenOutput {
                         text,
@@ -516,12 +621,204 @@ impl<'m> Worker<'m> {
                         finish,
                         latency_ms: s.started.elapsed().as_secs_f64() * 1000.0,
                     };
-                    if events.send(Event::Done(s.req, out)).is_err() {
-                        return Err(Error::Interrupted);
-                    }
+                    src.done(s.tag, Ok(out))?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+fn engine_err(e: &dyn std::fmt::Display) -> Error {
+    Error::Engine(format!("llama.cpp: {e}"))
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Tokens two prompts share from the start.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// How many bytes of a growing answer can be streamed: whole UTF-8 characters only, holding back
+/// the tail a stop string might still begin in.
+fn streamable(bytes: &[u8], stop: &[String]) -> usize {
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(s) => s.len(),
+        Err(e) => e.valid_up_to(),
+    };
+    let hold = stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
+    let mut upto = valid.saturating_sub(hold);
+    let text = std::str::from_utf8(&bytes[..valid]).expect("checked above");
+    while !text.is_char_boundary(upto) {
+        upto -= 1;
+    }
+    upto
+}
+
+/// A request ready to start: its prompt tokens and sampling, and who gets the answer.
+struct Start {
+    tag: usize,
+    tokens: Vec<LlamaToken>,
+    sampling: Sampling,
+}
+
+/// Where the decode loop takes requests from and delivers answers to.
+trait Source {
+    /// The next request, if one is waiting (never blocks).
+    fn next(&mut self) -> Option<Start>;
+    /// Whether this request wants its text as it grows.
+    fn streams(&self, _tag: usize) -> bool {
+        false
+    }
+    fn delta(&mut self, _tag: usize, _text: String) {}
+    /// Whether nobody waits for this request any more.
+    fn abandoned(&self, _tag: usize) -> bool {
+        false
+    }
+    /// An answer (or this request's own failure); an error stops the loop.
+    fn done(&mut self, tag: usize, out: Result<GenOutput>) -> Result<()>;
+}
+
+/// A fixed batch of requests (eval): answers go back in any order, tagged by index.
+struct BatchSource<'a> {
+    prompts: Vec<Vec<LlamaToken>>,
+    reqs: &'a [GenRequest],
+    next: usize,
+    events: &'a Sender<Event>,
+}
+
+impl Source for BatchSource<'_> {
+    fn next(&mut self) -> Option<Start> {
+        let i = self.next;
+        let tokens = std::mem::take(self.prompts.get_mut(i)?);
+        self.next += 1;
+        Some(Start { tag: i, tokens, sampling: self.reqs[i].sampling.clone() })
+    }
+
+    fn done(&mut self, tag: usize, out: Result<GenOutput>) -> Result<()> {
+        let event = match out {
+            Ok(o) => Event::Done(tag, o),
+            Err(e) => return Err(e),
+        };
+        self.events.send(event).map_err(|_| Error::Interrupted)
+    }
+}
+
+/// Requests arriving on the job channel while the loop runs (rner serve).
+struct StreamSource<'a, 'm> {
+    first: Option<(GenRequest, StreamSink)>,
+    jobs: &'a Receiver<Job>,
+    /// tag → the request's event channel (None once answered)
+    sinks: Vec<Option<StreamSink>>,
+    /// batch jobs that arrived meanwhile, run after
+    deferred: Vec<Job>,
+    worker_tokenize: &'m LlamaModel,
+}
+
+impl StreamSource<'_, '_> {
+    fn start(&mut self, req: GenRequest, sink: StreamSink, text: Result<String>) -> Option<Start> {
+        let tag = self.sinks.len();
+        match text {
+            Ok(t) => {
+                let tokens = self.worker_tokenize.vocab().tokenize(t.as_bytes(), true, true);
+                self.sinks.push(Some(sink));
+                Some(Start { tag, tokens, sampling: req.sampling })
+            }
+            Err(e) => {
+                let _ = sink.send(StreamEvent::Failed(e));
+                None
+            }
+        }
+    }
+}
+
+impl Source for StreamSource<'_, '_> {
+    fn next(&mut self) -> Option<Start> {
+        loop {
+            let (req, sink) = match self.first.take() {
+                Some(f) => f,
+                None => match self.jobs.try_recv() {
+                    Ok(Job::Stream { req, sink }) => (req, sink),
+                    Ok(Job::Tokenize { text, reply }) => {
+                        let n = self.worker_tokenize.vocab().tokenize(text.as_bytes(), true, true).len();
+                        let _ = reply.send(Ok(n));
+                        continue;
+                    }
+                    Ok(job) => {
+                        self.deferred.push(job);
+                        continue;
+                    }
+                    Err(_) => return None,
+                },
+            };
+            if sink.is_closed() {
+                continue; // the client went away before it started
+            }
+            let text = prompt_text(self.worker_tokenize, &req.prompt);
+            if let Some(st) = self.start(req, sink, text) {
+                return Some(st);
+            }
+        }
+    }
+
+    fn streams(&self, tag: usize) -> bool {
+        matches!(self.sinks.get(tag), Some(Some(_)))
+    }
+
+    fn abandoned(&self, tag: usize) -> bool {
+        matches!(self.sinks.get(tag), Some(Some(s)) if s.is_closed())
+    }
+
+    fn delta(&mut self, tag: usize, text: String) {
+        if let Some(Some(s)) = self.sinks.get(tag) {
+            let _ = s.send(StreamEvent::Delta(text));
+        }
+    }
+
+    fn done(&mut self, tag: usize, out: Result<GenOutput>) -> Result<()> {
+        if let Some(s) = self.sinks.get_mut(tag).and_then(Option::take) {
+            let _ = s.send(match out {
+                Ok(o) => StreamEvent::Done(o),
+                Err(e) => StreamEvent::Failed(e),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The prompt text: the request's own text, or the model's chat template applied.
+fn prompt_text(model: &LlamaModel, r: &Rendered) -> Result<String> {
+    if let Some(t) = &r.text {
+        return Ok(t.clone());
+    }
+    let tmpl = model
+        .chat_template(None)
+        .map_err(|_| Error::Engine("the model has no chat template: use --template completion or qwen".into()))?;
+    let msgs = r
+        .messages
+        .iter()
+        .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Engine(format!("chat message: {e}")))?;
+    model
+        .apply_chat_template(&tmpl, &msgs, true)
+        .map_err(|e| Error::Engine(format!("applying the model's chat template: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_holds_back_partial_characters_and_stop_prefixes() {
+        assert_eq!(streamable(b"abc", &[]), 3);
+        // "é" is two bytes; only its first has arrived
+        assert_eq!(streamable(&[b'a', 0xC3], &[]), 1);
+        // a stop string of 3 bytes may begin in the last 2
+        assert_eq!(streamable(b"hello", &["END".to_string()]), 3);
+        assert_eq!(streamable("aé".as_bytes(), &["xy".to_string()]), 1);
     }
 }

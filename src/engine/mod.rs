@@ -1,7 +1,9 @@
 //! Engines turn a batch of rendered prompts into text. They never parse or score.
 //! `llama`: llama.cpp through llama-cpp-2 (GGUF; many sequences per batch; shared-prefix KV reuse).
+//! `openai`: any OpenAI-compatible HTTP API (bounded concurrency, retries, reasoning kept apart).
 #[cfg(feature = "llama")]
 pub mod llama;
+pub mod openai;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +69,9 @@ pub struct EngineInfo {
     /// the chat template stored in the model, if any
     pub chat_template: Option<String>,
     pub settings: serde_json::Value,
+    /// API price, for the cost in manifests and reports
+    #[serde(default)]
+    pub price: Option<openai::Price>,
 }
 
 /// A text generator that takes a batch of requests.

@@ -141,6 +141,12 @@ pub struct Session {
     pub sentences_per_s: f64,
     pub gen_tokens_per_s: f64,
     pub interrupted: bool,
+    /// API cost of this session's tokens (US dollars, from the engine's price table)
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+    /// requests that failed for good in this session (API runs; a rerun retries them)
+    #[serde(default)]
+    pub failed: usize,
 }
 
 /// `manifest.json`.
@@ -254,7 +260,10 @@ pub fn eval(
         sentences_per_s: 0.0,
         gen_tokens_per_s: 0.0,
         interrupted: false,
+        cost_usd: None,
+        failed: 0,
     };
+    let price = engine.info().price.clone();
     manifest.sessions.push(session.clone());
     let done: HashSet<String> = util::read_jsonl::<SampleRow>(&samples_path)?.into_iter().map(|r| r.id).collect();
     let mut file = std::fs::OpenOptions::new()
@@ -264,6 +273,8 @@ pub fn eval(
         .map_err(|e| Error::io(&samples_path, e))?;
     let t0 = Instant::now();
     let mut interrupted = false;
+    // requests that failed for good: the rows of the others are kept, the next dataset goes on
+    let mut api_failure: Option<Error> = None;
     for dataset in &cfg.datasets {
         let examples = examples_for(reg, cfg, dataset)?;
         let path = reg.file(dataset, &cfg.split)?;
@@ -310,8 +321,18 @@ pub fn eval(
                 interrupted = true;
                 break;
             }
+            Err(Error::Api { failed, total, msg, fatal: false }) => {
+                tracing::error!("{dataset}: {failed} of {total} requests failed; first: {msg}");
+                session.failed += failed;
+                let (f0, n0) = match api_failure.take() {
+                    Some(Error::Api { failed, total, .. }) => (failed, total),
+                    _ => (0, 0),
+                };
+                api_failure = Some(Error::Api { failed: failed + f0, total: total + n0, msg, fatal: false });
+            }
             Err(e) => {
                 close_session(&mut session, t0, true);
+                session.cost_usd = price.as_ref().map(|p| p.cost(session.prompt_tokens, session.gen_tokens));
                 *manifest.sessions.last_mut().expect("pushed above") = session;
                 util::write_json(&manifest_path, &manifest)?;
                 rescore_dir(&dir)?;
@@ -321,10 +342,14 @@ pub fn eval(
         rescore_dir(&dir)?;
     }
     close_session(&mut session, t0, interrupted);
+    session.cost_usd = price.as_ref().map(|p| p.cost(session.prompt_tokens, session.gen_tokens));
     let generated = session.sentences;
     *manifest.sessions.last_mut().expect("pushed above") = session;
     util::write_json(&manifest_path, &manifest)?;
     let scores = rescore_dir(&dir)?;
+    if let Some(e) = api_failure {
+        return Err(e);
+    }
     Ok(Outcome { run_dir: dir, generated, scores, interrupted })
 }
 
