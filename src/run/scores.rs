@@ -33,4 +33,21 @@ pub struct Scores {
     pub datasets: BTreeMap<String, DatasetScores>,
     /// mean of the rounded per-dataset F1s over the seven zero-shot sets, when all seven are complete
     pub average: Option<f64>,
+    /// `llama.cpp` or `openai`
+    #[serde(default)]
+    pub engine: String,
+    /// tokens, time and cost summed over the run's sessions
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+/// What a run consumed, summed over its sessions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub sentences: usize,
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    pub seconds: f64,
+    /// US dollars, when the engine has a price table
+    pub cost_usd: Option<f64>,
 }

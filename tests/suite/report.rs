@@ -309,3 +309,44 @@ fn demo() {
     // and the report of a checkout with no runs yet
     report::zero_shot(&out.join("no-results"), &out.join("paper-only"), &paper_file()).unwrap();
 }
+
+#[test]
+fn compare_counts_identical_outputs_and_sentences_that_got_better() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/smollm2-135m-instruct-direct-free-test-n50-s42-b2db9753");
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(src.join("manifest.json"), d.join("manifest.json")).unwrap();
+    }
+    let text = std::fs::read_to_string(src.join("samples.jsonl")).unwrap();
+    std::fs::write(a.join("samples.jsonl"), &text).unwrap();
+    // in b, the first sentence with gold mentions gets the gold answer
+    let mut changed = None;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            if changed.is_none() && !v["gold"].as_array().unwrap().is_empty() {
+                let mut ents: serde_json::Map<String, Value> = serde_json::Map::new();
+                for g in v["gold"].as_array().unwrap() {
+                    let e = ents.entry(g["label"].as_str().unwrap().to_string()).or_insert(json!([]));
+                    e.as_array_mut().unwrap().push(g["text"].clone());
+                }
+                v["output"] = json!(json!({"entities": ents}).to_string());
+                changed = Some(v["dataset"].as_str().unwrap().to_string());
+            }
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(b.join("samples.jsonl"), lines.join("\n") + "\n").unwrap();
+    let c = rner::report::compare::compare(&a, &b).unwrap();
+    let changed = changed.unwrap();
+    let total: usize = c.datasets.values().map(|d| d.shared).sum();
+    let same: usize = c.datasets.values().map(|d| d.identical).sum();
+    assert_eq!((total, same), (350, 349));
+    let d = &c.datasets[&changed];
+    assert_eq!((d.better, d.worse), (1, 0));
+    assert!(d.f1_b > d.f1_a && d.f1_a == 0.0);
+    assert!(c.markdown("rner compare a b").contains("| all "));
+}
