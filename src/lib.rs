@@ -9,6 +9,7 @@ pub mod prompt;
 pub mod report;
 pub mod run;
 pub mod score;
+pub mod train;
 #[cfg(feature = "llama")]
 pub mod serve;
 pub mod util;

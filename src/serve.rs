@@ -105,6 +105,8 @@ struct Params {
     max_completion_tokens: Option<usize>,
     #[serde(default)]
     seed: Option<u64>,
+    #[serde(default, alias = "repeat_penalty")]
+    repetition_penalty: Option<f32>,
     #[serde(default)]
     stop: Option<Stop>,
     #[serde(default)]
@@ -191,7 +193,15 @@ fn parse(s: &Served, body: &[u8], chat: bool) -> Result<Parsed, Response> {
     let reqs = (0..n)
         .map(|i| GenRequest {
             prompt: prompt.clone(),
-            sampling: Sampling { temperature, top_p, top_k: p.top_k.unwrap_or(0), seed: seed + i as u64, max_tokens, stop: stop.clone() },
+            sampling: Sampling {
+                temperature,
+                top_p,
+                top_k: p.top_k.unwrap_or(0),
+                seed: seed + i as u64,
+                max_tokens,
+                stop: stop.clone(),
+                repeat_penalty: p.repetition_penalty.unwrap_or(1.0),
+            },
         })
         .collect();
     let include_usage = p.stream_options.as_ref().and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);

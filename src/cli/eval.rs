@@ -46,6 +46,9 @@ pub struct EvalArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 0)]
     pub top_k: i32,
+    /// penalty on tokens repeated within the last 64 generated (1 = off, the paper's setting)
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
     /// sequences decoded together in one batch
     #[arg(long, default_value_t = 16)]
     pub parallel: usize,
@@ -157,6 +160,28 @@ impl EvalArgs {
     }
 }
 
+/// `--model` with the API flags: `--base-url` with an openai baseline moves it; with anything else
+/// `--model` is then the server's model name.
+pub fn resolve_with_api(g: &Global, model: &str, api: &ApiArgs) -> anyhow::Result<super::ResolvedModel> {
+    let api_baseline = crate::baseline::Baseline::load(&g.baselines, model).ok().filter(|b| b.api.is_some());
+    if api.base_url.is_some() && api_baseline.is_none() {
+        let settings = api.settings(model, None)?;
+        return Ok(super::ResolvedModel { name: model.to_string(), path: Default::default(), template: Template::Model, api: settings });
+    }
+    let mut m = resolve_any(g, model)?;
+    m.api = api.settings(model, m.api.clone())?;
+    Ok(m)
+}
+
+/// The engine for a resolved model (llama.cpp for a GGUF, openai for an API) and the model's
+/// identity hash (the GGUF's sha256, or a hash of the API's base URL, model and extra body).
+pub fn build_engine(m: &super::ResolvedModel, settings: LlamaSettings) -> anyhow::Result<(String, Box<dyn Engine>)> {
+    Ok(match &m.api {
+        Some(s) => (crate::util::sha256_str(&s.identity()), Box::new(OpenAiEngine::new(s.clone())?)),
+        None => (crate::util::sha256_file(&m.path)?, Box::new(LlamaEngine::load(&m.path, settings)?)),
+    })
+}
+
 /// Build the run config and engine, then run.
 pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
     let reg = Registry::new(&g.data_dir)?;
@@ -164,19 +189,7 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
     for d in &datasets {
         reg.file(d, &a.split)?; // unknown names fail before the model loads
     }
-    // `--base-url` with an openai baseline moves it; with anything else `--model` is the server's name
-    let api_baseline = crate::baseline::Baseline::load(&g.baselines, &a.model).ok().filter(|b| b.api.is_some());
-    let (m, api) = match (&a.api.base_url, api_baseline) {
-        (Some(_), None) => {
-            let m = super::ResolvedModel { name: a.model.clone(), path: Default::default(), template: crate::prompt::Template::Model, api: None };
-            (m, a.api.settings(&a.model, None)?)
-        }
-        _ => {
-            let m = resolve_any(g, &a.model)?;
-            let api = a.api.settings(&a.model, m.api.clone())?;
-            (m, api)
-        }
-    };
+    let m = resolve_with_api(g, &a.model, &a.api)?;
     let template = a.template.unwrap_or(m.template);
     let max_tokens = a.max_tokens.unwrap_or(match a.mode {
         Mode::Direct => 512,
@@ -184,7 +197,7 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
     });
     // a base model continuing a completion prompt has no end-of-turn: a blank line ends the answer
     let stop = if template == Template::Completion { vec!["\n\n".to_string()] } else { Vec::new() };
-    let sampling = Sampling { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, seed: a.seed, max_tokens, stop };
+    let sampling = Sampling { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, seed: a.seed, max_tokens, stop, repeat_penalty: a.repeat_penalty };
     let settings = LlamaSettings {
         parallel: a.parallel,
         prefix_reuse: !a.no_prefix_reuse,
@@ -194,10 +207,8 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
         flash_attn: a.flash_attn,
         ..LlamaSettings::default()
     };
-    let (model_sha256, mut engine): (String, Box<dyn Engine>) = match &api {
-        Some(s) => (crate::util::sha256_str(&s.identity()), Box::new(OpenAiEngine::new(s.clone())?)),
-        None => (crate::util::sha256_file(&m.path)?, Box::new(LlamaEngine::load(&m.path, settings.clone())?)),
-    };
+    let (model_sha256, mut engine) = build_engine(&m, settings)?;
+    let api = m.api.clone();
     let cfg = EvalConfig {
         model_name: m.name,
         model_path: m.path,

@@ -1,5 +1,6 @@
 //! Command-line interface (clap derive): one file per command, no logic beyond wiring.
 mod bench;
+mod cot;
 mod eval;
 mod fetch;
 mod report;
@@ -52,6 +53,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Re-parse and re-score a run from its samples.jsonl, without the model.
     Rescore(eval::RescoreArgs),
+    /// Stage 1: a teacher writes rationales for gold annotations; validated ones form a NER-CoT set.
+    Cot(cot::CotCmd),
     /// Write tables and plots in reports/ from results/.
     Report(report::ReportArgs),
     /// Two runs side by side on their shared sentences: F1 of each, identical outputs, better/worse.
@@ -80,6 +83,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Reproduce(a) => reproduce::run(&cli.global, a),
         Command::Eval(a) => eval::run(&cli.global, a),
         Command::Rescore(a) => eval::rescore(&cli.global, a),
+        Command::Cot(a) => cot::run(&cli.global, a),
         Command::Report(a) => report::run(&cli.global, a),
         Command::Compare(a) => report::compare(&cli.global, a),
         Command::FetchModel(a) => fetch::run(&cli.global, a),

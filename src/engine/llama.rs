@@ -350,11 +350,18 @@ impl<'m> Worker<'m> {
         prompt_text(self.model, r)
     }
 
-    fn sampler(s: &Sampling) -> LlamaSampler {
-        if s.temperature <= 0.0 {
-            return LlamaSampler::greedy();
-        }
+    fn sampler(s: &Sampling, n_vocab: i32) -> LlamaSampler {
         let mut chain = Vec::new();
+        if s.repeat_penalty != 1.0 {
+            chain.push(LlamaSampler::penalties(n_vocab, 64, s.repeat_penalty, 0.0, 0.0));
+        }
+        if s.temperature <= 0.0 {
+            if chain.is_empty() {
+                return LlamaSampler::greedy();
+            }
+            chain.push(LlamaSampler::greedy());
+            return LlamaSampler::chain_simple(chain);
+        }
         if s.top_k > 0 {
             chain.push(LlamaSampler::top_k(s.top_k));
         }
@@ -563,7 +570,7 @@ impl<'m> Worker<'m> {
                     streamed: 0,
                     n_gen: 0,
                     prompt_tokens: st.tokens.len(),
-                    sampler: Self::sampler(&st.sampling),
+                    sampler: Self::sampler(&st.sampling, self.model.n_vocab()),
                     sampling: st.sampling,
                     started: Instant::now(),
                 });

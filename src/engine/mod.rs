@@ -22,11 +22,23 @@ pub struct Sampling {
     pub max_tokens: usize,
     /// generation ends at the first of these strings (removed from the text)
     pub stop: Vec<String>,
+    /// penalty on tokens among the last 64 generated (1 = off; not written when off, so run ids
+    /// made before it existed stay the same)
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repeat_penalty: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn is_one(x: &f32) -> bool {
+    *x == 1.0
 }
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, max_tokens: 512, stop: Vec::new() }
+        Sampling { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, max_tokens: 512, stop: Vec::new(), repeat_penalty: 1.0 }
     }
 }
 

@@ -252,6 +252,10 @@ fn request_body(s: &OpenAiSettings, r: &GenRequest) -> serde_json::Value {
         body.insert(s.max_tokens_field.clone(), serde_json::json!(sm.max_tokens));
     }
     body.insert("seed".into(), serde_json::json!(sm.seed));
+    if sm.repeat_penalty != 1.0 {
+        // vLLM's and SGLang's name; llama.cpp's server reads `repeat_penalty` (set it in extra_body)
+        body.insert("repetition_penalty".into(), serde_json::json!(sm.repeat_penalty));
+    }
     if !sm.stop.is_empty() {
         body.insert("stop".into(), serde_json::json!(sm.stop));
     }

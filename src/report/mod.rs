@@ -15,7 +15,7 @@ use crate::{Error, Result};
 
 mod font;
 pub mod paper;
-mod plot;
+pub mod plot;
 mod table;
 
 pub mod compare;

@@ -511,3 +511,47 @@ pub fn labels(run: &Run, plots_dir: &Path) -> Result<Vec<PathBuf>> {
     let stem = format!("labels-{}", file_stem(&run.id()));
     render(plots_dir, &stem, p.size, |r| draw_labels(r, &p), |r| draw_labels(r, &p))
 }
+
+/// A histogram of rationale lengths (words) of a CoT build: `plots_dir/<stem>.{svg,png}`.
+pub fn histogram(values: &[usize], title: &str, x_label: &str, plots_dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+    let max = values.iter().copied().max().unwrap_or(1).max(1);
+    let bins = 30usize;
+    let width = max.div_ceil(bins).max(1);
+    let mut counts = vec![0usize; bins + 1];
+    for v in values {
+        counts[v / width] += 1;
+    }
+    let top = counts.iter().copied().max().unwrap_or(1).max(1);
+    fn draw_hist<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, counts: &[usize], width: usize, top: usize, title: &str, x_label: &str) -> DrawResult {
+        root.fill(&WHITE).map_err(d)?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0usize..counts.len() * width, 0usize..top + top / 10 + 1)
+            .map_err(d)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc(x_label)
+            .y_desc("rationales")
+            .label_style((FAMILY, 12))
+            .axis_desc_style((FAMILY, 14))
+            .draw()
+            .map_err(d)?;
+        chart
+            .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+                Rectangle::new([(i * width, 0), ((i + 1) * width, c)], OURS[0].mix(0.8).filled())
+            }))
+            .map_err(d)?;
+        Ok(())
+    }
+    render(
+        plots_dir,
+        stem,
+        (800, 420),
+        |r| draw_hist(r, &counts, width, top, title, x_label),
+        |r| draw_hist(r, &counts, width, top, title, x_label),
+    )
+}

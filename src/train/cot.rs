@@ -1,0 +1,707 @@
+//! Stage 1 — CoT generation: a teacher (any [`Engine`]) sees a training sentence, its schema and its
+//! gold entities and writes a rationale; named validation checks keep or reject it; kept examples
+//! are NER-CoT records (`{guid, dataset, sentence, schema, cot, entities}`), the shape of the
+//! paper's published file, so both are read by [`read_records`].
+//!
+//! The paper's teacher prompt (DeepSeek-R1) and its consistency-judge prompt (Qwen3-32B, keep ≥ 9)
+//! are unpublished; [`TEACHER_PROMPT`] and [`JUDGE_PROMPT`] are ours.
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Entity, Example};
+use crate::engine::{Engine, Finish, GenOutput, GenRequest, Sampling};
+use crate::prompt::{self, Message, Rendered, Template};
+use crate::score::normalize;
+use crate::{parse, util, Error, Result};
+
+/// Ours (the paper's is unpublished). The gold answer is shown; the teacher explains it. The
+/// instruction and a worked example come first so that every prompt shares them (the engine decodes
+/// a shared prefix once); the example sentence is made up, from no corpus of the registry.
+pub const TEACHER_PROMPT: &str = "You write the reasoning for a named entity recognition dataset. Given a sentence, its entity types and its correct entities, explain step by step how the correct entities are found, as if you were finding them yourself. Quote every entity in double quotes and say why it has its type; then say which other candidates are not entities of the given types, and why. Do not write a JSON answer. Write one paragraph of at most 100 words.
+
+Example
+Sentence: Apple opened a new store in Paris on Monday , said Tim Cook .
+Entity types: [\"location\", \"organization\", \"person\"]
+Correct entities: \"Apple\": organization; \"Paris\": location; \"Tim Cook\": person
+Reasoning: The sentence reports a store opening. \"Apple\" is the company that opened the store, so it is an organization. The store is in \"Paris\", a city, so \"Paris\" is a location. \"Tim Cook\" is the name of the man who is quoted, so he is a person. \"Monday\" is a date and \"store\" a common noun; neither is one of the entity types.
+
+Now this one
+Sentence: {{SENTENCE}}
+Entity types: {{SCHEMA}}
+Correct entities: {{GOLD}}";
+
+/// Ours. The judge sees the example and the rationale and answers with one number.
+pub const JUDGE_PROMPT: &str = "Rate a reasoning chain written for a named entity recognition example.
+
+Sentence:
+{{SENTENCE}}
+
+Entity types (schema): {{SCHEMA}}
+
+Correct entities:
+{{GOLD}}
+
+Reasoning:
+{{COT}}
+
+Score from 0 to 10 how logically coherent the reasoning is, how accurate it is about the sentence, and how consistent it is with the correct entities (10 = fully consistent; 0 = contradicts them). Answer with the number only.";
+
+/// One NER-CoT record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CotRecord {
+    pub guid: String,
+    /// the source corpus (`null` in the published file)
+    #[serde(default)]
+    pub dataset: Option<String>,
+    pub sentence: String,
+    pub schema: Vec<String>,
+    pub cot: Option<String>,
+    pub entities: Vec<Entity>,
+}
+
+/// A rejected example and why (the check's name and what it found).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub guid: String,
+    pub dataset: String,
+    pub check: Check,
+    pub detail: String,
+    /// the teacher's raw text
+    pub output: String,
+}
+
+/// The validation checks, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// the teacher ran into `--max-cot-tokens` (the rationale is cut off)
+    Truncated,
+    /// nothing left after trimming
+    Empty,
+    /// shorter than `--min-cot-chars` or longer than `--max-cot-chars`
+    Length,
+    /// a gold entity string does not occur in the rationale
+    MissingGold,
+    /// no clause of the rationale gives a gold entity its gold type (see [`untyped_gold`])
+    UntypedGold,
+    /// the rationale contains an answer (JSON / `<answer>`) that is not the gold answer
+    AnswerDisagrees,
+    /// the rationale presents a string the gold omits as an entity (heuristic, see [`extra_entity`])
+    ExtraEntity,
+    /// the judge's score is below `--min-score`
+    JudgeLow,
+    /// the judge's reply holds no score 0-10
+    JudgeUnparsable,
+}
+
+impl Check {
+    pub const ALL: [Check; 9] = [
+        Check::Truncated,
+        Check::Empty,
+        Check::Length,
+        Check::MissingGold,
+        Check::UntypedGold,
+        Check::AnswerDisagrees,
+        Check::ExtraEntity,
+        Check::JudgeLow,
+        Check::JudgeUnparsable,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Truncated => "truncated",
+            Check::Empty => "empty",
+            Check::Length => "length",
+            Check::MissingGold => "missing_gold",
+            Check::UntypedGold => "untyped_gold",
+            Check::AnswerDisagrees => "answer_disagrees",
+            Check::ExtraEntity => "extra_entity",
+            Check::JudgeLow => "judge_low",
+            Check::JudgeUnparsable => "judge_unparsable",
+        }
+    }
+}
+
+/// Bounds of the length check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bounds {
+    pub min_chars: usize,
+    pub max_chars: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds { min_chars: 40, max_chars: 4000 }
+    }
+}
+
+fn gold_lines(gold: &[Entity]) -> String {
+    if gold.is_empty() {
+        return "none (the sentence has no entity of these types)".into();
+    }
+    gold.iter().map(|e| format!("\"{}\": {}", e.text, e.label)).collect::<Vec<_>>().join("; ")
+}
+
+fn fill(template: &str, ex: &Example) -> String {
+    template
+        .replace("{{SENTENCE}}", &ex.text)
+        .replace("{{SCHEMA}}", &prompt::json_list(&ex.labels))
+        .replace("{{GOLD}}", &gold_lines(&ex.gold))
+}
+
+fn wrap(user: String, template: Template, cue: &str) -> Rendered {
+    let text = match template {
+        Template::Model => None,
+        Template::Qwen => Some(prompt::qwen_wrap(&user)),
+        Template::Completion => Some(format!("{user}\n{cue}:")),
+    };
+    Rendered { messages: vec![Message { role: "user".into(), content: user }], text }
+}
+
+/// The teacher's prompt for one example.
+pub fn teacher_prompt(ex: &Example, template: Template) -> Rendered {
+    wrap(fill(TEACHER_PROMPT, ex), template, "Reasoning")
+}
+
+/// The judge's prompt for one example and rationale.
+pub fn judge_prompt(ex: &Example, cot: &str, template: Template) -> Rendered {
+    wrap(fill(JUDGE_PROMPT, ex).replace("{{COT}}", cot), template, "Score")
+}
+
+/// The judge's score: the first whole number 0-10 in its reply (after any `<think>` block).
+pub fn judge_score(reply: &str) -> Option<u8> {
+    let text = parse::process_completion(reply);
+    let re = regex::Regex::new(r"\b(10|[0-9])(?:\.[0-9]+)?\b").expect("static regex");
+    re.captures(&text).and_then(|c| c[1].parse().ok())
+}
+
+/// The rationale in a teacher's output: the API's separate reasoning when asked for, else the text
+/// with `<think>` tags dropped (their content kept) and surrounding whitespace trimmed.
+pub fn rationale(out: &GenOutput, use_reasoning: bool) -> String {
+    if use_reasoning {
+        if let Some(r) = &out.reasoning {
+            return r.trim().to_string();
+        }
+    }
+    let text = out.text.replace("<think>", "").replace("</think>", "");
+    let text = text.trim();
+    text.strip_prefix("Reasoning:").unwrap_or(text).trim().to_string()
+}
+
+/// Where an answer block starts in a rationale, if it has one.
+fn answer_start(cot: &str) -> Option<usize> {
+    let re = regex::Regex::new(r#"(?s)```(?:json)?\s*\{|<answer>|\{\s*"entities"\s*:"#).expect("static regex");
+    re.find(cot).map(|m| m.start())
+}
+
+/// Words that, in the clause that mentions a candidate, mark it as *not* an entity.
+const NEGATIONS: [&str; 14] =
+    ["not", "no", "isn't", "isnt", "aren't", "neither", "nor", "none", "excluded", "exclude", "ignore", "ignored", "rather than", "instead of"];
+
+fn clauses(cot: &str) -> Vec<&str> {
+    let re = regex::Regex::new(r"\n|[.;!?](?:\s|$)").expect("static regex");
+    re.split(cot).collect()
+}
+
+/// Where the first negation word of a normalised, space-padded clause starts.
+fn negation_at(c: &str) -> Option<usize> {
+    NEGATIONS.iter().filter_map(|n| [format!(" {n} "), format!(" {n},")].iter().filter_map(|p| c.find(p.as_str())).min()).min()
+}
+
+/// The gold entity no clause types. A clause types `e` when it contains `e`'s text and its label
+/// (or the label's plural), the label coming before any negation word in the clause: "\"EU\" is an
+/// organization, not a location" types EU; "\"Peter Blackburn\" is not an entity of the types
+/// location, organization or person" does not type Peter Blackburn.
+pub fn untyped_gold(cot: &str, ex: &Example) -> Option<String> {
+    let cs: Vec<String> = clauses(cot).iter().map(|c| format!(" {} ", normalize(c))).collect();
+    ex.gold
+        .iter()
+        .find(|e| {
+            let (t, l) = (normalize(&e.text), normalize(&e.label));
+            !cs.iter().any(|c| {
+                if !c.contains(&t) {
+                    return false;
+                }
+                let at = [format!(" {l} "), format!(" {l}s "), format!(" {l},"), format!(" {l}s,"), format!("\"{l}\"")]
+                    .iter()
+                    .filter_map(|p| c.find(p.as_str()))
+                    .min();
+                match (at, negation_at(c)) {
+                    (Some(a), Some(n)) => a < n,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                }
+            })
+        })
+        .map(|e| format!("{}: {}", e.text, e.label))
+}
+
+/// The extra-entity heuristic. A clause (a line, or a sentence within one) of the rationale
+/// presents `s` as an entity when it quotes `s` ("…", “…” or **…**), `s` occurs in the sentence,
+/// `s` is not a gold entity and does not overlap one (neither contains the other), `s` is not a
+/// schema label, the clause names a schema label, and the clause has no negation word. Returns the
+/// first such string. Cheap and conservative: it misses unquoted claims and may flag a clause
+/// that quotes a candidate while naming a label for another reason.
+pub fn extra_entity(cot: &str, ex: &Example) -> Option<String> {
+    let quoted = regex::Regex::new(r#""([^"\n]{1,80})"|“([^”\n]{1,80})”|\*\*([^*\n]{1,80})\*\*"#).expect("static regex");
+    let sentence = format!(" {} ", normalize(&ex.text));
+    let gold: Vec<String> = ex.gold.iter().map(|e| normalize(&e.text)).collect();
+    let labels: Vec<String> = ex.labels.iter().map(|l| normalize(l)).collect();
+    for clause in clauses(cot) {
+        let c = format!(" {} ", normalize(clause));
+        let has_label = labels.iter().any(|l| c.contains(&format!(" {l} ")) || c.contains(&format!(" {l}s ")));
+        if !has_label || negation_at(&c).is_some() {
+            continue;
+        }
+        for cap in quoted.captures_iter(clause) {
+            let s = cap.get(1).or(cap.get(2)).or(cap.get(3)).map(|m| m.as_str()).unwrap_or("");
+            let n = normalize(s);
+            if n.is_empty() || labels.contains(&n) || !sentence.contains(&format!(" {n} ")) {
+                continue;
+            }
+            if gold.iter().any(|g| g.contains(&n) || n.contains(g.as_str())) {
+                continue;
+            }
+            return Some(s.to_string());
+        }
+    }
+    None
+}
+
+/// Run every check but the judge's on one teacher output. On success returns the rationale to
+/// keep (an answer block that agrees with gold is cut off: the SFT target adds the answer itself).
+pub fn validate(out: &GenOutput, ex: &Example, bounds: Bounds, use_reasoning: bool) -> std::result::Result<String, (Check, String)> {
+    if out.finish == Finish::Length {
+        return Err((Check::Truncated, format!("{} tokens, the cap", out.gen_tokens)));
+    }
+    let mut cot = rationale(out, use_reasoning);
+    if cot.is_empty() {
+        return Err((Check::Empty, String::new()));
+    }
+    if let Some(at) = answer_start(&cot) {
+        let pred = parse::prediction(&cot[at..]);
+        let gold_set = crate::score::to_set(&ex.gold);
+        if pred.error.is_some_and(|e| e.is_failure()) || crate::score::to_set(&pred.entities) != gold_set {
+            let got: Vec<String> = pred.entities.iter().map(|e| format!("{}: {}", e.text, e.label)).collect();
+            return Err((Check::AnswerDisagrees, format!("answer block gives [{}]", got.join(", "))));
+        }
+        cot = cot[..at].trim_end().to_string();
+        if cot.is_empty() {
+            return Err((Check::Empty, "only an answer block".into()));
+        }
+    }
+    let chars = cot.chars().count();
+    if chars < bounds.min_chars || chars > bounds.max_chars {
+        return Err((Check::Length, format!("{chars} characters, bounds {}..={}", bounds.min_chars, bounds.max_chars)));
+    }
+    let text = normalize(&cot);
+    let missing: Vec<&str> = ex.gold.iter().filter(|e| !text.contains(&normalize(&e.text))).map(|e| e.text.as_str()).collect();
+    if !missing.is_empty() {
+        return Err((Check::MissingGold, missing.join(" | ")));
+    }
+    if let Some(s) = untyped_gold(&cot, ex) {
+        return Err((Check::UntypedGold, s));
+    }
+    if let Some(s) = extra_entity(&cot, ex) {
+        return Err((Check::ExtraEntity, s));
+    }
+    Ok(cot)
+}
+
+/// Everything that decides a CoT build (recorded in `<out>.manifest.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CotConfig {
+    pub teacher: String,
+    pub teacher_sha256: String,
+    pub engine: String,
+    pub template: Template,
+    pub sampling: Sampling,
+    pub bounds: Bounds,
+    pub use_reasoning: bool,
+    pub judge: Option<String>,
+    pub min_score: u8,
+    pub sources: Vec<String>,
+    pub split: String,
+    pub per_source: Option<usize>,
+    pub seed: u64,
+}
+
+/// One working session on a build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CotSession {
+    pub command: String,
+    pub git_commit: Option<String>,
+    pub start: String,
+    pub end: Option<String>,
+    pub kept: usize,
+    pub rejected: usize,
+    pub gen_tokens: usize,
+    pub seconds: f64,
+    /// kept + rejected per hour
+    pub rationales_per_hour: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CotManifest {
+    pub config: CotConfig,
+    pub teacher_info: crate::engine::EngineInfo,
+    pub machine: crate::run::Machine,
+    pub sessions: Vec<CotSession>,
+}
+
+/// The files of a build: `X.jsonl` (kept), `X.rejected.jsonl`, `X.manifest.json`, `X.stats.json`.
+pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let stem = out.file_name().and_then(|n| n.to_str()).unwrap_or("cot.jsonl");
+    let stem = stem.strip_suffix(".jsonl").unwrap_or(stem);
+    out.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// NER-CoT records from a JSONL file (ours or the published one), naming the line of a bad record.
+pub fn read_records(path: &Path) -> Result<Vec<CotRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    let n = text.lines().count();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<CotRecord>(line) {
+            Ok(r) => out.push(r),
+            // a line cut by a crash mid-write is the last one: drop it
+            Err(_) if i + 1 == n && !text.ends_with('\n') => break,
+            Err(e) => return Err(Error::data(path, i + 1, format!("not a NER-CoT record: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// What a call did.
+#[derive(Debug, Clone, Default)]
+pub struct CotOutcome {
+    pub kept: usize,
+    pub rejected: usize,
+    pub skipped: usize,
+    pub interrupted: bool,
+}
+
+/// Build (or resume) a CoT set at `out` from `examples`: teacher requests in chunks of `chunk`
+/// (each chunk one batched call), each output validated, then judged if a judge is given, and
+/// appended to the kept or rejected file as it is decided.
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    cfg: &CotConfig,
+    teacher: &mut dyn Engine,
+    mut judge: Option<&mut dyn Engine>,
+    examples: &[Example],
+    out: &Path,
+    chunk: usize,
+    command: &str,
+    progress: bool,
+) -> Result<CotOutcome> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let rejected_path = sibling(out, "rejected.jsonl");
+    let manifest_path = sibling(out, "manifest.json");
+    let mut done: HashSet<String> = HashSet::new();
+    if out.exists() {
+        done.extend(read_records(out)?.into_iter().map(|r| r.guid));
+    }
+    done.extend(util::read_jsonl::<Rejected>(&rejected_path)?.into_iter().map(|r| r.guid));
+    let mut manifest: CotManifest = if manifest_path.exists() {
+        util::read_json(&manifest_path)?
+    } else {
+        CotManifest { config: cfg.clone(), teacher_info: teacher.info().clone(), machine: crate::run::Machine::this(), sessions: Vec::new() }
+    };
+    let mut session = CotSession {
+        command: command.into(),
+        git_commit: util::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        start: util::now(),
+        end: None,
+        kept: 0,
+        rejected: 0,
+        gen_tokens: 0,
+        seconds: 0.0,
+        rationales_per_hour: 0.0,
+    };
+    manifest.sessions.push(session.clone());
+    util::write_json(&manifest_path, &manifest)?;
+    let open = |p: &Path| std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e));
+    let (mut kept_file, mut rej_file) = (open(out)?, open(&rejected_path)?);
+    let todo: Vec<&Example> = examples.iter().filter(|e| !done.contains(&e.id)).collect();
+    let mut outcome = CotOutcome { skipped: examples.len() - todo.len(), ..Default::default() };
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new(examples.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} examples, {msg}, ETA {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b.set_prefix("cot");
+        b.set_position(outcome.skipped as u64);
+        b.reset_eta();
+        b
+    });
+    let t0 = Instant::now();
+    for part in todo.chunks(chunk.max(1)) {
+        let reqs: Vec<GenRequest> = part
+            .iter()
+            .map(|e| GenRequest { prompt: teacher_prompt(e, cfg.template), sampling: cfg.sampling.clone() })
+            .collect();
+        // decided now (no judge) or after judging
+        let mut candidates: Vec<(usize, String, GenOutput)> = Vec::new();
+        let mut decide = |i: usize, result: std::result::Result<String, (Check, String)>, raw: &GenOutput, s: &mut CotSession, o: &mut CotOutcome| -> Result<()> {
+            let ex = part[i];
+            match result {
+                Ok(cot) => {
+                    let rec = CotRecord { guid: ex.id.clone(), dataset: Some(ex.dataset.clone()), sentence: ex.text.clone(), schema: ex.labels.clone(), cot: Some(cot), entities: ex.gold.clone() };
+                    append(&mut kept_file, out, &rec)?;
+                    s.kept += 1;
+                    o.kept += 1;
+                }
+                Err((check, detail)) => {
+                    let rej = Rejected { guid: ex.id.clone(), dataset: ex.dataset.clone(), check, detail, output: raw.text.clone() };
+                    append(&mut rej_file, &rejected_path, &rej)?;
+                    s.rejected += 1;
+                    o.rejected += 1;
+                }
+            }
+            if let Some(b) = &bar {
+                b.inc(1);
+                b.set_message(format!("kept {} rejected {}", s.kept, s.rejected));
+            }
+            Ok(())
+        };
+        let judging = judge.is_some();
+        let result = teacher.generate_each(&reqs, &mut |i, o| {
+            session.gen_tokens += o.gen_tokens;
+            match validate(&o, part[i], cfg.bounds, cfg.use_reasoning) {
+                Ok(cot) if judging => candidates.push((i, cot, o)),
+                r => decide(i, r, &o, &mut session, &mut outcome)?,
+            }
+            if crate::run::INTERRUPTED.load(Ordering::SeqCst) {
+                return Err(Error::Interrupted);
+            }
+            Ok(())
+        });
+        let stop = match result {
+            Ok(()) => false,
+            Err(Error::Interrupted) => true,
+            Err(e) => {
+                finish(&mut manifest, session, t0, &manifest_path)?;
+                return Err(e);
+            }
+        };
+        if let (Some(j), false) = (judge.as_deref_mut(), stop) {
+            let jreqs: Vec<GenRequest> = candidates
+                .iter()
+                .map(|(i, cot, _)| GenRequest {
+                    prompt: judge_prompt(part[*i], cot, cfg.template),
+                    sampling: Sampling { max_tokens: 512, temperature: 0.0, ..Sampling::default() },
+                })
+                .collect();
+            let replies = j.generate(&jreqs)?;
+            for ((i, cot, raw), reply) in candidates.drain(..).zip(replies) {
+                let r = match judge_score(&reply.text) {
+                    Some(s) if s >= cfg.min_score => Ok(cot),
+                    Some(s) => Err((Check::JudgeLow, format!("score {s} < {}", cfg.min_score))),
+                    None => Err((Check::JudgeUnparsable, reply.text.chars().take(200).collect())),
+                };
+                decide(i, r, &raw, &mut session, &mut outcome)?;
+            }
+        }
+        if stop {
+            outcome.interrupted = true;
+            break;
+        }
+        let mut snapshot = session.clone();
+        close(&mut snapshot, t0);
+        snapshot.end = None;
+        *manifest.sessions.last_mut().expect("pushed above") = snapshot;
+        util::write_json(&manifest_path, &manifest)?;
+    }
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    finish(&mut manifest, session, t0, &manifest_path)?;
+    Ok(outcome)
+}
+
+fn close(s: &mut CotSession, t0: Instant) {
+    s.seconds = t0.elapsed().as_secs_f64();
+    s.end = Some(util::now());
+    if s.seconds > 0.0 {
+        s.rationales_per_hour = (s.kept + s.rejected) as f64 / s.seconds * 3600.0;
+    }
+}
+
+fn finish(m: &mut CotManifest, mut s: CotSession, t0: Instant, path: &Path) -> Result<()> {
+    close(&mut s, t0);
+    *m.sessions.last_mut().expect("pushed above") = s;
+    util::write_json(path, m)
+}
+
+/// Append one JSON line and flush it.
+fn append(file: &mut std::fs::File, path: &Path, v: &impl Serialize) -> Result<()> {
+    let mut line = serde_json::to_string(v).map_err(|e| Error::Json { path: path.into(), source: e })?;
+    line.push('\n');
+    file.write_all(line.as_bytes()).map_err(|e| Error::io(path, e))?;
+    file.flush().map_err(|e| Error::io(path, e))
+}
+
+/// The statistics of a build, from its files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CotStats {
+    pub kept: usize,
+    pub rejected: usize,
+    pub kept_rate: f64,
+    /// check name → rejects
+    pub rejects_by_check: BTreeMap<String, usize>,
+    /// source → (kept, rejected)
+    pub by_source: BTreeMap<String, (usize, usize)>,
+    /// words per kept rationale: min, 25th, median, 75th percentile, max, mean
+    pub words: [f64; 6],
+    /// label → gold mentions in kept examples
+    pub label_mentions: BTreeMap<String, usize>,
+    /// schema labels of the sources that no kept example mentions
+    pub labels_unseen: Vec<String>,
+    pub kept_with_no_entity: usize,
+}
+
+/// Words per kept rationale (for plots and stats).
+pub fn rationale_words(kept: &[CotRecord]) -> Vec<usize> {
+    kept.iter().map(|r| r.cot.as_deref().unwrap_or("").split_whitespace().count()).collect()
+}
+
+/// Statistics of the kept and rejected files of a build.
+pub fn stats(out: &Path) -> Result<(CotStats, Vec<CotRecord>)> {
+    let kept = read_records(out)?;
+    let rejected: Vec<Rejected> = util::read_jsonl(&sibling(out, "rejected.jsonl"))?;
+    let mut s = CotStats { kept: kept.len(), rejected: rejected.len(), ..Default::default() };
+    s.kept_rate = kept.len() as f64 / (kept.len() + rejected.len()).max(1) as f64;
+    for c in Check::ALL {
+        s.rejects_by_check.insert(c.name().into(), 0);
+    }
+    for r in &rejected {
+        *s.rejects_by_check.entry(r.check.name().into()).or_default() += 1;
+        s.by_source.entry(r.dataset.clone()).or_default().1 += 1;
+    }
+    let mut schema: std::collections::BTreeSet<String> = Default::default();
+    for r in &kept {
+        s.by_source.entry(r.dataset.clone().unwrap_or_default()).or_default().0 += 1;
+        schema.extend(r.schema.iter().cloned());
+        for e in &r.entities {
+            *s.label_mentions.entry(e.label.clone()).or_default() += 1;
+        }
+        s.kept_with_no_entity += usize::from(r.entities.is_empty());
+    }
+    s.labels_unseen = schema.into_iter().filter(|l| !s.label_mentions.contains_key(l)).collect();
+    let mut w: Vec<usize> = rationale_words(&kept);
+    w.sort_unstable();
+    if !w.is_empty() {
+        let q = |p: f64| w[((w.len() - 1) as f64 * p).round() as usize] as f64;
+        s.words = [q(0.0), q(0.25), q(0.5), q(0.75), q(1.0), w.iter().sum::<usize>() as f64 / w.len() as f64];
+    }
+    Ok((s, kept))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex() -> Example {
+        Example {
+            id: "conll2003/train/0".into(),
+            dataset: "conll2003".into(),
+            split: "train".into(),
+            index: 0,
+            text: "EU rejects German call to boycott British lamb .".into(),
+            tokens: None,
+            gold: vec![Entity { text: "EU".into(), label: "organization".into(), span: None }],
+            labels: vec!["location".into(), "organization".into(), "person".into()],
+        }
+    }
+
+    fn out(text: &str) -> GenOutput {
+        GenOutput { text: text.into(), reasoning: None, prompt_tokens: 10, gen_tokens: 20, finish: Finish::Stop, latency_ms: 0.0 }
+    }
+
+    const GOOD: &str = "Candidates: \"EU\", \"German\" and \"British\". \"EU\" is the European Union, a political and economic union, so it is an organization. \"German\" and \"British\" are adjectives of nationality, not entities of the schema.";
+
+    #[test]
+    fn a_faithful_rationale_is_kept() {
+        assert_eq!(validate(&out(GOOD), &ex(), Bounds::default(), false).unwrap(), GOOD);
+        // an agreeing answer block is cut off, the rest kept
+        let with = format!("{GOOD}\n```json\n{{\"entities\": {{\"organization\": [\"EU\"]}}}}\n```");
+        assert_eq!(validate(&out(&with), &ex(), Bounds::default(), false).unwrap(), GOOD);
+    }
+
+    #[test]
+    fn each_check_rejects_what_it_names() {
+        let b = Bounds::default();
+        let check = |o: GenOutput| validate(&o, &ex(), b, false).unwrap_err().0;
+        let mut cut = out(GOOD);
+        cut.finish = Finish::Length;
+        assert_eq!(check(cut), Check::Truncated);
+        assert_eq!(check(out("  \n ")), Check::Empty);
+        assert_eq!(check(out("EU is an org.")), Check::Length);
+        assert_eq!(check(out(&"EU is an organization. ".repeat(300))), Check::Length);
+        assert_eq!(check(out("The sentence mentions a union of countries, which is an organization of the schema.")), Check::MissingGold);
+        assert_eq!(check(out("\"EU\" is a proper noun, not an entity of the types location, organization or person.")), Check::UntypedGold);
+        assert_eq!(check(out("\"EU\" is the European Union. It is mentioned first in the sentence here.")), Check::UntypedGold);
+        let wrong = format!("{GOOD}\n{{\"entities\": {{\"location\": [\"EU\"]}}}}");
+        assert_eq!(check(out(&wrong)), Check::AnswerDisagrees);
+        let extra = "\"EU\" is an organization. \"British\" refers to Britain, so it is a location.";
+        let (c, detail) = validate(&out(extra), &ex(), b, false).unwrap_err();
+        assert_eq!((c, detail.as_str()), (Check::ExtraEntity, "British"));
+        // the same candidate, negated, is fine
+        let negated = "\"EU\" is an organization. \"British\" is not a location here, only an adjective.";
+        assert!(validate(&out(negated), &ex(), b, false).is_ok());
+    }
+
+    #[test]
+    fn reasoning_from_an_api_can_be_the_rationale() {
+        let mut o = out("{\"entities\": {\"organization\": [\"EU\"]}}");
+        o.reasoning = Some(GOOD.into());
+        assert_eq!(validate(&o, &ex(), Bounds::default(), true).unwrap(), GOOD);
+        assert_eq!(validate(&o, &ex(), Bounds::default(), false).unwrap_err().0, Check::Empty);
+    }
+
+    #[test]
+    fn judge_scores_are_read_from_the_reply() {
+        assert_eq!(judge_score("9"), Some(9));
+        assert_eq!(judge_score("Score: 10/10"), Some(10));
+        assert_eq!(judge_score("<think>maybe 3</think>\n8.5"), Some(8));
+        assert_eq!(judge_score("excellent"), None);
+    }
+
+    #[test]
+    fn prompts_show_sentence_schema_and_gold() {
+        let p = teacher_prompt(&ex(), Template::Model);
+        let u = &p.messages[0].content;
+        assert!(u.contains("Sentence: EU rejects German call") && u.contains("[\"location\", \"organization\", \"person\"]") && u.contains("Correct entities: \"EU\": organization"));
+        assert!(p.text.is_none());
+        let mut empty = ex();
+        empty.gold.clear();
+        assert!(teacher_prompt(&empty, Template::Completion).text.unwrap().contains("Correct entities: none"));
+        assert!(judge_prompt(&ex(), "R", Template::Model).messages[0].content.contains("Reasoning:\nR"));
+    }
+
+    #[test]
+    fn records_read_the_published_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.jsonl");
+        std::fs::write(&p, "{\"guid\": \"0\", \"dataset\": null, \"sentence\": \"node_modules\", \"schema\": [\"directory\"], \"cot\": \"Okay\", \"entities\": [{\"text\": \"node_modules\", \"label\": \"directory\"}]}\n{\"guid\": 1").unwrap();
+        let r = read_records(&p).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].dataset, None);
+        std::fs::write(&p, "{\"guid\": 1}\n{}\n").unwrap();
+        let e = read_records(&p).unwrap_err().to_string();
+        assert!(e.contains("x.jsonl:1"), "{e}");
+    }
+}

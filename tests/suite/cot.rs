@@ -1,0 +1,60 @@
+//! Stage 1 end to end: the real default model as teacher on real training sentences.
+use std::path::Path;
+
+use crate::util::{default_model, rner};
+
+fn lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn cot_build_writes_kept_and_rejected_rows_with_reasons_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("set.jsonl");
+    let run = || {
+        let o = rner()
+            .args(["--quiet", "--reports"])
+            .arg(tmp.path().join("reports"))
+            .args(["cot", "--teacher"])
+            .arg(default_model())
+            .args(["--limit", "6", "--max-cot-tokens", "48", "--parallel", "3", "--ctx", "1024", "--chunk", "4", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    run();
+    let kept = lines(&out);
+    let rejected = lines(&tmp.path().join("set.rejected.jsonl"));
+    assert_eq!(kept.len() + rejected.len(), 6);
+    let names = ["truncated", "empty", "length", "missing_gold", "untyped_gold", "answer_disagrees", "extra_entity"];
+    for r in &rejected {
+        assert!(names.contains(&r["check"].as_str().unwrap()), "{r}");
+        assert!(r["output"].is_string());
+    }
+    // kept rows are NER-CoT records that the loader reads back
+    let records = rner::train::cot::read_records(&out).unwrap();
+    assert_eq!(records.len(), kept.len());
+    // the sources interleave: both corpora are in the first examples
+    let sources: std::collections::HashSet<String> = kept.iter().chain(&rejected).map(|r| r["guid"].as_str().unwrap().split('/').next().unwrap().to_string()).collect();
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("set.stats.json")).unwrap()).unwrap();
+    let by_check: u64 = stats["rejects_by_check"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(by_check as usize, rejected.len());
+    assert!(tmp.path().join("reports/cot-set.md").exists());
+    assert!(tmp.path().join("reports/plots/cot-set-words.svg").exists());
+    // a rerun has nothing left to do and adds a session
+    run();
+    assert_eq!(lines(&out).len() + lines(&tmp.path().join("set.rejected.jsonl")).len(), 6);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("set.manifest.json")).unwrap()).unwrap();
+    let sessions = m["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions[1]["kept"].as_u64().unwrap() + sessions[1]["rejected"].as_u64().unwrap(), 0);
+}
+
+#[test]
+fn cot_refuses_the_benchmarks_test_sets() {
+    let o = rner().args(["cot", "--sources", "crossner_ai", "--split", "test", "--limit", "1"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("must stay unseen"));
+}
