@@ -108,6 +108,11 @@ struct Params {
     #[serde(default, alias = "repeat_penalty")]
     repetition_penalty: Option<f32>,
     #[serde(default)]
+    response_format: Option<Value>,
+    /// llama.cpp server's extension: a GBNF grammar (root rule `root`)
+    #[serde(default)]
+    grammar: Option<String>,
+    #[serde(default)]
     stop: Option<Stop>,
     #[serde(default)]
     stream: bool,
@@ -189,6 +194,20 @@ fn parse(s: &Served, body: &[u8], chat: bool) -> Result<Parsed, Response> {
         Some(Stop::Many(_)) => return Err(bad("at most 4 stop strings".into(), Some("stop"))),
     };
     let seed = p.seed.unwrap_or(0);
+    let gbnf = match (p.grammar, p.response_format.as_ref().and_then(|r| r.get("type")).and_then(Value::as_str)) {
+        (Some(g), _) => Some(g),
+        (None, None | Some("text")) => None,
+        (None, Some("json_object")) => Some(crate::prompt::grammar::json_object_gbnf()),
+        (None, Some(t)) => {
+            return Err(bad(format!("response_format {t:?} is not supported here (json_object and text are; or send a GBNF `grammar`)"), Some("response_format")))
+        }
+    };
+    let constraint = gbnf.map(|gbnf| crate::prompt::grammar::Constraint {
+        decoding: crate::prompt::grammar::Decoding::Json,
+        gbnf,
+        after: None,
+        json_schema: Value::Null,
+    });
     // 0 = up to the context the engine has per sequence
     let reqs = (0..n)
         .map(|i| GenRequest {
@@ -201,6 +220,8 @@ fn parse(s: &Served, body: &[u8], chat: bool) -> Result<Parsed, Response> {
                 max_tokens,
                 stop: stop.clone(),
                 repeat_penalty: p.repetition_penalty.unwrap_or(1.0),
+                stop_at_json: false,
+                constraint: constraint.clone(),
             },
         })
         .collect();
@@ -212,6 +233,7 @@ fn parse(s: &Served, body: &[u8], chat: bool) -> Result<Parsed, Response> {
 fn engine_error(e: Error) -> Response {
     match e {
         Error::Context { .. } => api_error(StatusCode::BAD_REQUEST, "context_length_exceeded", e.to_string(), Some("messages")),
+        Error::Engine(m) if m.contains("grammar") => api_error(StatusCode::BAD_REQUEST, "invalid_grammar", m, Some("grammar")),
         other => api_error(StatusCode::INTERNAL_SERVER_ERROR, "engine_error", other.to_string(), None),
     }
 }

@@ -67,6 +67,13 @@ pub struct EvalArgs {
     /// CPU threads (0 = all)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// `free` = the paper's protocol; `json` forces a valid {"entities": {…}} answer; `schema` also
+    /// limits labels to the schema and spans to the sentence's words (llama.cpp grammars; APIs get response_format)
+    #[arg(long, value_enum, default_value_t = crate::prompt::grammar::Decoding::Free)]
+    pub decoding: crate::prompt::grammar::Decoding,
+    /// end an answer as soon as its first JSON object is complete (implied by json/schema)
+    #[arg(long)]
+    pub stop_at_json: bool,
     /// gold as the paper's loader builds it, or with CrossNER's `organisation` mapped to `organization`
     #[arg(long, value_enum, default_value_t = GoldVariant::Paper)]
     pub gold: GoldVariant,
@@ -197,7 +204,17 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
     });
     // a base model continuing a completion prompt has no end-of-turn: a blank line ends the answer
     let stop = if template == Template::Completion { vec!["\n\n".to_string()] } else { Vec::new() };
-    let sampling = Sampling { temperature: a.temperature, top_p: a.top_p, top_k: a.top_k, seed: a.seed, max_tokens, stop, repeat_penalty: a.repeat_penalty };
+    let sampling = Sampling {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        seed: a.seed,
+        max_tokens,
+        stop,
+        repeat_penalty: a.repeat_penalty,
+        stop_at_json: a.stop_at_json,
+        constraint: None,
+    };
     let settings = LlamaSettings {
         parallel: a.parallel,
         prefix_reuse: !a.no_prefix_reuse,
@@ -217,7 +234,7 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
         engine_settings: engine.info().settings.clone(),
         prompt: PromptSpec { template, add_source: false },
         mode: a.mode,
-        decoding: "free".into(),
+        decoding: a.decoding.name().into(),
         datasets,
         split: a.split.clone(),
         limit: a.limit,

@@ -350,11 +350,22 @@ impl<'m> Worker<'m> {
         prompt_text(self.model, r)
     }
 
-    fn sampler(s: &Sampling, n_vocab: i32) -> LlamaSampler {
+    fn sampler(&self, s: &Sampling) -> Result<LlamaSampler> {
         let mut chain = Vec::new();
         if s.repeat_penalty != 1.0 {
-            chain.push(LlamaSampler::penalties(n_vocab, 64, s.repeat_penalty, 0.0, 0.0));
+            chain.push(LlamaSampler::penalties(self.model.n_vocab(), 64, s.repeat_penalty, 0.0, 0.0));
         }
+        if let Some(c) = &s.constraint {
+            let g = match &c.after {
+                None => LlamaSampler::grammar(self.model, &c.gbnf, "root"),
+                Some(trigger) => LlamaSampler::grammar_lazy(self.model, &c.gbnf, "root", [trigger.as_bytes()], &[]),
+            };
+            chain.push(g.map_err(|e| Error::Engine(format!("llama.cpp rejects the {} grammar: {e}", c.decoding.name())))?);
+        }
+        Ok(Self::finish_chain(s, chain))
+    }
+
+    fn finish_chain(s: &Sampling, mut chain: Vec<LlamaSampler>) -> LlamaSampler {
         if s.temperature <= 0.0 {
             if chain.is_empty() {
                 return LlamaSampler::greedy();
@@ -522,6 +533,13 @@ impl<'m> Worker<'m> {
                     }
                 };
                 let Some(st) = st else { break };
+                let sampler = match self.sampler(&st.sampling) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        src.done(st.tag, Err(e))?;
+                        continue;
+                    }
+                };
                 let mut shared = common_prefix(prefix, &st.tokens).min(st.tokens.len() - 1);
                 let idle = batch.n_tokens() == 0 && slots.iter().all(Option::is_none);
                 if reseed && self.settings.prefix_reuse && idle && shared < st.tokens.len() / 2 {
@@ -570,7 +588,7 @@ impl<'m> Worker<'m> {
                     streamed: 0,
                     n_gen: 0,
                     prompt_tokens: st.tokens.len(),
-                    sampler: Self::sampler(&st.sampling, self.model.n_vocab()),
+                    sampler,
                     sampling: st.sampling,
                     started: Instant::now(),
                 });
@@ -597,6 +615,8 @@ impl<'m> Worker<'m> {
                     vocab.token_to_piece_into(token, &mut s.bytes, false, None);
                     if !s.sampling.stop.is_empty() && find_stop(&lossy(&s.bytes), &s.sampling.stop).is_some() {
                         finish = Some(Finish::Stop);
+                    } else if s.sampling.stop_at_json && crate::prompt::grammar::json_object_end(&lossy(&s.bytes)).is_some() {
+                        finish = Some(Finish::Stop);
                     } else if s.n_gen >= s.sampling.max_tokens {
                         finish = Some(Finish::Length);
                     } else {
@@ -616,6 +636,12 @@ impl<'m> Worker<'m> {
                     let mut text = lossy(&s.bytes);
                     if let Some(cut) = find_stop(&text, &s.sampling.stop) {
                         text.truncate(cut);
+                    }
+                    // a constrained answer cut by the cap is closed, so that it always parses
+                    if let (Finish::Length, Some(c)) = (finish, &s.sampling.constraint) {
+                        if let Some(closed) = crate::prompt::grammar::close_answer(&text, c.after.as_deref()) {
+                            text = closed;
+                        }
                     }
                     if src.streams(s.tag) && text.len() > s.streamed {
                         src.delta(s.tag, text[s.streamed..].to_string());

@@ -26,6 +26,12 @@ pub struct Sampling {
     /// made before it existed stay the same)
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub repeat_penalty: f32,
+    /// end as soon as the answer's first JSON object is complete (not written when off)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_at_json: bool,
+    /// constrained decoding of the answer (set per request; `None` = free, the paper's protocol)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<crate::prompt::grammar::Constraint>,
 }
 
 fn one() -> f32 {
@@ -38,7 +44,7 @@ fn is_one(x: &f32) -> bool {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, max_tokens: 512, stop: Vec::new(), repeat_penalty: 1.0 }
+        Sampling { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, max_tokens: 512, stop: Vec::new(), repeat_penalty: 1.0, stop_at_json: false, constraint: None }
     }
 }
 

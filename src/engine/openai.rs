@@ -259,6 +259,14 @@ fn request_body(s: &OpenAiSettings, r: &GenRequest) -> serde_json::Value {
     if !sm.stop.is_empty() {
         body.insert("stop".into(), serde_json::json!(sm.stop));
     }
+    if let Some(c) = &sm.constraint {
+        use crate::prompt::grammar::Decoding;
+        let rf = match c.decoding {
+            Decoding::Json => serde_json::json!({"type": "json_object"}),
+            _ => serde_json::json!({"type": "json_schema", "json_schema": {"name": "entities", "schema": c.json_schema, "strict": true}}),
+        };
+        body.insert("response_format".into(), rf);
+    }
     for (k, v) in &s.extra_body {
         body.insert(k.clone(), v.clone());
     }
@@ -305,7 +313,10 @@ async fn complete(
                         last = format!("HTTP {status}: {}", clip(&text));
                         let code = status.as_u16();
                         if !(code == 408 || code == 409 || code == 429 || status.is_server_error()) {
-                            let fatal = matches!(code, 401 | 403 | 404);
+                            if body.get("response_format").is_some() && text.contains("response_format") {
+                                last = format!("{last} (this server does not support the response_format that --decoding {} maps to; try --decoding json or free)", body["response_format"]["type"].as_str().unwrap_or("?"));
+                            }
+                            let fatal = matches!(code, 401 | 403 | 404) || text.contains("response_format");
                             return Err(Failure { fatal, msg: format!("{url}: {last}") });
                         }
                     }

@@ -1,6 +1,8 @@
 //! The NER instruction exactly as the paper's code words it, chat rendering (the model's own
 //! template or the paper's qwen wrapper), completion prompts for base models, and the CoT
 //! training target `<think>\nCOT\n</think>\n` + JSON answer.
+pub mod grammar;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -44,6 +44,15 @@ pub struct EvalConfig {
 }
 
 impl EvalConfig {
+    /// `decoding` as a mode (`free` for anything unknown, as runs made before the option were).
+    pub fn decoding_mode(&self) -> prompt::grammar::Decoding {
+        match self.decoding.as_str() {
+            "json" => prompt::grammar::Decoding::Json,
+            "schema" => prompt::grammar::Decoding::Schema,
+            _ => prompt::grammar::Decoding::Free,
+        }
+    }
+
     /// The run id: readable parts plus a hash of every setting that changes outputs
     /// (datasets excluded, so a run can grow by datasets and resume).
     pub fn run_id(&self) -> String {
@@ -196,7 +205,9 @@ pub fn examples_for(reg: &Registry, cfg: &EvalConfig, dataset: &str) -> Result<V
 
 /// The request for one example.
 pub fn request(ex: &Example, cfg: &EvalConfig) -> GenRequest {
-    GenRequest { prompt: prompt::render(ex, &cfg.prompt), sampling: cfg.sampling.clone() }
+    let mut sampling = cfg.sampling.clone();
+    sampling.constraint = prompt::grammar::constraint(cfg.decoding_mode(), ex, cfg.mode == Mode::Cot);
+    GenRequest { prompt: prompt::render(ex, &cfg.prompt), sampling }
 }
 
 /// What an eval call did.

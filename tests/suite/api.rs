@@ -121,6 +121,7 @@ enum Fault {
     NotJson,
     Drop,
     Unauthorized,
+    NoResponseFormat,
 }
 
 /// One request as the fault server saw it.
@@ -229,6 +230,10 @@ async fn handle(mut sock: tokio::net::TcpStream, plan: Plan, seen: Arc<Mutex<Vec
         Fault::NotJson => reply("200 OK", "", "<html>gateway says hi</html>"),
         Fault::Drop => return Ok(()),
         Fault::Unauthorized => reply("401 Unauthorized", "", r#"{"error":{"message":"Incorrect API key provided"}}"#),
+        Fault::NoResponseFormat if body.get("response_format").is_some() => {
+            reply("400 Bad Request", "", r#"{"error":{"message":"Unrecognized request argument supplied: response_format"}}"#)
+        }
+        Fault::NoResponseFormat => reply("200 OK", "", ok),
     };
     sock.write_all(out.as_bytes()).await?;
     sock.shutdown().await
@@ -360,4 +365,43 @@ fn a_bad_key_stops_the_run_at_once_and_prices_give_a_cost() {
     assert_eq!((s["prompt_tokens"].as_u64(), s["gen_tokens"].as_u64()), (Some(1200), Some(120)));
     let want = (1200.0 * 2.0 + 120.0 * 8.0) / 1e6;
     assert!((s["cost_usd"].as_f64().unwrap() - want).abs() < 1e-12);
+}
+
+#[test]
+fn constrained_decoding_maps_to_response_format_and_says_when_a_server_lacks_it() {
+    let server = FaultServer::start(Arc::new(|_: &str, _| Fault::NoResponseFormat));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = eval_api(tmp.path(), "fake-model", Some(&server.url()), &["--decoding", "schema"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("does not support the response_format") && stderr.contains("--decoding json or free"), "{stderr}");
+    assert!(server.total() <= 4, "no retries: {}", server.total());
+    // free decoding sends no response_format and works
+    let out = eval_api(&tmp.path().join("free"), "fake-model", Some(&server.url()), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn serve_honours_json_object_and_grammars_and_refuses_what_it_cannot() {
+    let server = start_serve(LlamaSettings { parallel: 2, ctx_per_seq: 512, threads: 2, ..Default::default() });
+    let url = format!("{}/chat/completions", server.base_url());
+    let msg = r#""messages":[{"role":"user","content":"Describe a cat."}],"temperature":0,"max_tokens":60"#;
+    let (code, body) = post(&url, &format!(r#"{{{msg},"response_format":{{"type":"json_object"}}}}"#));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    if v["choices"][0]["finish_reason"] == "stop" {
+        assert!(serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(content).is_ok(), "{content}");
+    } else {
+        assert!(content.trim_start().starts_with('{'), "{content}");
+    }
+    let (code, body) = post(&url, &format!(r#"{{{msg},"grammar":"root ::= \"yes\" | \"no\""}}"#));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(["yes", "no"].contains(&v["choices"][0]["message"]["content"].as_str().unwrap()), "{body}");
+    let (code, body) = post(&url, &format!(r#"{{{msg},"grammar":"root ::= ("}}"#));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = post(&url, &format!(r#"{{{msg},"response_format":{{"type":"json_schema","json_schema":{{}}}}}}"#));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("json_schema"));
 }

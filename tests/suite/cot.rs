@@ -58,3 +58,31 @@ fn cot_refuses_the_benchmarks_test_sets() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("must stay unseen"));
 }
+
+#[test]
+fn the_checked_in_sample_of_the_committed_set_passes_the_checks_again() {
+    let p = crate::util::root().join("tests/data/cot-sample.jsonl");
+    let records = rner::train::cot::read_records(&p).unwrap();
+    assert_eq!(records.len(), 20);
+    for r in records {
+        let ex = rner::data::Example {
+            id: r.guid.clone(),
+            dataset: r.dataset.clone().unwrap(),
+            split: "train".into(),
+            index: 0,
+            text: r.sentence.clone(),
+            tokens: None,
+            gold: r.entities.clone(),
+            labels: r.schema.clone(),
+        };
+        let out = rner::engine::GenOutput {
+            text: r.cot.clone().unwrap(),
+            reasoning: None,
+            prompt_tokens: 0,
+            gen_tokens: 0,
+            finish: rner::engine::Finish::Stop,
+            latency_ms: 0.0,
+        };
+        assert_eq!(rner::train::cot::validate(&out, &ex, Default::default(), false).unwrap(), r.cot.unwrap());
+    }
+}

@@ -1,5 +1,6 @@
 //! The one integration-test binary: a module per area.
 mod api;
+mod constrained;
 mod cot;
 mod data;
 mod eval;

@@ -1,0 +1,87 @@
+//! Constrained decoding (`--decoding json|schema`) with the real default model through llama.cpp.
+use rner::data::{Entity, Example};
+use rner::engine::llama::{LlamaEngine, LlamaSettings};
+use rner::engine::{Engine, GenRequest, Sampling};
+use rner::prompt::grammar::{constraint, Decoding};
+use rner::run::{SampleRow, Scores};
+
+use crate::util::{default_model, rner};
+
+fn example(labels: &[&str], text: &str) -> Example {
+    Example {
+        id: "odd/test/0".into(),
+        dataset: "odd".into(),
+        split: "test".into(),
+        index: 0,
+        text: text.into(),
+        tokens: None,
+        gold: Vec::<Entity>::new(),
+        labels: labels.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Every run of consecutive words of a sentence.
+fn spans(text: &str) -> Vec<String> {
+    let w: Vec<&str> = text.split_whitespace().collect();
+    (0..w.len()).flat_map(|i| (i + 1..=w.len()).map(move |j| (i, j))).map(|(i, j)| w[i..j].join(" ")).collect()
+}
+
+#[test]
+fn odd_labels_and_sentences_give_grammars_llama_cpp_accepts_and_answers_that_obey_them() {
+    let cases = [
+        example(&["music genre", "o\"k \\ label", "país", "名前"], "Los \"Lobos\" played C:\\path in São Paulo 東京 ."),
+        example(&["person"], "\"\" \\ { } [ ] : ,"),
+        example(&[], "Nothing to see ."),
+    ];
+    let mut engine = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 3, ctx_per_seq: 1024, threads: 2, ..Default::default() }).unwrap();
+    for d in [Decoding::Json, Decoding::Schema] {
+        let reqs: Vec<GenRequest> = cases
+            .iter()
+            .map(|ex| {
+                let mut sampling = Sampling { max_tokens: 200, ..Sampling::default() };
+                sampling.constraint = constraint(d, ex, false);
+                GenRequest { prompt: rner::prompt::render(ex, &Default::default()), sampling }
+            })
+            .collect();
+        let outs = engine.generate(&reqs).unwrap();
+        for (ex, o) in cases.iter().zip(&outs) {
+            let pred = rner::parse::prediction(&o.text);
+            assert!(pred.error.is_none(), "{d:?} {:?}: {}", ex.labels, o.text);
+            if d == Decoding::Schema {
+                let ok = spans(&ex.text);
+                for e in &pred.entities {
+                    assert!(ex.labels.contains(&e.label), "label {:?} not in {:?}: {}", e.label, ex.labels, o.text);
+                    assert!(ok.iter().any(|s| s.trim() == e.text), "span {:?} not in the sentence: {}", e.text, o.text);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn schema_decoding_never_fails_to_parse_or_leaves_the_schema_over_a_full_dataset() {
+    // CrossNER-AI's train split: 100 sentences, 13 labels
+    let tmp = tempfile::tempdir().unwrap();
+    let o = rner()
+        .args(["--quiet", "--results"])
+        .arg(tmp.path())
+        .args(["eval", "--model"])
+        .arg(default_model())
+        .args(["--datasets", "crossner_ai", "--split", "train", "--decoding", "schema", "--parallel", "16", "--ctx", "1024", "--max-tokens", "256", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = std::fs::read_dir(tmp.path()).unwrap().next().unwrap().unwrap().path();
+    assert!(dir.file_name().unwrap().to_str().unwrap().contains("-schema-"), "the run id names the decoding");
+    let scores: Scores = serde_json::from_str(&std::fs::read_to_string(dir.join("scores.json")).unwrap()).unwrap();
+    assert_eq!(scores.decoding, "schema");
+    let d = &scores.datasets["crossner_ai"];
+    // an answer cut by the token cap is closed after its last complete span, so even those parse
+    assert_eq!((d.sentences, d.parse_failures), (100, 0));
+    let rows: Vec<SampleRow> = std::fs::read_to_string(dir.join("samples.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for r in &rows {
+        assert!(r.prediction.iter().all(|e| r.schema.contains(&e.label)), "{}", r.output);
+    }
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["config"]["decoding"], "schema");
+}
