@@ -24,17 +24,55 @@ pub enum BenchWhat {
     Generate(GenerateArgs),
     /// Requests/s of `rner serve` under N concurrent loopback clients.
     Serve(ServeBenchArgs),
+    /// Sentences/s and tokens/s under free, json and schema decoding (the grammar sampler's cost).
+    Decoding(DecodingBenchArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct ServeBenchArgs {
+pub struct DecodingBenchArgs {
+    #[command(flatten)]
+    pub sample: BenchSample,
+    #[arg(long, default_value_t = 16)]
+    pub parallel: usize,
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+}
+
+/// The model and the sentences a benchmark runs on.
+#[derive(Debug, Args)]
+pub struct BenchSample {
     #[arg(long, default_value = crate::baseline::DEFAULT_MODEL)]
     pub model: String,
     #[arg(long, default_value = "crossner_ai")]
     pub dataset: String,
-    /// sentences (a seeded sample of the test split), each one chat request
+    /// sentences (a seeded sample of the test split)
     #[arg(long, default_value_t = 32)]
     pub sentences: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl BenchSample {
+    /// The model and each sentence's prompt, rendered as an evaluation would.
+    fn load(&self, g: &Global) -> anyhow::Result<(super::ResolvedModel, Vec<crate::prompt::Rendered>)> {
+        let (m, examples) = self.examples(g)?;
+        let spec = PromptSpec { template: m.template, add_source: false };
+        let prompts = examples.iter().map(|e| prompt::render(e, &spec)).collect();
+        Ok((m, prompts))
+    }
+
+    fn examples(&self, g: &Global) -> anyhow::Result<(super::ResolvedModel, Vec<crate::data::Example>)> {
+        let reg = Registry::new(&g.data_dir)?;
+        let all = reg.load(&self.dataset, "test")?;
+        let examples = registry::sample(&all, self.sentences.min(all.len()), self.seed);
+        Ok((resolve_model(g, &self.model)?, examples))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeBenchArgs {
+    #[command(flatten)]
+    pub sample: BenchSample,
     /// concurrent clients, one measurement each
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     pub clients: Vec<usize>,
@@ -43,26 +81,17 @@ pub struct ServeBenchArgs {
     pub parallel: usize,
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    #[arg(long, default_value = crate::baseline::DEFAULT_MODEL)]
-    pub model: String,
-    #[arg(long, default_value = "crossner_ai")]
-    pub dataset: String,
-    /// sentences (a seeded sample of the test split)
-    #[arg(long, default_value_t = 32)]
-    pub sentences: usize,
+    #[command(flatten)]
+    pub sample: BenchSample,
     /// sequences per batch in the batched settings
     #[arg(long, default_value_t = 16)]
     pub parallel: usize,
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,20 +110,14 @@ pub fn run(g: &Global, a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.what {
         BenchWhat::Generate(a) => generate(g, a),
         BenchWhat::Serve(a) => serve(g, a),
+        BenchWhat::Decoding(a) => decoding(g, a),
     }
 }
 
 fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let reg = Registry::new(&g.data_dir)?;
-    let all = reg.load(&a.dataset, "test")?;
-    let examples = registry::sample(&all, a.sentences.min(all.len()), a.seed);
-    let m = resolve_model(g, &a.model)?;
-    let spec = PromptSpec { template: m.template, add_source: false };
+    let (m, prompts) = a.sample.load(g)?;
     let sampling = Sampling { max_tokens: a.max_tokens, ..Sampling::default() };
-    let reqs: Vec<_> = examples
-        .iter()
-        .map(|e| crate::engine::GenRequest { prompt: prompt::render(e, &spec), sampling: sampling.clone() })
-        .collect();
+    let reqs: Vec<_> = prompts.into_iter().map(|prompt| crate::engine::GenRequest { prompt, sampling: sampling.clone() }).collect();
     let settings = [(1, false, "plain: 1 sequence, no prefix reuse"), (1, true, "1 sequence + prefix reuse"), (a.parallel, false, "batched, no prefix reuse"), (a.parallel, true, "batched + prefix reuse")];
     let mut rows = Vec::new();
     for (parallel, prefix_reuse, name) in settings {
@@ -121,7 +144,7 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
         "## Generation (llama.cpp engine)\n\nCommand: `{}`  \nModel: `{}`; {} sentences of `{}` test (seed {}), paper prompt, greedy, max {} new tokens.  \n\
          Machine: {} ({} threads). Build: release, `RUSTFLAGS=-C target-cpu=native` (set in .cargo/config.toml), llama-cpp-2 0.1.160.  \nMeasured: {}\n\n\
          | setting | sequences/batch | prefix reuse | seconds | sentences/s | generated tok/s | speed-up |\n|---|---|---|---|---|---|---|\n",
-        command_line(), m.name, reqs.len(), a.dataset, a.seed, a.max_tokens, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
+        command_line(), m.name, reqs.len(), a.sample.dataset, a.sample.seed, a.max_tokens, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
     );
     for r in &rows {
         md.push_str(&format!(
@@ -152,18 +175,9 @@ struct ServeMeasured {
 /// Start `rner serve` in this process, then send the same chat requests from N concurrent clients
 /// over loopback HTTP (each client sends its next request when its last is answered).
 fn serve(g: &Global, a: ServeBenchArgs) -> anyhow::Result<ExitCode> {
-    let reg = Registry::new(&g.data_dir)?;
-    let all = reg.load(&a.dataset, "test")?;
-    let examples = registry::sample(&all, a.sentences.min(all.len()), a.seed);
-    let m = resolve_model(g, &a.model)?;
-    let spec = PromptSpec { template: m.template, add_source: false };
-    let bodies: Vec<serde_json::Value> = examples
-        .iter()
-        .map(|e| {
-            let r = prompt::render(e, &spec);
-            serde_json::json!({"messages": r.messages, "temperature": 0, "max_tokens": a.max_tokens})
-        })
-        .collect();
+    let (m, prompts) = a.sample.load(g)?;
+    let bodies: Vec<serde_json::Value> =
+        prompts.iter().map(|r| serde_json::json!({"messages": r.messages, "temperature": 0, "max_tokens": a.max_tokens})).collect();
     let engine = LlamaEngine::load(&m.path, LlamaSettings { parallel: a.parallel, ctx_per_seq: 2048, ..LlamaSettings::default() })?;
     let running = crate::serve::spawn(crate::serve::Served { engine, model_id: m.name.clone(), created: 0 }, "127.0.0.1:0")?;
     let url = format!("{}/chat/completions", running.base_url());
@@ -230,7 +244,7 @@ fn serve(g: &Global, a: ServeBenchArgs) -> anyhow::Result<ExitCode> {
          greedy, max {} new tokens, over loopback HTTP; each client sends its next request when the last is answered.  \n\
          Machine: {} ({} threads), release build with `-C target-cpu=native`.  \nMeasured: {}\n\n\
          | clients | requests | seconds | requests/s | sentences/s | generated tok/s | latency p50 (ms) | p95 (ms) | vs 1 client |\n|---|---|---|---|---|---|---|---|---|\n",
-        command_line(), m.name, a.parallel, bodies.len(), a.dataset, a.seed, a.max_tokens, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
+        command_line(), m.name, a.parallel, bodies.len(), a.sample.dataset, a.sample.seed, a.max_tokens, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
     );
     for r in &rows {
         md.push_str(&format!(
@@ -241,6 +255,48 @@ fn serve(g: &Global, a: ServeBenchArgs) -> anyhow::Result<ExitCode> {
     md.push_str("\nOne request carries one sentence, so requests/s = sentences/s. Concurrent requests join the server's running decode batch and reuse the KV of the prompt prefix they share with the request that seeded it.\n");
     crate::util::write_section(&g.reports.join("perf.md"), "serve", &md)?;
     crate::util::write_json(&g.results.join("bench").join("serve.json"), &rows)?;
+    println!("{md}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The same sentences under each decoding mode, one engine, in one process.
+fn decoding(g: &Global, a: DecodingBenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::prompt::grammar::{constraint, Decoding};
+    let (m, examples) = a.sample.examples(g)?;
+    let spec = PromptSpec { template: m.template, add_source: false };
+    let mut engine = LlamaEngine::load(&m.path, LlamaSettings { parallel: a.parallel, ctx_per_seq: 2048, ..LlamaSettings::default() })?;
+    let mut md = format!(
+        "## Decoding modes (grammar sampler cost)\n\nCommand: `{}`  \nModel: `{}`; {} sentences of `{}` test (seed {}), paper prompt, greedy, max {} new tokens, \
+         {} sequences per batch with prefix reuse.  \nMachine: {} ({} threads), release build with `-C target-cpu=native`.  \nMeasured: {}\n\n\
+         | decoding | seconds | sentences/s | generated tokens | generated tok/s | ms per generated token | parse failures | hit the cap |\n|---|---|---|---|---|---|---|---|\n",
+        command_line(), m.name, examples.len(), a.sample.dataset, a.sample.seed, a.max_tokens, a.parallel, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
+    );
+    let mut rows = Vec::new();
+    for d in [Decoding::Free, Decoding::Json, Decoding::Schema] {
+        let reqs: Vec<_> = examples
+            .iter()
+            .map(|e| {
+                let sampling = Sampling { max_tokens: a.max_tokens, constraint: constraint(d, e, false), ..Sampling::default() };
+                crate::engine::GenRequest { prompt: prompt::render(e, &spec), sampling }
+            })
+            .collect();
+        let t = Instant::now();
+        let outs = engine.generate(&reqs)?;
+        let secs = t.elapsed().as_secs_f64();
+        let gen: usize = outs.iter().map(|o| o.gen_tokens).sum();
+        let failures = outs.iter().filter(|o| crate::parse::prediction(&o.text).error.is_some_and(|e| e.is_failure())).count();
+        let capped = outs.iter().filter(|o| o.finish == crate::engine::Finish::Length).count();
+        md.push_str(&format!(
+            "| {} | {:.1} | {:.3} | {} | {:.1} | {:.2} | {} | {} |\n",
+            d.name(), secs, outs.len() as f64 / secs, gen, gen as f64 / secs, 1000.0 * secs / gen.max(1) as f64, failures, capped
+        ));
+        eprintln!("{}: {:.2} sentences/s", d.name(), outs.len() as f64 / secs);
+        rows.push(serde_json::json!({"decoding": d.name(), "seconds": secs, "sentences": outs.len(), "gen_tokens": gen, "parse_failures": failures, "capped": capped}));
+    }
+    md.push_str("\nms per generated token includes prompt prefill, so it compares the modes' cost per token only roughly; \
+                 sentences/s is what a run feels. The grammar sampler checks candidate tokens against the grammar at every step.\n");
+    crate::util::write_section(&g.reports.join("perf.md"), "decoding", &md)?;
+    crate::util::write_json(&g.results.join("bench").join("decoding.json"), &rows)?;
     println!("{md}");
     Ok(ExitCode::SUCCESS)
 }
