@@ -327,6 +327,8 @@ impl<'m> Worker<'m> {
                 return Ok(ctx);
             }
         }
+        // a new context holds no KV: nothing is left of a served prefix
+        self.serve_prefix.clear();
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(cells as u32))
             .with_n_batch(self.settings.n_batch as u32)
