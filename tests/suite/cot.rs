@@ -3,6 +3,7 @@ use std::path::Path;
 
 use crate::util::{default_model, rner};
 
+
 fn lines(p: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(p).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -85,4 +86,69 @@ fn the_checked_in_sample_of_the_committed_set_passes_the_checks_again() {
         };
         assert_eq!(rner::train::cot::validate(&out, &ex, Default::default(), false).unwrap(), r.cot.unwrap());
     }
+}
+
+/// A loopback OpenAI-style server playing teacher and judge: as teacher it types every gold entity
+/// it is shown; as judge it gives 9, or 3 to sentences with an even number of words.
+fn teacher_and_judge_server() -> (String, tokio::runtime::Runtime) {
+    use axum::routing::post;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|body: axum::Json<serde_json::Value>| async move {
+            let prompt = body["messages"][0]["content"].as_str().unwrap_or("").to_string();
+            let sentence = prompt.split("Sentence:").last().unwrap().lines().next().unwrap_or("").trim().to_string();
+            let text = if prompt.starts_with("Rate a reasoning chain") {
+                let sentence = prompt.split("Sentence:\n").nth(1).unwrap().lines().next().unwrap().to_string();
+                if sentence.split_whitespace().count() % 2 == 0 { "3" } else { "9" }.to_string()
+            } else {
+                let gold = prompt.rsplit("Correct entities: ").next().unwrap().lines().next().unwrap().to_string();
+                let mut r = format!("The sentence is \"{sentence}\" reduced to its names. ");
+                if !gold.starts_with("none") {
+                    for part in gold.split("; ") {
+                        let (text, label) = part.rsplit_once(": ").unwrap();
+                        r.push_str(&format!("{text} is a {label} here. "));
+                    }
+                }
+                r
+            };
+            axum::Json(serde_json::json!({"choices": [{"message": {"content": text}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}))
+        }),
+    );
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rt)
+}
+
+#[test]
+fn an_api_teacher_and_an_api_judge_build_a_set_and_low_scores_are_rejected() {
+    let (url, _rt) = teacher_and_judge_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = tmp.path().join("judge.toml");
+    std::fs::write(&toml, format!("name = \"judge\"\nkind = \"openai\"\nlicence = \"t\"\nprovenance = \"t\"\n[api]\nbase_url = \"{url}\"\nmodel = \"m\"\n")).unwrap();
+    let out = tmp.path().join("set.jsonl");
+    let o = rner()
+        .args(["--quiet", "--reports"])
+        .arg(tmp.path())
+        .args(["cot", "--teacher", "m", "--base-url", &url, "--limit", "12", "--judge"])
+        .arg(&toml)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let kept = lines(&out);
+    let rejected = lines(&tmp.path().join("set.rejected.jsonl"));
+    assert_eq!(kept.len() + rejected.len(), 12);
+    // the sentence is quoted whole, so a rationale may not be faithful in other ways; but every
+    // judged-low example is rejected as such, and everything kept was judged high
+    for r in &kept {
+        assert_eq!(r["sentence"].as_str().unwrap().split_whitespace().count() % 2, 1, "{r}");
+    }
+    let low = rejected.iter().filter(|r| r["check"] == "judge_low").count();
+    assert!(low > 0 && !kept.is_empty(), "kept {} rejected {rejected:?}", kept.len());
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("set.manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["config"]["judge"], "judge");
+    assert_eq!(m["config"]["engine"], "openai");
 }
