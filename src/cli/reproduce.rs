@@ -17,7 +17,7 @@ pub struct ReproduceArgs {
 
 pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
-        "rner reproduce: the training stages (CoT generation, CoT tuning, GRPO) are not built yet, so this \
+        "rner reproduce: CoT tuning and GRPO are not built yet (CoT generation is `rner cot`, not yet chained here), so this \
          runs the paper's zero-shot evaluation of {} on {} of the seven benchmarks, then writes reports/.",
         a.model,
         if a.limit == 0 { "the full test sets".to_string() } else { format!("a seeded sample of {} sentences from each", a.limit) }
