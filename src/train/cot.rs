@@ -19,6 +19,15 @@ use crate::prompt::{self, Message, Rendered, Template};
 use crate::score::normalize;
 use crate::{parse, util, Error, Result};
 
+/// A regex compiled once per process.
+macro_rules! static_regex {
+    ($re:expr) => {{
+        static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        RE.get_or_init(|| regex::Regex::new($re).expect("static regex"))
+    }};
+}
+
+
 /// Ours (the paper's is unpublished). The gold answer is shown; the teacher explains it. The
 /// instruction and a worked example come first so that every prompt shares them (the engine decodes
 /// a shared prefix once); the example sentence is made up, from no corpus of the registry.
@@ -176,8 +185,7 @@ pub fn judge_prompt(ex: &Example, cot: &str, template: Template) -> Rendered {
 /// The judge's score: the first whole number 0-10 in its reply (after any `<think>` block).
 pub fn judge_score(reply: &str) -> Option<u8> {
     let text = parse::process_completion(reply);
-    let re = regex::Regex::new(r"\b(10|[0-9])(?:\.[0-9]+)?\b").expect("static regex");
-    re.captures(&text).and_then(|c| c[1].parse().ok())
+    static_regex!(r"\b(10|[0-9])(?:\.[0-9]+)?\b").captures(&text).and_then(|c| c[1].parse().ok())
 }
 
 /// The rationale in a teacher's output: the API's separate reasoning when asked for, else the text
@@ -195,8 +203,7 @@ pub fn rationale(out: &GenOutput, use_reasoning: bool) -> String {
 
 /// Where an answer block starts in a rationale, if it has one.
 fn answer_start(cot: &str) -> Option<usize> {
-    let re = regex::Regex::new(r#"(?s)```(?:json)?\s*\{|<answer>|\{\s*"entities"\s*:"#).expect("static regex");
-    re.find(cot).map(|m| m.start())
+    static_regex!(r#"(?s)```(?:json)?\s*\{|<answer>|\{\s*"entities"\s*:"#).find(cot).map(|m| m.start())
 }
 
 /// Words that, in the clause that mentions a candidate, mark it as *not* an entity.
@@ -204,8 +211,7 @@ const NEGATIONS: [&str; 14] =
     ["not", "no", "isn't", "isnt", "aren't", "neither", "nor", "none", "excluded", "exclude", "ignore", "ignored", "rather than", "instead of"];
 
 fn clauses(cot: &str) -> Vec<&str> {
-    let re = regex::Regex::new(r"\n|[.;!?](?:\s|$)").expect("static regex");
-    re.split(cot).collect()
+    static_regex!(r"\n|[.;!?](?:\s|$)").split(cot).collect()
 }
 
 /// Where the first negation word of a normalised, space-padded clause starts.
@@ -248,7 +254,7 @@ pub fn untyped_gold(cot: &str, ex: &Example) -> Option<String> {
 /// first such string. Cheap and conservative: it misses unquoted claims and may flag a clause
 /// that quotes a candidate while naming a label for another reason.
 pub fn extra_entity(cot: &str, ex: &Example) -> Option<String> {
-    let quoted = regex::Regex::new(r#""([^"\n]{1,80})"|“([^”\n]{1,80})”|\*\*([^*\n]{1,80})\*\*"#).expect("static regex");
+    let quoted = static_regex!(r#""([^"\n]{1,80})"|“([^”\n]{1,80})”|\*\*([^*\n]{1,80})\*\*"#);
     let sentence = format!(" {} ", normalize(&ex.text));
     let gold: Vec<String> = ex.gold.iter().map(|e| normalize(&e.text)).collect();
     let labels: Vec<String> = ex.labels.iter().map(|l| normalize(l)).collect();
