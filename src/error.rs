@@ -29,6 +29,8 @@ pub enum Error {
     Run { dir: PathBuf, msg: String },
     #[error("report: {0}")]
     Report(String),
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
     #[error("interrupted")]
     Interrupted,
 }

@@ -1,6 +1,7 @@
 //! rner: reproduce and extend ReasoningNER — data, prompts, engines, parsing, scoring, runs, reports.
 pub mod data;
 pub mod engine;
+pub mod model;
 pub mod error;
 pub mod baseline;
 pub mod cli;

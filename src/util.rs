@@ -173,3 +173,20 @@ mod tests {
         assert!(e.contains("x.jsonl:2:"), "{e}");
     }
 }
+
+/// A progress bar for a loop a person waits for (`None` when `on` is false, e.g. --quiet).
+pub fn progress(on: bool, prefix: &str, unit: &str, total: usize, done: usize) -> Option<indicatif::ProgressBar> {
+    if !on {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{{prefix:>20}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{msg}}, ETA {{eta}}"))
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    bar.set_position(done as u64);
+    bar.reset_eta();
+    Some(bar)
+}

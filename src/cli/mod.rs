@@ -6,6 +6,7 @@ mod fetch;
 mod report;
 mod reproduce;
 mod serve;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +56,11 @@ pub enum Command {
     Rescore(eval::RescoreArgs),
     /// Stage 1: a teacher writes rationales for gold annotations; validated ones form a NER-CoT set.
     Cot(cot::CotCmd),
+    /// Stage 2: CoT tuning (SFT) of a GGUF or Hugging Face model in candle; exports a GGUF.
+    #[cfg(feature = "llama")]
+    Sft(train::SftArgs),
+    /// Write a training checkpoint as a GGUF llama.cpp loads.
+    Export(train::ExportArgs),
     /// Write tables and plots in reports/ from results/.
     Report(report::ReportArgs),
     /// Two runs side by side on their shared sentences: F1 of each, identical outputs, better/worse.
@@ -84,6 +90,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Eval(a) => eval::run(&cli.global, a),
         Command::Rescore(a) => eval::rescore(&cli.global, a),
         Command::Cot(a) => cot::run(&cli.global, a),
+        #[cfg(feature = "llama")]
+        Command::Sft(a) => train::run_sft(&cli.global, a),
+        Command::Export(a) => train::run_export(&cli.global, a),
         Command::Report(a) => report::run(&cli.global, a),
         Command::Compare(a) => report::compare(&cli.global, a),
         Command::FetchModel(a) => fetch::run(&cli.global, a),

@@ -61,7 +61,7 @@ impl Default for LlamaSettings {
 }
 
 /// llama.cpp's backend may be initialised once per process.
-fn backend() -> Result<&'static LlamaBackend> {
+pub(crate) fn backend() -> Result<&'static LlamaBackend> {
     static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -824,8 +824,30 @@ impl Source for StreamSource<'_, '_> {
     }
 }
 
+/// llama.cpp's logits at every position of one token sequence (for checking another
+/// implementation of the same model against it).
+pub fn position_logits(path: &Path, tokens: &[u32], threads: usize) -> Result<Vec<Vec<f32>>> {
+    let backend = backend()?;
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        .map_err(|e| Error::Model { path: path.into(), msg: e.to_string() })?;
+    let n = tokens.len().max(1);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new((n as u32).max(64)))
+        .with_n_batch(n as u32)
+        .with_n_ubatch(n as u32)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32);
+    let mut ctx = model.new_context(backend, params).map_err(|e| engine_err(&e))?;
+    let mut batch = LlamaBatch::new(n, 1);
+    for (i, &t) in tokens.iter().enumerate() {
+        batch.add(LlamaToken(t as i32), i as i32, &[0], true).map_err(|e| engine_err(&e))?;
+    }
+    ctx.decode(&mut batch).map_err(|e| engine_err(&e))?;
+    Ok((0..tokens.len()).map(|i| ctx.get_logits_ith(i as i32).to_vec()).collect())
+}
+
 /// The prompt text: the request's own text, or the model's chat template applied.
-fn prompt_text(model: &LlamaModel, r: &Rendered) -> Result<String> {
+pub(crate) fn prompt_text(model: &LlamaModel, r: &Rendered) -> Result<String> {
     if let Some(t) = &r.text {
         return Ok(t.clone());
     }

@@ -555,3 +555,69 @@ pub fn histogram(values: &[usize], title: &str, x_label: &str, plots_dir: &Path,
         |r| draw_hist(r, &counts, width, top, title, x_label),
     )
 }
+
+/// One line of a [`curves`] plot.
+pub struct Curve {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Training curves (loss, reward, …) against the update step: `plots_dir/<stem>.{svg,png}`,
+/// one panel per `(title, y label, curves)`.
+pub fn curves(panels: &[(String, String, Vec<Curve>)], x_label: &str, plots_dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+    fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panels: &[(String, String, Vec<Curve>)], x_label: &str) -> DrawResult {
+        root.fill(&WHITE).map_err(d)?;
+        let areas = root.split_evenly((panels.len().max(1), 1));
+        for ((title, y_label, curves), area) in panels.iter().zip(areas.iter()) {
+            let pts = curves.iter().flat_map(|c| c.points.iter());
+            let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+            for &(x, y) in pts {
+                if y.is_finite() {
+                    x0 = x0.min(x);
+                    x1 = x1.max(x);
+                    y0 = y0.min(y);
+                    y1 = y1.max(y);
+                }
+            }
+            if x0 > x1 {
+                (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+            }
+            let pad = ((y1 - y0) * 0.08).max(1e-6);
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, (FAMILY, 16))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+                .map_err(d)?;
+            chart
+                .configure_mesh()
+                .x_desc(x_label)
+                .y_desc(y_label.as_str())
+                .label_style((FAMILY, 12))
+                .axis_desc_style((FAMILY, 13))
+                .draw()
+                .map_err(d)?;
+            for (i, c) in curves.iter().enumerate() {
+                let color = OURS[i % OURS.len()];
+                chart
+                    .draw_series(LineSeries::new(c.points.iter().copied().filter(|p| p.1.is_finite()), color.stroke_width(2)))
+                    .map_err(d)?
+                    .label(c.name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            }
+            if curves.len() > 1 || curves.iter().any(|c| !c.name.is_empty()) {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .label_font((FAMILY, 12))
+                    .draw()
+                    .map_err(d)?;
+            }
+        }
+        Ok(())
+    }
+    let h = 300 * panels.len().max(1) as u32;
+    render(plots_dir, stem, (900, h), |r| draw(r, panels, x_label), |r| draw(r, panels, x_label))
+}

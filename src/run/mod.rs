@@ -385,19 +385,7 @@ fn close_session(s: &mut Session, t0: Instant, interrupted: bool) {
 }
 
 fn progress_bar(on: bool, dataset: &str, total: usize, done: usize) -> Option<indicatif::ProgressBar> {
-    if !on {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} sentences, {msg}, {per_sec}, ETA {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(dataset.to_string());
-    bar.set_position(done as u64);
-    bar.reset_eta();
-    Some(bar)
+    crate::util::progress(on, dataset, "sentences", total, done)
 }
 
 /// Tokens and cost from the rows kept (a crashed session's rows count too); time from the sessions.

@@ -441,18 +441,7 @@ pub fn build(
     let (mut kept_file, mut rej_file) = (open(out)?, open(&rejected_path)?);
     let todo: Vec<&Example> = examples.iter().filter(|e| !done.contains(&e.id)).collect();
     let mut outcome = CotOutcome { skipped: examples.len() - todo.len(), ..Default::default() };
-    let bar = progress.then(|| {
-        let b = indicatif::ProgressBar::new(examples.len() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} examples, {msg}, ETA {eta}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        b.set_prefix("cot");
-        b.set_position(outcome.skipped as u64);
-        b.reset_eta();
-        b
-    });
+    let bar = crate::util::progress(progress, "cot", "examples", examples.len(), outcome.skipped);
     let t0 = Instant::now();
     for part in todo.chunks(chunk.max(1)) {
         let reqs: Vec<GenRequest> = part

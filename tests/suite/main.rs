@@ -6,4 +6,5 @@ mod data;
 mod eval;
 mod protocol;
 mod report;
+mod train;
 mod util;

@@ -1,0 +1,336 @@
+//! `rner sft` (stage 2) and `rner export` (checkpoint → GGUF).
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use super::Global;
+use crate::data::Example;
+use crate::model::export::{self, ExportType};
+use crate::model::{self, Model};
+use crate::prompt::{self, PromptSpec, Template};
+use crate::train::cot::{read_records, CotRecord};
+use crate::train::optim::AdamConfig;
+use crate::train::sft::{self, Sample, SftConfig, StepLog, Target};
+use crate::train::checkpoint;
+
+/// The stage-1 set committed in this repository (the default training data).
+pub const DEFAULT_COT: &str = "results/cot/qwen2.5-coder-1.5b-instruct-conll2003+wnut17.jsonl";
+
+#[derive(Debug, Args)]
+pub struct SftArgs {
+    /// student: a baseline name, a GGUF path or a Hugging Face folder (config.json + safetensors)
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    pub model: String,
+    /// NER-CoT JSONL files (stage 1's output, or the published NER-CoT file)
+    #[arg(long = "data", default_value = DEFAULT_COT)]
+    pub data: Vec<PathBuf>,
+    /// cot: `<think>` rationale + answer; direct: the answer alone (the no-CoT ablation)
+    #[arg(long, value_enum, default_value = "cot")]
+    pub target: Target,
+    /// run name (default: model, target and a hash of the settings)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// how the prompt is wrapped (model: the model's own chat template, as evaluation uses)
+    #[arg(long, value_enum, default_value = "model")]
+    pub template: Template,
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    /// sequences per optimiser update
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// padded tokens per forward pass at most (gradient accumulation over the rest)
+    #[arg(long, default_value_t = 2048)]
+    pub micro_tokens: usize,
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// warmup as a fraction of all updates
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup: f64,
+    /// sequences longer than this lose their start (as the paper's left truncation)
+    #[arg(long, default_value_t = 1024)]
+    pub max_len: usize,
+    /// global gradient-norm clipping (0 = off)
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// stop after this many updates (the schedule still spans every epoch; rerun to go on)
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// use at most this many training records (seeded choice), e.g. for a smoke run
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// write a checkpoint every N updates
+    #[arg(long, default_value_t = 10)]
+    pub save_every: usize,
+    /// checkpoints kept
+    #[arg(long, default_value_t = 2)]
+    pub keep: usize,
+    /// where checkpoints go (large; git-ignored)
+    #[arg(long, default_value = "checkpoints")]
+    pub checkpoints: PathBuf,
+    /// GGUF written into --models when training ends (none: no export)
+    #[arg(long, value_enum, default_value = "q8-0")]
+    pub export: ExportChoice,
+    /// GGUF whose vocabulary tokenises (default: the model itself; needed for a HF folder)
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// train on CPU even when CUDA is available
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportChoice {
+    None,
+    F16,
+    #[value(name = "q8-0", alias = "q8_0")]
+    Q8_0,
+}
+
+impl ExportChoice {
+    fn ty(self) -> Option<ExportType> {
+        match self {
+            ExportChoice::None => None,
+            ExportChoice::F16 => Some(ExportType::F16),
+            ExportChoice::Q8_0 => Some(ExportType::Q8_0),
+        }
+    }
+}
+
+/// `results/train/<name>/run.json`: what was trained, from what, and where it went.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SftRun {
+    pub name: String,
+    pub command: String,
+    pub stage: String,
+    pub model: String,
+    pub model_path: PathBuf,
+    pub data: Vec<PathBuf>,
+    pub data_hash: String,
+    pub target: Target,
+    pub template: Template,
+    pub config: SftConfig,
+    pub records: usize,
+    pub skipped_no_cot: usize,
+    pub samples: usize,
+    pub outcome: Option<sft::Outcome>,
+    pub export: Option<PathBuf>,
+    pub export_sha256: Option<String>,
+    pub git_commit: Option<String>,
+    pub date: String,
+}
+
+fn example_of(r: &CotRecord) -> Example {
+    Example {
+        id: r.guid.clone(),
+        dataset: r.dataset.clone().unwrap_or_default(),
+        split: "train".into(),
+        index: 0,
+        text: r.sentence.clone(),
+        tokens: None,
+        gold: r.entities.clone(),
+        labels: r.schema.clone(),
+    }
+}
+
+/// Records → token samples under the model's prompt and chat template.
+#[cfg(feature = "llama")]
+pub fn encode(tok: &model::tokenizer::Tokenizer, records: &[CotRecord], target: Target, template: Template) -> anyhow::Result<(Vec<Sample>, usize)> {
+    let spec = PromptSpec { template, add_source: false };
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for r in records {
+        let cot = match (target, r.cot.as_deref()) {
+            (Target::Cot, None) | (Target::Cot, Some("")) => {
+                skipped += 1;
+                continue;
+            }
+            (Target::Cot, Some(c)) => Some(c),
+            (Target::Direct, _) => None,
+        };
+        let ex = example_of(r);
+        let completion = prompt::completion(&r.entities, cot);
+        let enc = tok.encode_pair(&prompt::render(&ex, &spec), &completion)?;
+        out.push(Sample { id: r.guid.clone(), prompt: enc.prompt, target: enc.target });
+    }
+    Ok((out, skipped))
+}
+
+fn sft_config(a: &SftArgs) -> SftConfig {
+    SftConfig {
+        epochs: a.epochs,
+        batch: a.batch,
+        micro_tokens: a.micro_tokens,
+        lr: a.lr,
+        warmup_ratio: a.warmup,
+        max_len: a.max_len,
+        clip: a.clip,
+        seed: a.seed,
+        adam: AdamConfig { weight_decay: a.weight_decay, ..AdamConfig::default() },
+        max_steps: None,
+    }
+}
+
+/// Train, export and record; returns the run record.
+#[cfg(feature = "llama")]
+pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
+    if a.batch == 0 || a.epochs == 0 {
+        anyhow::bail!("--batch and --epochs must be at least 1");
+    }
+    let (name_base, model_path, template) = if Path::new(&a.model).is_dir() {
+        (Path::new(&a.model).file_name().and_then(|s| s.to_str()).unwrap_or("model").to_string(), PathBuf::from(&a.model), a.template)
+    } else {
+        let m = super::resolve_model(g, &a.model)?;
+        let t = if a.template == Template::Model { m.template } else { a.template };
+        (m.name, m.path, t)
+    };
+    let tok_path = match (&a.tokenizer, model_path.is_dir()) {
+        (Some(t), _) => t.clone(),
+        (None, false) => model_path.clone(),
+        (None, true) => anyhow::bail!("--model {}: a Hugging Face folder; pass --tokenizer FILE.gguf (any GGUF of the same model) for its vocabulary and chat template", a.model),
+    };
+    let mut records = Vec::new();
+    for d in &a.data {
+        records.extend(read_records(d)?);
+    }
+    if let Some(n) = a.limit {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        records.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
+        records.truncate(n);
+    }
+    let tok = model::tokenizer::Tokenizer::load(&tok_path)?;
+    let (samples, skipped) = encode(&tok, &records, a.target, template)?;
+    if samples.is_empty() {
+        anyhow::bail!("--data: no usable record ({} lack a rationale for --target cot)", skipped);
+    }
+    let cfg = sft_config(a);
+    let dhash = sft::data_hash(&samples);
+    let name = a.name.clone().unwrap_or_else(|| {
+        let t = match a.target {
+            Target::Cot => "cot",
+            Target::Direct => "direct",
+        };
+        let h = prompt::short_hash(&format!("{}{}{dhash}", serde_json::to_string(&cfg).expect("cfg"), model_path.display()));
+        format!("{name_base}-sft-{t}-{}", &h[..8])
+    });
+    let log_dir = g.results.join("train").join(&name);
+    let device = model::device(a.cpu)?;
+    let dtype = model::train_dtype(&device);
+    eprintln!("sft {name}: {} samples ({} records, {} without a rationale skipped), {:?} on {:?}", samples.len(), records.len(), skipped, dtype, device);
+    let m = Model::load(&model_path, &device, dtype)?;
+    let dirs = sft::Dirs { log_dir: log_dir.clone(), ckpt_dir: a.checkpoints.join(&name), save_every: a.save_every, keep: a.keep };
+    let mut run = SftRun {
+        name: name.clone(),
+        command: super::command_line(),
+        stage: "sft".into(),
+        model: a.model.clone(),
+        model_path: model_path.clone(),
+        data: a.data.clone(),
+        data_hash: dhash,
+        target: a.target,
+        template,
+        config: cfg.clone(),
+        records: records.len(),
+        skipped_no_cot: skipped,
+        samples: samples.len(),
+        outcome: None,
+        export: None,
+        export_sha256: None,
+        git_commit: crate::util::git_commit(Path::new(".")),
+        date: crate::util::now(),
+    };
+    crate::util::write_json(&log_dir.join("run.json"), &run)?;
+    let pad = tok.eos();
+    let run_cfg = SftConfig { max_steps: a.max_steps, ..cfg };
+    let outcome = sft::train(&m, &samples, &run_cfg, &dirs, pad, g.quiet)?;
+    plot_sft(g, &name, &log_dir)?;
+    let finished = outcome.steps_done >= outcome.total_steps && !outcome.interrupted;
+    if finished {
+        if let Some(ty) = a.export.ty() {
+            if model_path.is_dir() {
+                eprintln!("export skipped: the model came from a Hugging Face folder (export needs a GGUF's metadata)");
+            } else {
+                let out = g.models.join(format!("{name}.gguf"));
+                export::write(&model_path, &m.snapshot()?, ty, &out)?;
+                run.export_sha256 = Some(crate::util::sha256_file(&out)?);
+                run.export = Some(out);
+            }
+        }
+    }
+    run.outcome = Some(outcome);
+    crate::util::write_json(&log_dir.join("run.json"), &run)?;
+    Ok(run)
+}
+
+/// `reports/plots/sft-<name>.{svg,png}` from the step log.
+pub fn plot_sft(g: &Global, name: &str, log_dir: &Path) -> anyhow::Result<()> {
+    let rows: Vec<StepLog> = crate::util::read_jsonl(&log_dir.join("steps.jsonl"))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    use crate::report::plot::{curves, Curve};
+    let c = |f: &dyn Fn(&StepLog) -> f64| Curve { name: String::new(), points: rows.iter().map(|r| (r.step as f64, f(r))).collect() };
+    let panels = vec![
+        (format!("{name}: training loss (mean token cross-entropy of the assistant turn)"), "loss".to_string(), vec![c(&|r| r.loss)]),
+        ("gradient norm before clipping".to_string(), "‖g‖".to_string(), vec![c(&|r| r.grad_norm)]),
+        ("throughput".to_string(), "tokens/s".to_string(), vec![c(&|r| r.tokens_per_s)]),
+    ];
+    curves(&panels, "update", &g.reports.join("plots"), &format!("sft-{name}"))?;
+    Ok(())
+}
+
+#[cfg(feature = "llama")]
+pub fn run_sft(g: &Global, a: SftArgs) -> anyhow::Result<ExitCode> {
+    let run = execute(g, &a)?;
+    let o = run.outcome.as_ref().expect("set");
+    println!("{}: {}/{} updates{}", run.name, o.steps_done, o.total_steps, if o.interrupted { " (interrupted; rerun to resume)" } else { "" });
+    if let Some(e) = &run.export {
+        println!("exported {} — evaluate with: rner eval --model {}", e.display(), e.display());
+    }
+    Ok(if o.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// a checkpoint directory (step-N) or a run's checkpoint folder (its newest checkpoint)
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long = "type", value_enum, default_value = "q8-0")]
+    pub ty: ExportChoice,
+    /// the GGUF the run started from (default: the one its run.json names)
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+}
+
+/// The GGUF a checkpoint's training started from, from its state.
+#[derive(Deserialize)]
+struct SourceOf {
+    #[serde(default)]
+    source: Option<PathBuf>,
+}
+
+pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let ck = if a.checkpoint.join("state.json").exists() {
+        a.checkpoint.clone()
+    } else {
+        checkpoint::latest(&a.checkpoint).ok_or_else(|| anyhow::anyhow!("{}: no checkpoint here (expected state.json or a `latest` file)", a.checkpoint.display()))?
+    };
+    let loaded = checkpoint::load::<serde_json::Value>(&ck)?;
+    let from_state: Option<PathBuf> = serde_json::from_value::<SourceOf>(loaded.state.clone()).ok().and_then(|s| s.source);
+    let source = a
+        .source
+        .or(from_state)
+        .ok_or_else(|| anyhow::anyhow!("{}: the checkpoint does not name its source GGUF; pass --source", ck.display()))?;
+    let ty = a.ty.ty().ok_or_else(|| anyhow::anyhow!("--type: none is not an export type"))?;
+    let weights: Vec<(String, candle_core::Tensor)> = loaded.weights.into_iter().collect();
+    export::write(&source, &weights, ty, &a.out)?;
+    println!("{} → {} ({:?})", ck.display(), a.out.display(), ty);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,85 @@
+//! Vars → GGUF: the source GGUF's metadata and tensor order, trained weights quantised to F16
+//! or Q8_0 (vectors stay F32, as converters write them), so llama.cpp loads the result.
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::gguf::{read_content, tensor_order};
+use crate::{Error, Result};
+
+/// The weight type of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportType {
+    F16,
+    Q8_0,
+    F32,
+}
+
+impl ExportType {
+    fn ggml(self) -> GgmlDType {
+        match self {
+            ExportType::F16 => GgmlDType::F16,
+            ExportType::Q8_0 => GgmlDType::Q8_0,
+            ExportType::F32 => GgmlDType::F32,
+        }
+    }
+    /// llama.cpp's `general.file_type` (LLAMA_FTYPE_*).
+    fn file_type(self) -> u32 {
+        match self {
+            ExportType::F32 => 0,
+            ExportType::F16 => 1,
+            ExportType::Q8_0 => 7,
+        }
+    }
+}
+
+/// Write `weights` (GGUF names) into a GGUF at `out`, copying metadata from `source` (a GGUF).
+/// Every tensor of the source must be among the weights. The file appears atomically.
+pub fn write(source: &Path, weights: &[(String, Tensor)], ty: ExportType, out: &Path) -> Result<()> {
+    let content = read_content(source)?;
+    let by_name: std::collections::HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut tensors = Vec::new();
+    for name in tensor_order(&content) {
+        let t = by_name
+            .get(name.as_str())
+            .ok_or_else(|| Error::Model { path: source.into(), msg: format!("the checkpoint has no tensor {name}") })?;
+        let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let cols = *t.dims().last().unwrap_or(&0);
+        let ggml = if t.rank() < 2 {
+            GgmlDType::F32
+        } else if ty == ExportType::Q8_0 && cols % 32 != 0 {
+            GgmlDType::F16
+        } else {
+            ty.ggml()
+        };
+        tensors.push((name, QTensor::quantize(&t, ggml)?));
+    }
+    let mut meta: Vec<(String, Value)> = content.metadata.into_iter().collect();
+    meta.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, v) in meta.iter_mut() {
+        if k == "general.file_type" {
+            *v = Value::U32(ty.file_type());
+        }
+    }
+    if !meta.iter().any(|(k, _)| k == "general.file_type") {
+        meta.push(("general.file_type".into(), Value::U32(ty.file_type())));
+    }
+    let tmp = out.with_extension("gguf.tmp");
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+        let m: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let t: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        candle_core::quantized::gguf_file::write(&mut f, &m, &t)?;
+        use std::io::Write;
+        f.flush().map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    Ok(())
+}

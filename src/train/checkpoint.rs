@@ -1,0 +1,82 @@
+//! Checkpoints that lose nothing: weights, optimiser moments and the trainer's position, written
+//! to a temporary directory and renamed into place, so a crash mid-write leaves the previous one.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::util::{read_json, write_atomic, write_json};
+use crate::{Error, Result};
+
+/// `dir/step-000042`
+pub fn step_dir(dir: &Path, step: usize) -> PathBuf {
+    dir.join(format!("step-{step:06}"))
+}
+
+/// Save a checkpoint of update `step` and point `dir/latest` at it; keep the newest `keep`.
+pub fn save<S: Serialize>(
+    dir: &Path,
+    step: usize,
+    weights: &HashMap<String, Tensor>,
+    optim: &HashMap<String, Tensor>,
+    state: &S,
+    keep: usize,
+) -> Result<PathBuf> {
+    let tmp = dir.join(format!(".tmp-step-{step:06}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    candle_core::safetensors::save(weights, tmp.join("model.safetensors"))?;
+    if !optim.is_empty() {
+        candle_core::safetensors::save(optim, tmp.join("optim.safetensors"))?;
+    }
+    write_json(&tmp.join("state.json"), state)?;
+    let fin = step_dir(dir, step);
+    let _ = std::fs::remove_dir_all(&fin);
+    std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;
+    write_atomic(&dir.join("latest"), fin.file_name().expect("named").to_string_lossy().as_bytes())?;
+    let mut all = list(dir)?;
+    while all.len() > keep.max(1) {
+        let old = all.remove(0);
+        let _ = std::fs::remove_dir_all(step_dir(dir, old));
+    }
+    Ok(fin)
+}
+
+/// Steps of the complete checkpoints in `dir`, oldest first.
+pub fn list(dir: &Path) -> Result<Vec<usize>> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
+    let mut steps: Vec<usize> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("step-")).and_then(|s| s.parse().ok()))
+        .collect();
+    steps.sort();
+    Ok(steps)
+}
+
+/// The checkpoint `dir/latest` names, if any.
+pub fn latest(dir: &Path) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
+    let p = dir.join(name.trim());
+    p.join("state.json").exists().then_some(p)
+}
+
+/// A checkpoint's pieces.
+pub struct Loaded<S> {
+    pub weights: HashMap<String, Tensor>,
+    pub optim: HashMap<String, Tensor>,
+    pub state: S,
+}
+
+pub fn load<S: DeserializeOwned>(ckpt: &Path) -> Result<Loaded<S>> {
+    let dev = candle_core::Device::Cpu;
+    let w = ckpt.join("model.safetensors");
+    let weights = candle_core::safetensors::load(&w, &dev).map_err(|e| Error::Model { path: w.clone(), msg: e.to_string() })?;
+    let o = ckpt.join("optim.safetensors");
+    let optim = if o.exists() {
+        candle_core::safetensors::load(&o, &dev).map_err(|e| Error::Model { path: o.clone(), msg: e.to_string() })?
+    } else {
+        HashMap::new()
+    };
+    Ok(Loaded { weights, optim, state: read_json(&ckpt.join("state.json"))? })
+}

@@ -1,0 +1,364 @@
+//! Stage 2, CoT tuning: supervised fine-tuning on `<think>\nCOT\n</think>\n` + JSON answer (or the
+//! answer alone, the no-CoT ablation), loss on the assistant turn only, EOS trained — as the
+//! paper's `sft.py` — with AdamW, gradient accumulation, global-norm clipping, a cosine schedule
+//! with warmup, seeded shuffling and length bucketing. Every update is logged (JSONL) and every
+//! N updates a checkpoint is written; a rerun resumes from the newest one and continues the very
+//! same loss curve.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint;
+use super::optim::{accumulate, clip_factor, cosine_lr, AdamConfig, AdamW};
+use crate::model::Model;
+use crate::{Error, Result};
+
+/// What the assistant turn holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// `<think>\nCOT\n</think>\n` + answer (CoT tuning)
+    Cot,
+    /// the answer alone (the paper's "w/o CoT" ablation)
+    Direct,
+}
+
+/// One training sequence: prompt tokens (not trained) then target tokens (trained).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub id: String,
+    pub prompt: Vec<u32>,
+    pub target: Vec<u32>,
+}
+
+impl Sample {
+    pub fn len(&self) -> usize {
+        self.prompt.len() + self.target.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The sequence, left-truncated to `max_len` as the paper's tokenisation does; `None` when no
+    /// target token would remain.
+    fn tokens(&self, max_len: usize) -> Option<(Vec<u32>, usize)> {
+        let mut all: Vec<u32> = self.prompt.iter().chain(&self.target).copied().collect();
+        let mut first_target = self.prompt.len();
+        if all.len() > max_len {
+            let cut = all.len() - max_len;
+            all.drain(..cut);
+            first_target = first_target.saturating_sub(cut);
+        }
+        // position j predicts token j+1: the first trained prediction comes from first_target-1
+        (first_target >= 1 && first_target < all.len()).then_some((all, first_target))
+    }
+}
+
+/// Every setting that decides the result (hashed into the run's identity; a resume must match).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SftConfig {
+    pub epochs: usize,
+    /// sequences per optimiser update (the effective batch)
+    pub batch: usize,
+    /// padded tokens per forward pass at most (micro-batches of one update are summed)
+    pub micro_tokens: usize,
+    pub lr: f64,
+    pub warmup_ratio: f64,
+    pub max_len: usize,
+    pub clip: f64,
+    pub seed: u64,
+    pub adam: AdamConfig,
+    /// stop after this many updates (the schedule still spans every epoch)
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        SftConfig {
+            epochs: 2,
+            batch: 16,
+            micro_tokens: 2048,
+            lr: 2e-5,
+            warmup_ratio: 0.03,
+            max_len: 1024,
+            clip: 1.0,
+            seed: 42,
+            adam: AdamConfig::default(),
+            max_steps: None,
+        }
+    }
+}
+
+/// One logged update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub epoch: f64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub sequences: usize,
+    /// tokens fed (padding included)
+    pub tokens: usize,
+    /// tokens trained on
+    pub target_tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    pub rss_mb: f64,
+}
+
+/// What a checkpoint's `state.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: usize,
+    /// the GGUF (or folder) training started from: an export copies its metadata
+    pub source: PathBuf,
+    pub total_steps: usize,
+    pub config: SftConfig,
+    pub data_hash: String,
+}
+
+/// Where a run writes: `log_dir` (steps.jsonl, committed) and `ckpt_dir` (checkpoints, large).
+pub struct Dirs {
+    pub log_dir: PathBuf,
+    pub ckpt_dir: PathBuf,
+    pub save_every: usize,
+    pub keep: usize,
+}
+
+/// The order of updates: each epoch a seeded shuffle, cut into updates of `batch` sequences.
+pub fn plan(n: usize, cfg: &SftConfig) -> Vec<Vec<usize>> {
+    let mut steps = Vec::new();
+    for epoch in 0..cfg.epochs {
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
+        for chunk in idx.chunks(cfg.batch.max(1)) {
+            steps.push(chunk.to_vec());
+        }
+    }
+    steps
+}
+
+/// Split one update's sequences into forward passes: sorted by length (bucketing), packed while
+/// `count × longest` stays within the token budget.
+pub fn micro_batches(lens: &[(usize, usize)], micro_tokens: usize) -> Vec<Vec<usize>> {
+    let mut sorted = lens.to_vec();
+    sorted.sort_by_key(|&(_, l)| l);
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut longest = 0;
+    for (i, l) in sorted {
+        if !cur.is_empty() && (cur.len() + 1) * longest.max(l) > micro_tokens {
+            out.push(std::mem::take(&mut cur));
+            longest = 0;
+        }
+        cur.push(i);
+        longest = longest.max(l);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Sum of token cross-entropies over the targets of a padded batch, and the token counts.
+pub fn batch_loss(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32) -> Result<(Tensor, usize, usize)> {
+    let t = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+    let b = seqs.len();
+    let mut ids = Vec::with_capacity(b * t);
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (bi, (s, first)) in seqs.iter().enumerate() {
+        ids.extend_from_slice(s);
+        ids.extend(std::iter::repeat_n(pad, t - s.len()));
+        for j in (first - 1)..(s.len() - 1) {
+            rows.push((bi * t + j) as u32);
+            targets.push(s[j + 1]);
+        }
+    }
+    let dev = &model.device;
+    let ids = Tensor::from_vec(ids, (b, t), dev)?;
+    let h = model.hidden(&ids)?.reshape((b * t, model.config.hidden))?;
+    let n = rows.len();
+    let h = h.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
+    let logits = model.logits(&h)?.to_dtype(DType::F32)?;
+    let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
+    let tgt = Tensor::from_vec(targets, (n, 1), dev)?;
+    let nll = logp.gather(&tgt, 1)?.sum_all()?.neg()?;
+    Ok((nll, n, b * t))
+}
+
+/// Peak resident memory of this process so far (MiB), from /proc.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// A hash of the training data (sample ids and tokens), so a resume on other data is refused.
+pub fn data_hash(samples: &[Sample]) -> String {
+    let mut s = String::new();
+    for x in samples {
+        s.push_str(&format!("{}:{:?}:{:?};", x.id, x.prompt, x.target));
+    }
+    crate::prompt::short_hash(&s)
+}
+
+/// What a finished (or interrupted) call did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub steps_done: usize,
+    pub total_steps: usize,
+    pub resumed_from: Option<usize>,
+    pub last_checkpoint: Option<PathBuf>,
+    pub interrupted: bool,
+}
+
+/// Train `model` on `samples`; resumes from `dirs.ckpt_dir/latest` when present.
+pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pad: u32, quiet: bool) -> Result<Outcome> {
+    let usable: Vec<(Vec<u32>, usize)> = samples.iter().filter_map(|s| s.tokens(cfg.max_len)).collect();
+    if usable.is_empty() {
+        return Err(Error::config("--data", "no training sequence has a target token within --max-len"));
+    }
+    let steps = plan(usable.len(), cfg);
+    let total = steps.len();
+    let warmup = (cfg.warmup_ratio * total as f64).ceil() as usize;
+    let dhash = data_hash(samples);
+    let mut opt = AdamW::new(model.params.vars.clone(), cfg.adam)?;
+    let log_path = dirs.log_dir.join("steps.jsonl");
+    std::fs::create_dir_all(&dirs.log_dir).map_err(|e| Error::io(&dirs.log_dir, e))?;
+
+    let mut start = 0;
+    let mut resumed_from = None;
+    if let Some(ck) = checkpoint::latest(&dirs.ckpt_dir) {
+        let loaded = checkpoint::load::<TrainState>(&ck)?;
+        let same = SftConfig { max_steps: None, ..loaded.state.config.clone() } == SftConfig { max_steps: None, ..cfg.clone() };
+        if !same || loaded.state.data_hash != dhash {
+            return Err(Error::Run {
+                dir: dirs.ckpt_dir.clone(),
+                msg: "a checkpoint of different settings or data is here: pass another --name, or delete it to start over".into(),
+            });
+        }
+        model.set_weights(&loaded.weights)?;
+        opt.load_state(&model.params.names, loaded.state.step, &loaded.optim)?;
+        start = loaded.state.step;
+        resumed_from = Some(start);
+    }
+    // rows logged after the checkpoint are redone: drop them so the curve has each step once
+    let mut kept: Vec<StepLog> = crate::util::read_jsonl::<StepLog>(&log_path).unwrap_or_default();
+    kept.retain(|r| r.step <= start);
+    let mut text = String::new();
+    for r in &kept {
+        text.push_str(&serde_json::to_string(r).expect("row"));
+        text.push('\n');
+    }
+    crate::util::write_atomic(&log_path, text.as_bytes())?;
+    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
+
+    let end = cfg.max_steps.map(|m| m.min(total)).unwrap_or(total);
+    let bar = crate::util::progress(!quiet, "sft", "updates", end, start);
+    let mut last_ckpt = None;
+    let mut interrupted = false;
+    let save = |step: usize, opt: &AdamW| -> Result<PathBuf> {
+        let weights = model.params.iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
+        let state = TrainState { step, source: model.origin.path.clone(), total_steps: total, config: cfg.clone(), data_hash: dhash.clone() };
+        checkpoint::save(&dirs.ckpt_dir, step, &weights, &opt.state(&model.params.names)?, &state, dirs.keep)
+    };
+    for (si, step) in steps.iter().enumerate().take(end).skip(start) {
+        let t0 = Instant::now();
+        let lens: Vec<(usize, usize)> = step.iter().map(|&i| (i, usable[i].0.len())).collect();
+        let n_target: usize = step.iter().map(|&i| usable[i].0.len() - usable[i].1).sum();
+        let mut grads = Vec::new();
+        let (mut loss_sum, mut tokens) = (0f64, 0usize);
+        for mb in micro_batches(&lens, cfg.micro_tokens) {
+            let seqs: Vec<(Vec<u32>, usize)> = mb.iter().map(|&i| usable[i].clone()).collect();
+            let (nll, _, padded) = batch_loss(model, &seqs, pad)?;
+            let scaled = (nll / n_target as f64)?;
+            loss_sum += scaled.to_scalar::<f32>()? as f64;
+            tokens += padded;
+            let g = scaled.backward()?;
+            accumulate(&mut grads, &model.params.vars, &g)?;
+        }
+        let (norm, factor) = clip_factor(&grads, cfg.clip)?;
+        let lr = cosine_lr(cfg.lr, si, total, warmup);
+        opt.step(&grads, lr, factor)?;
+        drop(grads);
+        let secs = t0.elapsed().as_secs_f64();
+        let row = StepLog {
+            step: si + 1,
+            epoch: (si + 1) as f64 / (total as f64 / cfg.epochs as f64),
+            loss: loss_sum,
+            lr,
+            grad_norm: norm,
+            sequences: step.len(),
+            tokens,
+            target_tokens: n_target,
+            seconds: secs,
+            tokens_per_s: tokens as f64 / secs,
+            rss_mb: peak_rss_mb(),
+        };
+        writeln!(log, "{}", serde_json::to_string(&row).expect("row")).map_err(|e| Error::io(&log_path, e))?;
+        if let Some(b) = &bar {
+            b.set_message(format!("loss {:.4}", row.loss));
+            b.inc(1);
+        }
+        let done = si + 1;
+        if done % dirs.save_every.max(1) == 0 || done == end {
+            last_ckpt = Some(save(done, &opt)?);
+        }
+        if crate::run::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            if last_ckpt.as_ref().map(|p| p.ends_with(checkpoint::step_dir(Path::new(""), done))) != Some(true) {
+                last_ckpt = Some(save(done, &opt)?);
+            }
+            interrupted = true;
+            break;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let steps_done = crate::util::read_jsonl::<StepLog>(&log_path)?.last().map(|r| r.step).unwrap_or(start);
+    Ok(Outcome { steps_done, total_steps: total, resumed_from, last_checkpoint: last_ckpt.or_else(|| checkpoint::latest(&dirs.ckpt_dir)), interrupted })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_shuffles_each_epoch_with_the_seed() {
+        let cfg = SftConfig { epochs: 2, batch: 3, seed: 7, ..Default::default() };
+        let p = plan(7, &cfg);
+        assert_eq!(p.len(), 6);
+        let mut first: Vec<usize> = p[..3].concat();
+        first.sort();
+        assert_eq!(first, (0..7).collect::<Vec<_>>());
+        assert_eq!(p, plan(7, &cfg));
+        assert_ne!(p[..3].concat(), p[3..].concat());
+    }
+
+    #[test]
+    fn micro_batches_respect_the_token_budget() {
+        let lens = [(0, 100), (1, 30), (2, 40), (3, 90), (4, 35)];
+        let mb = micro_batches(&lens, 120);
+        assert_eq!(mb, vec![vec![1, 4, 2], vec![3], vec![0]]);
+        let all: usize = mb.iter().map(|m| m.len()).sum();
+        assert_eq!(all, 5);
+    }
+
+    #[test]
+    fn truncation_keeps_the_end_and_needs_a_target() {
+        let s = Sample { id: "x".into(), prompt: vec![1, 2, 3, 4], target: vec![5, 6] };
+        assert_eq!(s.tokens(10), Some((vec![1, 2, 3, 4, 5, 6], 4)));
+        assert_eq!(s.tokens(3), Some((vec![4, 5, 6], 1)));
+        assert_eq!(s.tokens(2), None);
+    }
+}
