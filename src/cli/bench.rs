@@ -26,6 +26,20 @@ pub enum BenchWhat {
     Serve(ServeBenchArgs),
     /// Sentences/s and tokens/s under free, json and schema decoding (the grammar sampler's cost).
     Decoding(DecodingBenchArgs),
+    /// Seconds, tokens/s, FLOP/s and peak memory of a candle training step at several lengths.
+    Train(TrainBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainBenchArgs {
+    #[arg(long, default_value = crate::baseline::DEFAULT_MODEL)]
+    pub model: String,
+    /// sequence lengths (one sequence per step)
+    #[arg(long, value_delimiter = ',', default_values_t = vec![256, 512, 1024])]
+    pub lengths: Vec<usize>,
+    /// measured steps per length (after one warm-up step)
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +125,7 @@ pub fn run(g: &Global, a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::Generate(a) => generate(g, a),
         BenchWhat::Serve(a) => serve(g, a),
         BenchWhat::Decoding(a) => decoding(g, a),
+        BenchWhat::Train(a) => train(g, a),
     }
 }
 
@@ -297,6 +312,107 @@ fn decoding(g: &Global, a: DecodingBenchArgs) -> anyhow::Result<ExitCode> {
                  sentences/s is what a run feels. The grammar sampler checks candidate tokens against the grammar at every step.\n");
     crate::util::write_section(&g.reports.join("perf.md"), "decoding", &md)?;
     crate::util::write_json(&g.results.join("bench").join("decoding.json"), &rows)?;
+    println!("{md}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reset this process's peak-RSS counter (Linux: `5` into clear_refs), so each length's peak is
+/// its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// f32 GFLOP/s of a large square matmul in candle: the ceiling the training step is judged by.
+fn matmul_peak() -> anyhow::Result<f64> {
+    use candle_core::{Device, Tensor};
+    let n = 2048;
+    let a = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), &Device::Cpu)?;
+    let mut best = f64::MAX;
+    for _ in 0..4 {
+        let t = Instant::now();
+        let c = a.matmul(&b)?;
+        let _ = c.sum_all()?.to_scalar::<f32>()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n * n * n) as f64 / best / 1e9)
+}
+
+#[derive(Serialize)]
+struct TrainPoint {
+    tokens: usize,
+    forward_s: f64,
+    backward_s: f64,
+    optimizer_s: f64,
+    step_s: f64,
+    tokens_per_s: f64,
+    gflops: f64,
+    peak_rss_mb: f64,
+}
+
+fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::model::Model;
+    use crate::train::optim::{accumulate, clip_factor, AdamConfig, AdamW};
+    use crate::train::sft::{batch_loss, peak_rss_mb};
+    use candle_core::{DType, Device};
+    use rand::{Rng, SeedableRng};
+    let m = resolve_model(g, &a.model)?;
+    let peak = matmul_peak()?;
+    eprintln!("matmul peak {peak:.1} GFLOP/s");
+    let model = Model::load(&m.path, &Device::Cpu, DType::F32)?;
+    let weights_mb = model.params.numel() as f64 * 4.0 / (1 << 20) as f64;
+    let mut opt = AdamW::new(model.params.vars.clone(), AdamConfig::default())?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut points = Vec::new();
+    for &len in &a.lengths {
+        reset_peak_rss();
+        let mut runs = Vec::new();
+        for i in 0..=a.steps {
+            let seq: Vec<u32> = (0..len).map(|_| rng.gen_range(100..model.config.vocab as u32)).collect();
+            let t0 = Instant::now();
+            let (nll, n, _) = batch_loss(&model, &[(seq, 1)], 0)?;
+            let loss = (nll / n as f64)?;
+            let _ = loss.to_scalar::<f32>()?;
+            let t1 = Instant::now();
+            let grads_store = loss.backward()?;
+            let mut grads = Vec::new();
+            accumulate(&mut grads, &model.params.vars, &grads_store)?;
+            drop(grads_store);
+            let (_, f) = clip_factor(&grads, 1.0)?;
+            let t2 = Instant::now();
+            opt.step(&grads, 1e-7, f)?;
+            let t3 = Instant::now();
+            if i > 0 {
+                runs.push(((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64()));
+            }
+        }
+        let k = runs.len() as f64;
+        let (fw, bw, op) = runs.iter().fold((0.0, 0.0, 0.0), |acc, r| (acc.0 + r.0 / k, acc.1 + r.1 / k, acc.2 + r.2 / k));
+        let step = fw + bw + op;
+        let gflops = model.config.train_flops(len, len) / step / 1e9;
+        let p = TrainPoint { tokens: len, forward_s: fw, backward_s: bw, optimizer_s: op, step_s: step, tokens_per_s: len as f64 / step, gflops, peak_rss_mb: peak_rss_mb() };
+        eprintln!("{len} tokens: forward {fw:.2}s backward {bw:.2}s optimizer {op:.2}s — {:.0} tok/s, {gflops:.1} GFLOP/s, peak {:.0} MiB", p.tokens_per_s, p.peak_rss_mb);
+        points.push(p);
+    }
+    let mut md = String::from("## Training step (candle, CPU)\n\n");
+    md.push_str(&format!(
+        "Command: `{}` — {} ({} threads), model {} ({:.1} M parameters, f32), one sequence of random tokens per step, loss on every position, {} measured steps after one warm-up; matmul peak measured in the same process: **{peak:.1} GFLOP/s** (2048² f32 matmul, best of 4). FLOPs = 6·N per token (embedding lookup excluded, output projection included) + attention. Date {}.\n\n",
+        command_line(),
+        crate::util::cpu_model(),
+        crate::util::cpus(),
+        m.name,
+        model.config.n_params() as f64 / 1e6,
+        a.steps,
+        crate::util::now()
+    ));
+    md.push_str("| tokens | forward s | backward s | optimizer s | step s | tokens/s | GFLOP/s | % of matmul peak | peak RSS MiB | weights+grads+Adam MiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for p in &points {
+        md.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.3} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.0} | {:.0} |\n",
+            p.tokens, p.forward_s, p.backward_s, p.optimizer_s, p.step_s, p.tokens_per_s, p.gflops, 100.0 * p.gflops / peak, p.peak_rss_mb, 4.0 * weights_mb
+        ));
+    }
+    crate::util::write_section(&g.reports.join("perf.md"), "train", &md)?;
     println!("{md}");
     Ok(ExitCode::SUCCESS)
 }

@@ -87,6 +87,8 @@ pub struct SftArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportChoice {
     None,
+    /// each tensor in the source GGUF's own type
+    Source,
     F16,
     #[value(name = "q8-0", alias = "q8_0")]
     Q8_0,
@@ -96,6 +98,7 @@ impl ExportChoice {
     fn ty(self) -> Option<ExportType> {
         match self {
             ExportChoice::None => None,
+            ExportChoice::Source => Some(ExportType::Source),
             ExportChoice::F16 => Some(ExportType::F16),
             ExportChoice::Q8_0 => Some(ExportType::Q8_0),
         }

@@ -14,6 +14,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportType {
+    /// each tensor in its source file's type (an untrained model round-trips to the same weights)
+    Source,
     F16,
     Q8_0,
     F32,
@@ -22,18 +24,20 @@ pub enum ExportType {
 impl ExportType {
     fn ggml(self) -> GgmlDType {
         match self {
+            ExportType::Source => GgmlDType::F32,
             ExportType::F16 => GgmlDType::F16,
             ExportType::Q8_0 => GgmlDType::Q8_0,
             ExportType::F32 => GgmlDType::F32,
         }
     }
     /// llama.cpp's `general.file_type` (LLAMA_FTYPE_*).
-    fn file_type(self) -> u32 {
-        match self {
+    fn file_type(self) -> Option<u32> {
+        Some(match self {
+            ExportType::Source => return None,
             ExportType::F32 => 0,
             ExportType::F16 => 1,
             ExportType::Q8_0 => 7,
-        }
+        })
     }
 }
 
@@ -49,7 +53,9 @@ pub fn write(source: &Path, weights: &[(String, Tensor)], ty: ExportType, out: &
             .ok_or_else(|| Error::Model { path: source.into(), msg: format!("the checkpoint has no tensor {name}") })?;
         let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
         let cols = *t.dims().last().unwrap_or(&0);
-        let ggml = if t.rank() < 2 {
+        let ggml = if ty == ExportType::Source {
+            content.tensor_infos[&name].ggml_dtype
+        } else if t.rank() < 2 {
             GgmlDType::F32
         } else if ty == ExportType::Q8_0 && cols % 32 != 0 {
             GgmlDType::F16
@@ -60,13 +66,9 @@ pub fn write(source: &Path, weights: &[(String, Tensor)], ty: ExportType, out: &
     }
     let mut meta: Vec<(String, Value)> = content.metadata.into_iter().collect();
     meta.sort_by(|a, b| a.0.cmp(&b.0));
-    for (k, v) in meta.iter_mut() {
-        if k == "general.file_type" {
-            *v = Value::U32(ty.file_type());
-        }
-    }
-    if !meta.iter().any(|(k, _)| k == "general.file_type") {
-        meta.push(("general.file_type".into(), Value::U32(ty.file_type())));
+    if let Some(ft) = ty.file_type() {
+        meta.retain(|(k, _)| k != "general.file_type");
+        meta.push(("general.file_type".into(), Value::U32(ft)));
     }
     let tmp = out.with_extension("gguf.tmp");
     if let Some(dir) = out.parent() {

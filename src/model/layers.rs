@@ -106,7 +106,7 @@ impl Block {
         })
     }
 
-    fn forward(&self, cfg: &Config, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, cfg: &Config, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (hd, nh, nkv) = (cfg.head_dim, cfg.heads, cfg.kv_heads);
         let eps = cfg.rms_eps as f32;
@@ -127,14 +127,12 @@ impl Block {
         // query head h reads K/V head h / (nh / nkv): group the queries of each K/V head into one
         // matmul instead of repeating K and V
         let rep = nh / nkv;
-        let q = (q.reshape((b, nkv, rep * t, hd))? * (1.0 / (hd as f64).sqrt()))?;
-        let att = q.matmul(&k.t()?)?.reshape((b, nkv, rep, t, t))?;
-        let att = att.broadcast_add(mask)?;
-        let att = ops::softmax_last(&att)?.reshape((b, nkv, rep * t, t))?;
+        let q = q.reshape((b, nkv, rep * t, hd))?;
+        let att = ops::causal_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt())?;
         let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         let x = (x + self.o.forward(&y)?)?;
         let xn = ops::rms_norm(&x, &self.ffn_norm, eps)?;
-        let m = (candle_nn::ops::silu(&self.gate.forward(&xn)?)? * self.up.forward(&xn)?)?;
+        let m = ops::swiglu(&self.gate.forward(&xn)?, &self.up.forward(&xn)?)?;
         x + self.down.forward(&m)?
     }
 }
@@ -169,9 +167,8 @@ impl Decoder {
         let dtype = self.embed.dtype();
         let mut x = self.embed.embedding(&ids.flatten_all()?)?.reshape((b, t, self.cfg.hidden))?;
         let (cos, sin) = self.rope.get(t, dtype)?;
-        let mask = causal_mask(t, dtype, ids.device())?;
         for blk in &self.blocks {
-            x = blk.forward(&self.cfg, &x, &cos, &sin, &mask)?;
+            x = blk.forward(&self.cfg, &x, &cos, &sin)?;
         }
         Ok(ops::rms_norm(&x, &self.norm, self.cfg.rms_eps as f32)?)
     }
@@ -180,10 +177,3 @@ impl Decoder {
         Ok(Linear { w: self.head.clone(), b: None }.forward(h)?)
     }
 }
-
-/// `[t, t]`: 0 on and below the diagonal, −∞ above.
-fn causal_mask(t: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-    let v: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
-    Tensor::from_vec(v, (t, t), device)?.to_dtype(dtype)
-}
-

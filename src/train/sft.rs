@@ -188,9 +188,7 @@ pub fn batch_loss(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32) -> Result
     let n = rows.len();
     let h = h.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
     let logits = model.logits(&h)?.to_dtype(DType::F32)?;
-    let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
-    let tgt = Tensor::from_vec(targets, (n, 1), dev)?;
-    let nll = logp.gather(&tgt, 1)?.sum_all()?.neg()?;
+    let nll = crate::model::ops::nll(&logits, &targets)?.sum_all()?;
     Ok((nll, n, b * t))
 }
 
