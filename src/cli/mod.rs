@@ -59,6 +59,9 @@ pub enum Command {
     /// Stage 2: CoT tuning (SFT) of a GGUF or Hugging Face model in candle; exports a GGUF.
     #[cfg(feature = "llama")]
     Sft(train::SftArgs),
+    /// Stage 3: GRPO from an SFT checkpoint, rewards from named components; exports a GGUF.
+    #[cfg(feature = "llama")]
+    Grpo(train::GrpoArgs),
     /// Write a training checkpoint as a GGUF llama.cpp loads.
     Export(train::ExportArgs),
     /// Write tables and plots in reports/ from results/.
@@ -92,6 +95,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Cot(a) => cot::run(&cli.global, a),
         #[cfg(feature = "llama")]
         Command::Sft(a) => train::run_sft(&cli.global, a),
+        #[cfg(feature = "llama")]
+        Command::Grpo(a) => train::run_grpo(&cli.global, a),
         Command::Export(a) => train::run_export(&cli.global, a),
         Command::Report(a) => report::run(&cli.global, a),
         Command::Compare(a) => report::compare(&cli.global, a),

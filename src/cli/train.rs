@@ -1,4 +1,4 @@
-//! `rner sft` (stage 2) and `rner export` (checkpoint → GGUF).
+//! `rner sft` (stage 2), `rner grpo` (stage 3) and `rner export` (checkpoint → GGUF).
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -336,4 +336,208 @@ pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
     export::write(&source, &weights, ty, &a.out)?;
     println!("{} → {} ({:?})", ck.display(), a.out.display(), ty);
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct GrpoArgs {
+    /// the policy's start (and the frozen reference): an SFT run's checkpoint folder, a
+    /// checkpoint (step-N), a baseline name or a GGUF path
+    #[arg(long)]
+    pub init: String,
+    /// run name (default: the init's name, the reward and a hash of the settings)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// prompt sources (train splits); the paper's list holds CoNLL-2003 and both MIT sets
+    #[arg(long, value_delimiter = ',', default_value = "conll2003,mit-movie,mit-restaurant")]
+    pub sources: Vec<String>,
+    /// drop the MIT train sets (they are zero-shot benchmarks' domains: strictly zero-shot run)
+    #[arg(long)]
+    pub no_mit: bool,
+    /// prompts in the pool (the paper: 5,000), drawn per source in proportion to size
+    #[arg(long, default_value_t = 5000)]
+    pub pool: usize,
+    /// per-source cap before the proportional draw (the paper: 10,000)
+    #[arg(long, default_value_t = 10000)]
+    pub cap: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub prompts_per_step: usize,
+    /// completions per prompt (G)
+    #[arg(long, default_value_t = 16)]
+    pub num_generations: usize,
+    /// updates per generation batch
+    #[arg(long, default_value_t = 4)]
+    pub num_iterations: usize,
+    #[arg(long, default_value_t = 0.9)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 4096)]
+    pub max_completion_length: usize,
+    #[arg(long, default_value_t = 1e-6)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    #[arg(long, default_value_t = 0.04)]
+    pub beta: f64,
+    #[arg(long, default_value_t = 0.2)]
+    pub epsilon: f64,
+    #[arg(long, default_value_t = 0.28)]
+    pub epsilon_high: f64,
+    #[arg(long, value_enum, default_value = "dr-grpo")]
+    pub loss_type: crate::train::grpo::LossType,
+    #[arg(long, value_enum, default_value = "group")]
+    pub scale_rewards: crate::train::grpo::ScaleRewards,
+    /// reward components and weights (f1, schema, empty_ok, format, grounded)
+    #[arg(long, default_value = "f1=10,schema=1")]
+    pub reward: crate::train::reward::Weights,
+    /// sequences per forward pass
+    #[arg(long, default_value_t = 8)]
+    pub micro: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "model")]
+    pub template: Template,
+    #[arg(long, default_value_t = 5)]
+    pub save_every: usize,
+    #[arg(long, default_value_t = 2)]
+    pub keep: usize,
+    #[arg(long, default_value = "checkpoints")]
+    pub checkpoints: PathBuf,
+    #[arg(long, value_enum, default_value = "q8-0")]
+    pub export: ExportChoice,
+    #[arg(long)]
+    pub cpu: bool,
+}
+
+/// A model to start from: (name, source GGUF, weights of a checkpoint if any).
+fn init_model(g: &Global, init: &str) -> anyhow::Result<(String, PathBuf, Option<PathBuf>)> {
+    let p = Path::new(init);
+    if p.is_dir() {
+        let ck = if p.join("state.json").exists() { p.to_path_buf() } else { checkpoint::latest(p).ok_or_else(|| anyhow::anyhow!("--init {init}: no checkpoint in this folder"))? };
+        let state: serde_json::Value = crate::util::read_json(&ck.join("state.json"))?;
+        let source: PathBuf = serde_json::from_value::<SourceOf>(state)
+            .ok()
+            .and_then(|s| s.source)
+            .ok_or_else(|| anyhow::anyhow!("--init {init}: the checkpoint does not name its source GGUF"))?;
+        let name = if p.join("state.json").exists() { p.parent().unwrap_or(p) } else { p };
+        let name = name.file_name().and_then(|s| s.to_str()).unwrap_or("init").to_string();
+        return Ok((name, source, Some(ck)));
+    }
+    let m = super::resolve_model(g, init)?;
+    Ok((m.name, m.path, None))
+}
+
+#[cfg(feature = "llama")]
+pub fn run_grpo(g: &Global, a: GrpoArgs) -> anyhow::Result<ExitCode> {
+    use crate::data::Registry;
+    use crate::train::grpo::{self, GrpoConfig, Objective};
+    let (init_name, source, ck) = init_model(g, &a.init)?;
+    let mut sources: Vec<String> = a.sources.clone();
+    if a.no_mit {
+        sources.retain(|s| !s.starts_with("mit-"));
+    }
+    if sources.is_empty() {
+        anyhow::bail!("--sources: nothing left to train on");
+    }
+    let reg = Registry::new(&g.data_dir)?;
+    let mut per = Vec::new();
+    for s in &sources {
+        if crate::data::ZERO_SHOT.contains(&s.as_str()) && !s.starts_with("mit-") {
+            anyhow::bail!("--sources {s}: a zero-shot benchmark's domain (only the MIT sets are allowed, as in the paper)");
+        }
+        per.push(reg.load(s, "train")?);
+    }
+    let pool = grpo::prompt_pool(per, a.pool, a.cap, a.seed);
+    let cfg = GrpoConfig {
+        steps: a.steps,
+        prompts_per_step: a.prompts_per_step,
+        num_generations: a.num_generations,
+        num_iterations: a.num_iterations,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        lr: a.lr,
+        warmup_ratio: a.warmup,
+        clip: a.clip,
+        seed: a.seed,
+        micro: a.micro,
+        reward: a.reward.clone(),
+        objective: Objective {
+            epsilon: a.epsilon,
+            epsilon_high: a.epsilon_high,
+            beta: a.beta,
+            loss_type: a.loss_type,
+            scale_rewards: a.scale_rewards,
+            max_completion_length: a.max_completion_length,
+        },
+        adam: AdamConfig::default(),
+    };
+    let name = a.name.clone().unwrap_or_else(|| {
+        let h = prompt::short_hash(&format!("{}{}{:?}{}", serde_json::to_string(&cfg).expect("cfg"), a.init, sources, a.pool));
+        format!("{init_name}-grpo-{}", &h[..8])
+    });
+    let device = model::device(a.cpu)?;
+    let dtype = model::train_dtype(&device);
+    let policy = Model::load(&source, &device, dtype)?;
+    let reference = Model::load(&source, &device, dtype)?;
+    if let Some(ck) = &ck {
+        let w = checkpoint::load::<serde_json::Value>(ck)?.weights;
+        policy.set_weights(&w)?;
+        reference.set_weights(&w)?;
+    }
+    let tok = model::tokenizer::Tokenizer::load(&source)?;
+    let spec = PromptSpec { template: a.template, add_source: false };
+    let log_dir = g.results.join("train").join(&name);
+    let run = serde_json::json!({
+        "name": name, "stage": "grpo", "command": super::command_line(), "init": a.init, "init_checkpoint": ck,
+        "source": source, "sources": sources, "mit_excluded": a.no_mit, "pool": pool.len(), "config": cfg,
+        "git_commit": crate::util::git_commit(Path::new(".")), "date": crate::util::now(),
+    });
+    crate::util::write_json(&log_dir.join("run.json"), &run)?;
+    eprintln!("grpo {name}: {} prompts from {:?}, reward {}, {:?} on {:?}", pool.len(), sources, cfg.reward, dtype, device);
+    let dirs = sft::Dirs { log_dir: log_dir.clone(), ckpt_dir: a.checkpoints.join(&name), save_every: a.save_every, keep: a.keep };
+    let outcome = grpo::train(&policy, &reference, &tok, &pool, &spec, &cfg, &dirs, g.quiet)?;
+    plot_grpo(g, &name, &log_dir)?;
+    let mut run = run;
+    if outcome.steps_done >= outcome.total_steps && !outcome.interrupted {
+        if let Some(ty) = a.export.ty() {
+            let out = g.models.join(format!("{name}.gguf"));
+            export::write(&source, &policy.snapshot()?, ty, &out)?;
+            run["export"] = serde_json::json!(out);
+            run["export_sha256"] = serde_json::json!(crate::util::sha256_file(&out)?);
+            println!("exported {} — evaluate with: rner eval --model {}", out.display(), out.display());
+        }
+    }
+    run["outcome"] = serde_json::to_value(&outcome)?;
+    crate::util::write_json(&log_dir.join("run.json"), &run)?;
+    println!("{name}: {}/{} steps{}", outcome.steps_done, outcome.total_steps, if outcome.interrupted { " (interrupted; rerun to resume)" } else { "" });
+    Ok(if outcome.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+/// `reports/plots/grpo-<name>.{svg,png}`: reward per component, KL, clip fraction, entropy,
+/// completion length.
+pub fn plot_grpo(g: &Global, name: &str, log_dir: &Path) -> anyhow::Result<()> {
+    use crate::report::plot::{curves, Curve};
+    use crate::train::grpo::GrpoLog;
+    let rows: Vec<GrpoLog> = crate::util::read_jsonl(&log_dir.join("steps.jsonl"))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let c = |n: &str, f: &dyn Fn(&GrpoLog) -> f64| Curve { name: n.to_string(), points: rows.iter().map(|r| (r.step as f64, f(r))).collect() };
+    let comps: Vec<Curve> = crate::train::reward::Component::ALL
+        .iter()
+        .map(|k| c(k.name(), &|r: &GrpoLog| r.components.get(k.name()).map(|v| v.0).unwrap_or(f64::NAN)))
+        .collect();
+    let panels = vec![
+        (format!("{name}: total reward (mean over completions)"), "reward".to_string(), vec![c("", &|r| r.reward)]),
+        ("reward components (mean, each in [0, 1])".to_string(), "value".to_string(), comps),
+        ("KL to the reference (k3, per token)".to_string(), "KL".to_string(), vec![c("", &|r| r.kl)]),
+        ("clip fraction and entropy".to_string(), "".to_string(), vec![c("clip fraction", &|r| r.clip_fraction), c("entropy (nats)", &|r| r.entropy)]),
+        ("completion length".to_string(), "tokens".to_string(), vec![c("", &|r| r.completion_len)]),
+    ];
+    curves(&panels, "step", &g.reports.join("plots"), &format!("grpo-{name}"))?;
+    Ok(())
 }

@@ -157,3 +157,66 @@ fn sft_resumes_to_the_same_loss_curve() {
     let err = train(&m, &samples, &SftConfig { lr: 5e-5, ..cfg }, &dirs("killed"), tok.eos(), true).unwrap_err();
     assert!(err.to_string().contains("--name"), "{err}");
 }
+
+/// GRPO on a toy task with the real default model: one-token completions, reward 1 for one
+/// chosen token. The loss, its gradients and the optimiser must raise that token's probability,
+/// i.e. the policy's expected reward.
+#[test]
+fn grpo_raises_the_mean_reward_on_a_toy_task() {
+    use rand::{Rng, SeedableRng};
+    use rner::train::grpo::{advantages, fixed_logps, loss, LossType, Objective, Rollout, ScaleRewards};
+    use rner::train::optim::{accumulate, clip_factor, AdamConfig, AdamW};
+    let path = default_model();
+    let tok = Tokenizer::load(&path).unwrap();
+    let policy = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let reference = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let prompt = tok.encode(&tok.prompt_text(&chat("Name a colour.")).unwrap(), true);
+    let probs = |m: &Model| -> Vec<f32> {
+        let l = m.sequence_logits(&prompt).unwrap();
+        let last = l.get(prompt.len() - 1).unwrap();
+        candle_nn::ops::softmax_last_dim(&last.unsqueeze(0).unwrap()).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap()
+    };
+    // the target: the third most likely first token
+    let p0 = probs(&policy);
+    let mut order: Vec<usize> = (0..p0.len()).collect();
+    order.sort_by(|a, b| p0[*b].total_cmp(&p0[*a]));
+    let target = order[2] as u32;
+    let obj = Objective { loss_type: LossType::DrGrpo, scale_rewards: ScaleRewards::Group, max_completion_length: 1, beta: 0.04, ..Default::default() };
+    let mut opt = AdamW::new(policy.params.vars.clone(), AdamConfig::default()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let g = 16;
+    for _ in 0..8 {
+        let p = probs(&policy);
+        let draws: Vec<u32> = (0..g)
+            .map(|_| {
+                let mut u: f32 = rng.gen();
+                for (i, &pi) in p.iter().enumerate() {
+                    u -= pi;
+                    if u <= 0.0 {
+                        return i as u32;
+                    }
+                }
+                (p.len() - 1) as u32
+            })
+            .collect();
+        let rewards: Vec<f64> = draws.iter().map(|&t| (t == target) as u8 as f64).collect();
+        let adv = advantages(&rewards, g, obj.scale_rewards);
+        let seqs: Vec<(Vec<u32>, Vec<u32>)> = draws.iter().map(|&t| (prompt.clone(), vec![t])).collect();
+        let old = fixed_logps(&policy, &seqs, 0, 16).unwrap();
+        let refl = fixed_logps(&reference, &seqs, 0, 16).unwrap();
+        let rollouts: Vec<Rollout> = seqs
+            .into_iter()
+            .zip(adv)
+            .zip(old.into_iter().zip(refl))
+            .map(|(((p, c), a), (o, r))| Rollout { prompt: p, completion: c, advantage: a, old_logp: o, ref_logp: r })
+            .collect();
+        let (l, _) = loss(&policy, &rollouts, &obj, 0).unwrap();
+        let mut grads = Vec::new();
+        accumulate(&mut grads, &policy.params.vars, &l.backward().unwrap()).unwrap();
+        let (_, f) = clip_factor(&grads, 1.0).unwrap();
+        opt.step(&grads, 1e-4, f).unwrap();
+    }
+    let (before, after) = (p0[target as usize], probs(&policy)[target as usize]);
+    eprintln!("expected reward (p of the rewarded token): {before:.4} → {after:.4}");
+    assert!(after > 2.0 * before, "expected reward {before} → {after}");
+}
