@@ -25,6 +25,22 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
     for p in &s.partial {
         println!("partial: {p}");
     }
+    // training runs: curves, the runs table, and the stage ablation on shared benchmark samples
+    let train = crate::report::training::load(&g.results)?;
+    for t in &train {
+        match t.stage.as_str() {
+            "sft" => super::train::plot_sft(g, &t.name, &t.dir)?,
+            "grpo" => super::train::plot_grpo(g, &t.name, &t.dir)?,
+            _ => {}
+        }
+    }
+    if !train.is_empty() {
+        println!("{}", crate::report::training::training_md(&train, &g.reports)?.display());
+        let runs = crate::report::load_runs(&g.results)?;
+        if let Some(p) = crate::report::training::stages(&runs, &train, &g.reports)? {
+            println!("{}", p.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,6 +19,7 @@ pub mod plot;
 mod table;
 
 pub mod compare;
+pub mod training;
 pub use paper::{PaperFile, PaperRow, StageAblation, StageRow};
 
 /// The seven zero-shot datasets (registry name, column header) in the paper's Table 1 order.

@@ -82,7 +82,8 @@ pub struct Rollout {
     pub prompt: Vec<u32>,
     pub completion: Vec<u32>,
     pub advantage: f64,
-    /// per completion token, from the policy before this generation batch's first update
+    /// per completion token, from the policy before this generation batch's first update (empty:
+    /// the current policy, as TRL when `num_iterations` is 1)
     pub old_logp: Vec<f32>,
     /// per completion token, from the reference model
     pub ref_logp: Vec<f32>,
@@ -185,7 +186,8 @@ pub fn loss(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32) -> 
     let mut per_token = Vec::with_capacity(rollouts.len());
     let (mut kl_sum, mut clipped, mut tokens) = (0f64, 0usize, 0usize);
     for (r, lp) in rollouts.iter().zip(&logps) {
-        let old = Tensor::new(r.old_logp.as_slice(), dev)?;
+        // one update per generation batch: the sampling policy is the current one (ratio 1)
+        let old = if r.old_logp.is_empty() { lp.detach() } else { Tensor::new(r.old_logp.as_slice(), dev)? };
         let reference = Tensor::new(r.ref_logp.as_slice(), dev)?;
         let (sur, kl, nc) = token_terms(lp, &old, &reference, r.advantage, obj)?;
         kl_sum += kl.sum_all()?.to_scalar::<f32>()? as f64;
@@ -460,8 +462,14 @@ pub fn train(
             }
             seqs.push((enc, c));
         }
-        let old = fixed_logps(policy, &seqs, pad, cfg.micro)?;
-        let refl = if cfg.objective.beta != 0.0 { fixed_logps(reference, &seqs, pad, cfg.micro)? } else { old.clone() };
+        let old = if cfg.num_iterations > 1 { fixed_logps(policy, &seqs, pad, cfg.micro)? } else { vec![Vec::new(); seqs.len()] };
+        let refl = if cfg.objective.beta != 0.0 {
+            fixed_logps(reference, &seqs, pad, cfg.micro)?
+        } else if cfg.num_iterations > 1 {
+            old.clone()
+        } else {
+            fixed_logps(policy, &seqs, pad, cfg.micro)?
+        };
         let rollouts: Vec<Rollout> = seqs
             .into_iter()
             .zip(adv.iter())

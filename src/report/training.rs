@@ -1,0 +1,163 @@
+//! Training runs in the reports: `reports/training.md` (every SFT and GRPO run: settings, curve
+//! summary, command) and `reports/ablation-stages.{md,csv}` (base → direct SFT → CoT SFT → +GRPO
+//! on the same benchmark sample, beside the paper's Qwen3-1.7B ablation).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{Run, ZERO_SHOT_COLUMNS};
+use crate::score::round2;
+use crate::{Error, Result};
+
+/// A training run as its `results/train/<name>/run.json` and step log describe it.
+pub struct TrainRun {
+    pub name: String,
+    pub stage: String,
+    /// the model it started from (a baseline name or path, or an SFT run's checkpoints)
+    pub init: String,
+    pub target: Option<String>,
+    pub run: Value,
+    pub steps: Vec<Value>,
+    pub dir: PathBuf,
+}
+
+/// Every training run under `results/train`.
+pub fn load(results_dir: &Path) -> Result<Vec<TrainRun>> {
+    let dir = results_dir.join("train");
+    let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path().join("run.json");
+        if !p.is_file() {
+            continue;
+        }
+        let run: Value = crate::util::read_json(&p)?;
+        let steps: Vec<Value> = crate::util::read_jsonl(&e.path().join("steps.jsonl")).unwrap_or_default();
+        let s = |k: &str| run.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let init = if s("stage") == "grpo" { s("init") } else { s("model") };
+        out.push(TrainRun { name: s("name"), stage: s("stage"), init, target: run.get("target").and_then(|v| v.as_str()).map(str::to_string), run, steps, dir: e.path() });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn f(v: Option<&Value>) -> Option<f64> {
+    v.and_then(|v| v.as_f64())
+}
+
+/// `reports/training.md`.
+pub fn training_md(runs: &[TrainRun], reports_dir: &Path) -> Result<PathBuf> {
+    let mut md = String::from("# Training runs\n\nEvery run under `results/train/` (written by `rner report`). Curves: `plots/sft-<name>.png` and `plots/grpo-<name>.png`. Checkpoints are not committed (`checkpoints/`, git-ignored); each run's exported GGUF sha256 is in its `run.json`.\n\n");
+    md.push_str("| run | stage | from | updates | first → last loss | last reward | mean tokens/s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|\n");
+    for r in runs {
+        let total = r.run.pointer("/outcome/total_steps").and_then(|v| v.as_u64()).map(|v| v.to_string()).unwrap_or("?".into());
+        let (first, last) = (r.steps.first(), r.steps.last());
+        let loss = match (f(first.and_then(|x| x.get("loss"))), f(last.and_then(|x| x.get("loss")))) {
+            (Some(a), Some(b)) => format!("{a:.3} → {b:.3}"),
+            _ => "—".into(),
+        };
+        let reward = f(last.and_then(|x| x.get("reward"))).map(|v| format!("{v:.2}")).unwrap_or("—".into());
+        let tps: Vec<f64> = r.steps.iter().filter_map(|x| f(x.get("tokens_per_s")).or(f(x.get("rollout_tokens_per_s")))).collect();
+        let tps = if tps.is_empty() { "—".into() } else { format!("{:.0}", tps.iter().sum::<f64>() / tps.len() as f64) };
+        let rss = r.steps.iter().filter_map(|x| f(x.get("rss_mb"))).fold(f64::NAN, f64::max);
+        let stage = match (&r.stage[..], r.target.as_deref()) {
+            ("sft", Some(t)) => format!("sft ({t})"),
+            (s, _) => s.to_string(),
+        };
+        md.push_str(&format!(
+            "| {} | {stage} | `{}` | {}/{total} | {loss} | {reward} | {tps} | {} |\n",
+            r.name,
+            r.init,
+            r.steps.len(),
+            if rss.is_finite() { format!("{rss:.0}") } else { "—".into() }
+        ));
+    }
+    md.push_str("\nCommands (each resumes from its newest checkpoint when rerun):\n\n");
+    for r in runs {
+        md.push_str(&format!("- `{}`: `{}`\n", r.name, r.run.get("command").and_then(|v| v.as_str()).unwrap_or("?")));
+    }
+    let p = reports_dir.join("training.md");
+    crate::util::write_atomic(&p, md.as_bytes())?;
+    Ok(p)
+}
+
+/// The stage a benchmark run's model stands for, from the training runs: its base model, a
+/// direct or CoT SFT export, or a GRPO export.
+fn stage_of(model: &str, train: &[TrainRun]) -> Option<(usize, String)> {
+    for t in train {
+        if t.name == model {
+            return Some(match (&t.stage[..], t.target.as_deref()) {
+                ("sft", Some("direct")) => (1, format!("+ SFT w/o CoT ({})", t.name)),
+                ("sft", _) => (2, format!("+ SFT with CoT ({})", t.name)),
+                _ => (3, format!("+ GRPO ({})", t.name)),
+            });
+        }
+    }
+    train.iter().any(|t| t.stage == "sft" && t.init == model).then(|| (0, format!("base ({model})")))
+}
+
+/// `reports/ablation-stages.{md,csv}`: one block per benchmark sample (limit, seed) that holds
+/// at least two stages.
+pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Option<PathBuf>> {
+    let mut blocks: BTreeMap<(Option<usize>, u64, String), Vec<(usize, String, &Run)>> = BTreeMap::new();
+    for r in runs {
+        let s = &r.scores;
+        if s.decoding != "free" {
+            continue;
+        }
+        if let Some((k, label)) = stage_of(&s.model, train) {
+            blocks.entry((s.limit, s.seed, s.split.clone())).or_default().push((k, label, r));
+        }
+    }
+    blocks.retain(|_, v| v.iter().map(|x| x.0).collect::<std::collections::BTreeSet<_>>().len() >= 2);
+    if blocks.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(_, n)| *n).collect();
+    let mut md = String::from("# Stage ablation: base → SFT without CoT → SFT with CoT → + GRPO\n\nOurs: SmolLM2-135M-Instruct trained on this machine (see `training.md`), each stage exported to GGUF and scored by the same llama.cpp engine and scorer as every baseline. F1 per dataset (95% bootstrap CI), average over the seven. Paper rows: Qwen3-1.7B averages from secondary notes (`paper.md` §8.2), **paper-reported**, not runs of ours.\n\n");
+    let mut csv = String::from("sample,stage,model,run_id,dataset,f1,ci_low,ci_high,sentences\n");
+    for ((limit, seed, split), mut rows) in blocks {
+        rows.sort_by_key(|x| x.0);
+        let sample = match limit {
+            Some(n) => format!("{split}, seeded sample of {n} sentences per dataset (seed {seed})"),
+            None => format!("{split}, full sets"),
+        };
+        md.push_str(&format!("## {sample}\n\n| stage | {} | avg |\n|---|{}---|\n", names.join(" | "), "---|".repeat(names.len())));
+        for (_, label, r) in &rows {
+            let mut cells = Vec::new();
+            let mut f1s = Vec::new();
+            for (i, d) in r.zero_shot().iter().enumerate() {
+                match d {
+                    Some(d) => {
+                        cells.push(format!("{:.2} [{:.1}, {:.1}]", d.f1, d.ci95[0], d.ci95[1]));
+                        f1s.push(round2(d.f1));
+                        csv.push_str(&format!(
+                            "{},{},{},{},{},{},{},{},{}\n",
+                            limit.map(|n| n.to_string()).unwrap_or("full".into()),
+                            label.replace(',', ";"),
+                            r.scores.model,
+                            r.id(),
+                            ZERO_SHOT_COLUMNS[i].0,
+                            d.f1,
+                            d.ci95[0],
+                            d.ci95[1],
+                            d.sentences
+                        ));
+                    }
+                    None => cells.push("—".into()),
+                }
+            }
+            let avg = if f1s.len() == 7 { format!("**{:.2}**", round2(f1s.iter().sum::<f64>() / 7.0)) } else { "—".into() };
+            md.push_str(&format!("| {label} | {} | {avg} |\n", cells.join(" | ")));
+        }
+        md.push_str("\nRuns: ");
+        md.push_str(&rows.iter().map(|(_, _, r)| format!("`results/{}`", r.id())).collect::<Vec<_>>().join(", "));
+        md.push_str("\n\n");
+    }
+    md.push_str("## Paper (Qwen3-1.7B, average over the seven; paper-reported)\n\n| stage | avg |\n|---|---|\n| base | 31.9 |\n| + SFT on raw Pile-NER | 40.3 |\n| + SFT w/o CoT | 60.6 |\n| + SFT with CoT | 63.0 |\n| + GRPO | 65.1 |\n");
+    let p = reports_dir.join("ablation-stages.md");
+    crate::util::write_atomic(&p, md.as_bytes())?;
+    crate::util::write_atomic(&reports_dir.join("ablation-stages.csv"), csv.as_bytes()).map_err(|e| Error::Report(e.to_string()))?;
+    Ok(Some(p))
+}
