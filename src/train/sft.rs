@@ -44,8 +44,8 @@ impl Sample {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// The sequence, left-truncated to `max_len` as the paper's tokenisation does; `None` when no
-    /// target token would remain.
+    /// The sequence, left-truncated to `max_len` as the paper's tokenisation does, and where its
+    /// trained tokens start; `None` when no target token would be predicted.
     fn tokens(&self, max_len: usize) -> Option<(Vec<u32>, usize)> {
         let mut all: Vec<u32> = self.prompt.iter().chain(&self.target).copied().collect();
         let mut first_target = self.prompt.len();
@@ -54,8 +54,10 @@ impl Sample {
             all.drain(..cut);
             first_target = first_target.saturating_sub(cut);
         }
-        // position j predicts token j+1: the first trained prediction comes from first_target-1
-        (first_target >= 1 && first_target < all.len()).then_some((all, first_target))
+        // position j predicts token j+1: the first trained prediction comes from first_target-1;
+        // when the cut reaches into the target, its first kept token is context only
+        let first_target = first_target.max(1);
+        (first_target < all.len()).then_some((all, first_target))
     }
 }
 
@@ -357,6 +359,7 @@ mod tests {
         let s = Sample { id: "x".into(), prompt: vec![1, 2, 3, 4], target: vec![5, 6] };
         assert_eq!(s.tokens(10), Some((vec![1, 2, 3, 4, 5, 6], 4)));
         assert_eq!(s.tokens(3), Some((vec![4, 5, 6], 1)));
-        assert_eq!(s.tokens(2), None);
+        assert_eq!(s.tokens(2), Some((vec![5, 6], 1)));
+        assert_eq!(s.tokens(1), None);
     }
 }

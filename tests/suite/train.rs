@@ -220,3 +220,48 @@ fn grpo_raises_the_mean_reward_on_a_toy_task() {
     eprintln!("expected reward (p of the rewarded token): {before:.4} → {after:.4}");
     assert!(after > 2.0 * before, "expected reward {before} → {after}");
 }
+
+/// `rner sft` end to end on a few records of the committed stage-1 set: step log, checkpoint,
+/// run record, exported GGUF that llama.cpp loads and `rner export` reproduces; a rerun resumes.
+#[test]
+fn sft_command_trains_checkpoints_and_exports() {
+    use crate::util::rner;
+    let model = default_model().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let args = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "-q", "sft", "--model", model.as_str(), "--name", "t", "--limit", "4", "--epochs", "1", "--batch", "2", "--max-len", "48", "--save-every", "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(["--results", "--checkpoints", "--models", "--reports"].iter().zip(["r", "c", "m", "rep"]).flat_map(|(f, sub)| [f.to_string(), d.join(sub).display().to_string()]));
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let out = rner().args(args(&["--max-steps", "1"])).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!d.join("m/t.gguf").exists(), "no export before the run ends");
+    let out = rner().args(args(&[])).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows = std::fs::read_to_string(d.join("r/train/t/steps.jsonl")).unwrap();
+    assert_eq!(rows.lines().count(), 2, "{rows}");
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r/train/t/run.json")).unwrap()).unwrap();
+    assert_eq!(run["outcome"]["resumed_from"], 1);
+    assert_eq!(run["samples"], 4);
+    let gguf = d.join("m/t.gguf");
+    assert!(d.join("rep/plots/sft-t.png").exists());
+    // the export loads in llama.cpp and answers
+    let answers = greedy(&gguf, &[chat("Say hello.")]);
+    assert!(!answers[0].is_empty());
+    // `rner export` of the last checkpoint writes the same file
+    let again = d.join("again.gguf");
+    let out = rner().args(["export", &d.join("c/t").display().to_string(), "--out", &again.display().to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&gguf).unwrap(), std::fs::read(&again).unwrap());
+    // bad flags are named
+    let out = rner().args(["sft", "--data", "no/such.jsonl"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such.jsonl"));
+}
