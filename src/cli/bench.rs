@@ -28,6 +28,17 @@ pub enum BenchWhat {
     Decoding(DecodingBenchArgs),
     /// Seconds, tokens/s, FLOP/s and peak memory of a candle training step at several lengths.
     Train(TrainBenchArgs),
+    /// Load time of the report site's sample browser in headless Chromium, on the largest run.
+    Site(SiteBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SiteBenchArgs {
+    /// the run (default: the one with most sentences in results/)
+    #[arg(long)]
+    pub run: Option<String>,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +137,7 @@ pub fn run(g: &Global, a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::Serve(a) => serve(g, a),
         BenchWhat::Decoding(a) => decoding(g, a),
         BenchWhat::Train(a) => train(g, a),
+        BenchWhat::Site(a) => site(g, a),
     }
 }
 
@@ -415,4 +427,59 @@ fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     crate::util::write_section(&g.reports.join("perf.md"), "train", &md)?;
     println!("{md}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn site(g: &Global, a: SiteBenchArgs) -> anyhow::Result<ExitCode> {
+    let runs = crate::report::load_runs(&g.results)?;
+    let size = |r: &crate::report::Run| r.scores.datasets.values().map(|d| d.sentences).sum::<usize>();
+    let run = match &a.run {
+        Some(id) => runs.iter().find(|r| &r.id() == id).ok_or_else(|| anyhow::anyhow!("--run {id}: no such run in {}", g.results.display()))?,
+        None => runs.iter().max_by_key(|r| size(r)).ok_or_else(|| anyhow::anyhow!("no runs in {}", g.results.display()))?,
+    };
+    let tmp = tempfile_dir()?;
+    let index = crate::report::site::write(std::slice::from_ref(run), &[], &tmp)?;
+    let page = index.with_file_name(format!("samples-{}.html", crate::report::file_stem(&run.id())));
+    let data = index.parent().expect("site dir").join("data").join(format!("{}.js", crate::report::file_stem(&run.id())));
+    let data_mb = std::fs::metadata(&data)?.len() as f64 / (1 << 20) as f64;
+    let mut ms = Vec::new();
+    for _ in 0..a.repeats {
+        let out = std::process::Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+            .arg(format!("file://{}", page.canonicalize()?.display()))
+            .output()
+            .map_err(|e| anyhow::anyhow!("chromium: {e} (apt-get install chromium)"))?;
+        let dom = String::from_utf8_lossy(&out.stdout);
+        let v: f64 = dom
+            .split("data-ms=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("the page did not report its load time"))?;
+        ms.push(v);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    ms.sort_by(|x, y| x.total_cmp(y));
+    let md = format!(
+        "## Report site: sample browser load time\n\nCommand: `{}` — {} ({} threads), headless Chromium (`--headless --no-sandbox --disable-gpu`), run `{}` ({} sentences, sample data {:.1} MiB of JS). Time from navigation start until the data script is parsed and the first page of 50 samples is drawn (`performance.now()`), {} loads: median **{:.0} ms** (min {:.0}, max {:.0}). Date {}.\n",
+        command_line(),
+        crate::util::cpu_model(),
+        crate::util::cpus(),
+        run.id(),
+        size(run),
+        data_mb,
+        ms.len(),
+        ms[ms.len() / 2],
+        ms[0],
+        ms[ms.len() - 1],
+        crate::util::now()
+    );
+    crate::util::write_section(&g.reports.join("perf.md"), "site", &md)?;
+    println!("{md}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("rner-site-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
 }

@@ -11,6 +11,13 @@ pub struct ReportArgs {
     /// runs that get a per-label F1 plot (default: every run)
     #[arg(long, value_delimiter = ',')]
     pub labels: Vec<String>,
+    /// also write the static site reports/site/ (runs, breakdowns, sample browser, side by side)
+    #[arg(long)]
+    pub html: bool,
+    /// extra side-by-side pages in the site: RUN_A:RUN_B (run ids); each trained model is paired
+    /// with its base model on the same sample automatically
+    #[arg(long, value_delimiter = ',')]
+    pub pair: Vec<String>,
 }
 
 pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
@@ -34,12 +41,20 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
             _ => {}
         }
     }
+    let runs = crate::report::load_runs(&g.results)?;
     if !train.is_empty() {
         println!("{}", crate::report::training::training_md(&train, &g.reports)?.display());
-        let runs = crate::report::load_runs(&g.results)?;
         if let Some(p) = crate::report::training::stages(&runs, &train, &g.reports)? {
             println!("{}", p.display());
         }
+    }
+    if a.html {
+        let mut pairs = crate::report::training::base_pairs(&runs, &train);
+        for p in &a.pair {
+            let (x, y) = p.split_once(':').ok_or_else(|| anyhow::anyhow!("--pair {p}: expected RUN_A:RUN_B"))?;
+            pairs.push((x.to_string(), y.to_string()));
+        }
+        println!("{}", crate::report::site::write(&runs, &pairs, &g.reports)?.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -30,5 +30,5 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     if out.interrupted {
         return Ok(ExitCode::from(130));
     }
-    super::report::run(g, super::report::ReportArgs { labels: Vec::new() })
+    super::report::run(g, super::report::ReportArgs { labels: Vec::new(), html: false, pair: Vec::new() })
 }

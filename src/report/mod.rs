@@ -20,6 +20,8 @@ mod table;
 
 pub mod compare;
 pub mod training;
+pub mod analysis;
+pub mod site;
 pub use paper::{PaperFile, PaperRow, StageAblation, StageRow};
 
 /// The seven zero-shot datasets (registry name, column header) in the paper's Table 1 order.

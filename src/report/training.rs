@@ -161,3 +161,26 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
     crate::util::write_atomic(&reports_dir.join("ablation-stages.csv"), csv.as_bytes()).map_err(|e| Error::Report(e.to_string()))?;
     Ok(Some(p))
 }
+
+/// (base run, trained run) id pairs on the same benchmark sample: each stage against the model
+/// it started from, for side-by-side pages.
+pub fn base_pairs(runs: &[Run], train: &[TrainRun]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for r in runs {
+        let Some((k, _)) = stage_of(&r.scores.model, train) else { continue };
+        if k == 0 {
+            continue;
+        }
+        let base = runs.iter().find(|b| {
+            matches!(stage_of(&b.scores.model, train), Some((0, _)))
+                && b.scores.limit == r.scores.limit
+                && b.scores.seed == r.scores.seed
+                && b.scores.decoding == r.scores.decoding
+                && b.scores.split == r.scores.split
+        });
+        if let Some(b) = base {
+            out.push((b.id(), r.id()));
+        }
+    }
+    out
+}

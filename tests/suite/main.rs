@@ -6,5 +6,6 @@ mod data;
 mod eval;
 mod protocol;
 mod report;
+mod site;
 mod train;
 mod util;
