@@ -6,7 +6,6 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::Global;
-use crate::data::Example;
 use crate::model::export::{self, ExportType};
 use crate::model::{self, Model};
 use crate::prompt::{self, PromptSpec, Template};
@@ -64,8 +63,18 @@ pub struct SftArgs {
     /// use at most this many training records (seeded choice), e.g. for a smoke run
     #[arg(long)]
     pub limit: Option<usize>,
-    /// write a checkpoint every N updates
-    #[arg(long, default_value_t = 10)]
+    /// GGUF whose vocabulary tokenises (default: the model itself; needed for a HF folder)
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub out: TrainOut,
+}
+
+/// Checkpoints, export and device: the same for every training command.
+#[derive(Debug, Args)]
+pub struct TrainOut {
+    /// write a checkpoint every N updates (GRPO: steps)
+    #[arg(long, default_value_t = 5)]
     pub save_every: usize,
     /// checkpoints kept
     #[arg(long, default_value_t = 2)]
@@ -76,9 +85,6 @@ pub struct SftArgs {
     /// GGUF written into --models when training ends (none: no export)
     #[arg(long, value_enum, default_value = "q8-0")]
     pub export: ExportChoice,
-    /// GGUF whose vocabulary tokenises (default: the model itself; needed for a HF folder)
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
     /// train on CPU even when CUDA is available
     #[arg(long)]
     pub cpu: bool,
@@ -128,18 +134,6 @@ pub struct SftRun {
     pub date: String,
 }
 
-fn example_of(r: &CotRecord) -> Example {
-    Example {
-        id: r.guid.clone(),
-        dataset: r.dataset.clone().unwrap_or_default(),
-        split: "train".into(),
-        index: 0,
-        text: r.sentence.clone(),
-        tokens: None,
-        gold: r.entities.clone(),
-        labels: r.schema.clone(),
-    }
-}
 
 /// Records → token samples under the model's prompt and chat template.
 #[cfg(feature = "llama")]
@@ -156,7 +150,7 @@ pub fn encode(tok: &model::tokenizer::Tokenizer, records: &[CotRecord], target: 
             (Target::Cot, Some(c)) => Some(c),
             (Target::Direct, _) => None,
         };
-        let ex = example_of(r);
+        let ex = r.example();
         let completion = prompt::completion(&r.entities, cot);
         let enc = tok.encode_pair(&prompt::render(&ex, &spec), &completion)?;
         out.push(Sample { id: r.guid.clone(), prompt: enc.prompt, target: enc.target });
@@ -223,11 +217,11 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         format!("{name_base}-sft-{t}-{}", &h[..8])
     });
     let log_dir = g.results.join("train").join(&name);
-    let device = model::device(a.cpu)?;
+    let device = model::device(a.out.cpu)?;
     let dtype = model::train_dtype(&device);
     eprintln!("sft {name}: {} samples ({} records, {} without a rationale skipped), {:?} on {:?}", samples.len(), records.len(), skipped, dtype, device);
     let m = Model::load(&model_path, &device, dtype)?;
-    let dirs = sft::Dirs { log_dir: log_dir.clone(), ckpt_dir: a.checkpoints.join(&name), save_every: a.save_every, keep: a.keep };
+    let dirs = sft::Dirs { log_dir: log_dir.clone(), ckpt_dir: a.out.checkpoints.join(&name), save_every: a.out.save_every, keep: a.out.keep };
     let mut run = SftRun {
         name: name.clone(),
         command: super::command_line(),
@@ -255,7 +249,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     plot_sft(g, &name, &log_dir)?;
     let finished = outcome.steps_done >= outcome.total_steps && !outcome.interrupted;
     if finished {
-        if let Some(ty) = a.export.ty() {
+        if let Some(ty) = a.out.export.ty() {
             if model_path.is_dir() {
                 eprintln!("export skipped: the model came from a Hugging Face folder (export needs a GGUF's metadata)");
             } else {
@@ -401,16 +395,8 @@ pub struct GrpoArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "model")]
     pub template: Template,
-    #[arg(long, default_value_t = 5)]
-    pub save_every: usize,
-    #[arg(long, default_value_t = 2)]
-    pub keep: usize,
-    #[arg(long, default_value = "checkpoints")]
-    pub checkpoints: PathBuf,
-    #[arg(long, value_enum, default_value = "q8-0")]
-    pub export: ExportChoice,
-    #[arg(long)]
-    pub cpu: bool,
+    #[command(flatten)]
+    pub out: TrainOut,
 }
 
 /// A model to start from: (name, source GGUF, weights of a checkpoint if any).
@@ -479,7 +465,7 @@ pub fn run_grpo(g: &Global, a: GrpoArgs) -> anyhow::Result<ExitCode> {
         let h = prompt::short_hash(&format!("{}{}{:?}{}", serde_json::to_string(&cfg).expect("cfg"), a.init, sources, a.pool));
         format!("{init_name}-grpo-{}", &h[..8])
     });
-    let device = model::device(a.cpu)?;
+    let device = model::device(a.out.cpu)?;
     let dtype = model::train_dtype(&device);
     let policy = Model::load(&source, &device, dtype)?;
     let reference = Model::load(&source, &device, dtype)?;
@@ -498,12 +484,12 @@ pub fn run_grpo(g: &Global, a: GrpoArgs) -> anyhow::Result<ExitCode> {
     });
     crate::util::write_json(&log_dir.join("run.json"), &run)?;
     eprintln!("grpo {name}: {} prompts from {:?}, reward {}, {:?} on {:?}", pool.len(), sources, cfg.reward, dtype, device);
-    let dirs = sft::Dirs { log_dir: log_dir.clone(), ckpt_dir: a.checkpoints.join(&name), save_every: a.save_every, keep: a.keep };
+    let dirs = sft::Dirs { log_dir: log_dir.clone(), ckpt_dir: a.out.checkpoints.join(&name), save_every: a.out.save_every, keep: a.out.keep };
     let outcome = grpo::train(&policy, &reference, &tok, &pool, &spec, &cfg, &dirs, g.quiet)?;
     plot_grpo(g, &name, &log_dir)?;
     let mut run = run;
     if outcome.steps_done >= outcome.total_steps && !outcome.interrupted {
-        if let Some(ty) = a.export.ty() {
+        if let Some(ty) = a.out.export.ty() {
             let out = g.models.join(format!("{name}.gguf"));
             export::write(&source, &policy.snapshot()?, ty, &out)?;
             run["export"] = serde_json::json!(out);

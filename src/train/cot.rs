@@ -73,6 +73,22 @@ pub struct CotRecord {
     pub entities: Vec<Entity>,
 }
 
+impl CotRecord {
+    /// The record as a training example (its schema and entities as gold).
+    pub fn example(&self) -> Example {
+        Example {
+            id: self.guid.clone(),
+            dataset: self.dataset.clone().unwrap_or_default(),
+            split: "train".into(),
+            index: 0,
+            text: self.sentence.clone(),
+            tokens: None,
+            gold: self.entities.clone(),
+            labels: self.schema.clone(),
+        }
+    }
+}
+
 /// A rejected example and why (the check's name and what it found).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rejected {

@@ -66,16 +66,8 @@ fn the_checked_in_sample_of_the_committed_set_passes_the_checks_again() {
     let records = rner::train::cot::read_records(&p).unwrap();
     assert_eq!(records.len(), 20);
     for r in records {
-        let ex = rner::data::Example {
-            id: r.guid.clone(),
-            dataset: r.dataset.clone().unwrap(),
-            split: "train".into(),
-            index: 0,
-            text: r.sentence.clone(),
-            tokens: None,
-            gold: r.entities.clone(),
-            labels: r.schema.clone(),
-        };
+        assert!(r.dataset.is_some());
+        let ex = r.example();
         let out = rner::engine::GenOutput {
             text: r.cot.clone().unwrap(),
             reasoning: None,
