@@ -44,6 +44,7 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
     let runs = crate::report::load_runs(&g.results)?;
     if !train.is_empty() {
         println!("{}", crate::report::training::training_md(&train, &g.reports)?.display());
+        crate::report::training::grpo_perf(&train, &g.reports)?;
         if let Some(p) = crate::report::training::stages(&runs, &train, &g.reports)? {
             println!("{}", p.display());
         }

@@ -184,3 +184,27 @@ pub fn base_pairs(runs: &[Run], train: &[TrainRun]) -> Vec<(String, String)> {
     }
     out
 }
+
+/// The `grpo` section of `reports/perf.md`: where a GRPO step's time goes, per run (means over
+/// its logged steps).
+pub fn grpo_perf(train: &[TrainRun], reports_dir: &Path) -> Result<()> {
+    let runs: Vec<&TrainRun> = train.iter().filter(|t| t.stage == "grpo" && !t.steps.is_empty()).collect();
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let mean = |t: &TrainRun, k: &str| t.steps.iter().filter_map(|x| f(x.get(k))).sum::<f64>() / t.steps.len() as f64;
+    let mut md = String::from("## GRPO step (rollouts in llama.cpp, log-probs and update in candle)\n\nFrom each GRPO run's `results/train/<run>/steps.jsonl` (written by `rner report`; the run's command is in `training.md`). A step = export the policy as F16 GGUF and generate G completions per prompt in llama.cpp (rollout), score log-probs of the reference (and of the old policy when `num_iterations` > 1) in candle, then the update(s) (forward + backward + AdamW).\n\n| run | steps | completions/step | mean completion tokens | rollout s | rollout tokens/s | log-prob s | update s | step s | rollout share |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for t in runs {
+        let g = t.run.pointer("/config/num_generations").and_then(|v| v.as_u64()).unwrap_or(0) * t.run.pointer("/config/prompts_per_step").and_then(|v| v.as_u64()).unwrap_or(0);
+        let (ro, lp, up, st) = (mean(t, "rollout_s"), mean(t, "logp_s"), mean(t, "update_s"), mean(t, "step_s"));
+        md.push_str(&format!(
+            "| {} | {} | {g} | {:.0} | {ro:.1} | {:.0} | {lp:.1} | {up:.1} | {st:.1} | {:.0}% |\n",
+            t.name,
+            t.steps.len(),
+            mean(t, "completion_len"),
+            mean(t, "rollout_tokens_per_s"),
+            100.0 * ro / st.max(1e-9)
+        ));
+    }
+    crate::util::write_section(&reports_dir.join("perf.md"), "grpo", &md)
+}

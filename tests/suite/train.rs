@@ -265,3 +265,19 @@ fn sft_command_trains_checkpoints_and_exports() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such.jsonl"));
 }
+
+/// The qwen2 path (biases, NeoX RoPE, untied output) against llama.cpp on Qwen2.5-Coder-0.5B.
+/// Ignored by default: it needs the 491 MB model (`rner fetch-model qwen2.5-coder-0.5b-instruct`).
+#[test]
+#[ignore]
+fn candle_logits_agree_with_llama_cpp_on_qwen2() {
+    let b = rner::baseline::Baseline::load(&crate::util::root().join("baselines"), "qwen2.5-coder-0.5b-instruct").unwrap();
+    let path = rner::baseline::fetch_model(&b, &crate::util::root().join("models")).unwrap();
+    let tok = Tokenizer::load(&path).unwrap();
+    let model = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(model.config.arch, rner::model::Arch::Qwen2);
+    let seq = &fixed_sequences(&tok)[0];
+    let (same, total, worst) = agreement(&model.sequence_logits(seq).unwrap(), &position_logits(&path, seq, 2).unwrap());
+    eprintln!("qwen2: top-1 agreement {same}/{total}, largest difference {worst:.4} of the logit range");
+    assert!(same as f64 >= 0.95 * total as f64, "top-1 agrees at {same} of {total} positions");
+}
