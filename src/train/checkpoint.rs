@@ -80,3 +80,17 @@ pub fn load<S: DeserializeOwned>(ckpt: &Path) -> Result<Loaded<S>> {
     };
     Ok(Loaded { weights, optim, state: read_json(&ckpt.join("state.json"))? })
 }
+
+/// Reopen a run's step log for appending after a resume: rows past the checkpoint (logged by
+/// the crashed process after its last checkpoint) are dropped, so the curve has each step once.
+pub fn reopen_log<T: Serialize + DeserializeOwned>(path: &Path, keep: impl Fn(&T) -> bool) -> Result<std::fs::File> {
+    let mut rows: Vec<T> = crate::util::read_jsonl(path).unwrap_or_default();
+    rows.retain(|r| keep(r));
+    let mut text = String::new();
+    for r in &rows {
+        text.push_str(&serde_json::to_string(r).map_err(|e| Error::Json { path: path.into(), source: e })?);
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())?;
+    std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))
+}

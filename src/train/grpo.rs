@@ -390,11 +390,7 @@ pub fn train(
         start = loaded.state.step;
         resumed_from = Some(start);
     }
-    let mut kept: Vec<GrpoLog> = crate::util::read_jsonl(&log_path).unwrap_or_default();
-    kept.retain(|r| r.step <= start);
-    let text: String = kept.iter().map(|r| serde_json::to_string(r).expect("row") + "\n").collect();
-    crate::util::write_atomic(&log_path, text.as_bytes())?;
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    let mut log = checkpoint::reopen_log(&log_path, |r: &GrpoLog| r.step <= start)?;
     let save = |step: usize, opt: &AdamW| -> Result<std::path::PathBuf> {
         let weights = policy.params.iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
         let state = GrpoState { step, source: source.clone(), config: cfg.clone(), pool_hash: pool_hash.clone() };

@@ -252,16 +252,7 @@ pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pa
         start = loaded.state.step;
         resumed_from = Some(start);
     }
-    // rows logged after the checkpoint are redone: drop them so the curve has each step once
-    let mut kept: Vec<StepLog> = crate::util::read_jsonl::<StepLog>(&log_path).unwrap_or_default();
-    kept.retain(|r| r.step <= start);
-    let mut text = String::new();
-    for r in &kept {
-        text.push_str(&serde_json::to_string(r).expect("row"));
-        text.push('\n');
-    }
-    crate::util::write_atomic(&log_path, text.as_bytes())?;
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    let mut log = checkpoint::reopen_log(&log_path, |r: &StepLog| r.step <= start)?;
 
     let end = cfg.max_steps.map(|m| m.min(total)).unwrap_or(total);
     let bar = crate::util::progress(!quiet, "sft", "updates", end, start);
