@@ -208,3 +208,67 @@ pub fn grpo_perf(train: &[TrainRun], reports_dir: &Path) -> Result<()> {
     }
     crate::util::write_section(&reports_dir.join("perf.md"), "grpo", &md)
 }
+
+/// `reports/ablation-rewards.{md,csv}`: every GRPO run with its reward weights and the benchmark
+/// runs of its export (same sample blocks as the stage table).
+pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Option<PathBuf>> {
+    let grpo: Vec<&TrainRun> = train.iter().filter(|t| t.stage == "grpo").collect();
+    let mut rows = Vec::new();
+    for t in &grpo {
+        let weights = t
+            .run
+            .pointer("/config/reward")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| Some(format!("{}={}", p.get(0)?.as_str()?, p.get(1)?.as_f64()?)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.decoding == "free") {
+            rows.push((t, weights.clone(), r));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(_, n)| *n).collect();
+    let mut md = String::from("# Reward ablation (ours; the paper has none)\n\nEach GRPO run starts from the same CoT-tuned checkpoint with the same settings except the reward weights (`--reward`), is exported and scored on the same benchmark sample. `parse failures` = answers that do not parse, over all seven sets; `last reward` is the training reward of the last step (its scale depends on the weights).\n\n");
+    md.push_str(&format!("| GRPO run | reward | sample | {} | avg | parse failures | last reward |\n|---|---|---|{}---|---|---|\n", names.join(" | "), "---|".repeat(names.len())));
+    let mut csv = String::from("run,reward,limit,seed,dataset,f1,ci_low,ci_high,parse_failures\n");
+    for (t, w, r) in rows {
+        let mut cells = Vec::new();
+        let mut f1s = Vec::new();
+        let mut failures = 0;
+        for (i, d) in r.zero_shot().iter().enumerate() {
+            match d {
+                Some(d) => {
+                    cells.push(format!("{:.2}", d.f1));
+                    f1s.push(round2(d.f1));
+                    failures += d.parse_failures;
+                    csv.push_str(&format!(
+                        "{},\"{w}\",{},{},{},{},{},{},{}\n",
+                        t.name,
+                        r.scores.limit.map(|n| n.to_string()).unwrap_or("full".into()),
+                        r.scores.seed,
+                        ZERO_SHOT_COLUMNS[i].0,
+                        d.f1,
+                        d.ci95[0],
+                        d.ci95[1],
+                        d.parse_failures
+                    ));
+                }
+                None => cells.push("—".into()),
+            }
+        }
+        let avg = if f1s.len() == 7 { format!("**{:.2}**", round2(f1s.iter().sum::<f64>() / 7.0)) } else { "—".into() };
+        let last = f(t.steps.last().and_then(|x| x.get("reward"))).map(|v| format!("{v:.2}")).unwrap_or("—".into());
+        let sample = r.scores.limit.map(|n| format!("{n}/dataset")).unwrap_or("full".into());
+        md.push_str(&format!("| {} | `{w}` | {sample} | {} | {avg} | {failures} | {last} |\n", t.name, cells.join(" | ")));
+    }
+    let p = reports_dir.join("ablation-rewards.md");
+    crate::util::write_atomic(&p, md.as_bytes())?;
+    crate::util::write_atomic(&reports_dir.join("ablation-rewards.csv"), csv.as_bytes())?;
+    Ok(Some(p))
+}
