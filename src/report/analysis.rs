@@ -40,6 +40,10 @@ impl ErrorKind {
             ErrorKind::Missed => "missed",
         }
     }
+    /// The name as a CSS class suffix (`boundary+type` → `boundary_type`).
+    pub fn css(self) -> String {
+        self.name().replace('+', "_")
+    }
 }
 
 /// The character range of `text` in `sentence` (case-insensitive, first occurrence on word

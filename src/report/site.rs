@@ -29,8 +29,9 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// The sentence with gold spans underlined and predictions shaded by error kind.
-pub fn highlight(row: &SampleRow) -> String {
+/// The sentence with gold spans underlined and predictions shaded by error kind (`kinds` as
+/// [`error_kinds`] gives them for this row).
+pub fn highlight(row: &SampleRow, kinds: &[(crate::data::Entity, ErrorKind, bool)]) -> String {
     let chars: Vec<char> = row.sentence.chars().collect();
     let n = chars.len();
     let mut gold = vec![false; n];
@@ -42,11 +43,12 @@ pub fn highlight(row: &SampleRow) -> String {
             }
         }
     }
-    for (e, k, predicted) in error_kinds(row) {
+    for (e, k, predicted) in kinds {
+        let (e, k) = (e, *k);
         if !predicted {
             continue;
         }
-        if let Some((a, b)) = super::analysis::locate(&row.sentence, &e) {
+        if let Some((a, b)) = super::analysis::locate(&row.sentence, e) {
             for x in kind.iter_mut().take(b.min(n)).skip(a) {
                 *x = Some(x.map_or(k, |old: ErrorKind| old.min(k)));
             }
@@ -66,7 +68,7 @@ pub fn highlight(row: &SampleRow) -> String {
             classes.push("g".to_string());
         }
         if let Some(k) = k {
-            classes.push(format!("p-{}", k.name().replace('+', "_")));
+            classes.push(format!("p-{}", k.css()));
         }
         if classes.is_empty() {
             out.push_str(&esc(&text));
@@ -100,7 +102,7 @@ fn sample_view(row: &SampleRow) -> SampleView {
         };
         tags.push_str(&format!(
             "<span class=\"tag k-{}\" title=\"{}\">{} · {}{}</span>",
-            k.name().replace('+', "_"),
+            k.css(),
             k.name(),
             esc(&e.text),
             esc(&e.label),
@@ -114,7 +116,7 @@ fn sample_view(row: &SampleRow) -> SampleView {
         esc(&row.id),
         100.0 * row.counts.f1(),
         if failed { " · <b>answer does not parse</b>" } else { "" },
-        highlight(row),
+        highlight(row, &kinds),
         if gold.is_empty() { "<i>none</i>".to_string() } else { gold.join("; ") },
         tags
     );
@@ -191,6 +193,9 @@ fn read_rows(r: &Run) -> Result<Vec<SampleRow>> {
 pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Result<PathBuf> {
     let dir = reports_dir.join("site");
     std::fs::create_dir_all(dir.join("data")).map_err(|e| Error::io(&dir, e))?;
+    // one copy of the assets beside the pages (no network needed: they are in the crate)
+    crate::util::write_atomic(&dir.join("style.css"), CSS.as_bytes())?;
+    crate::util::write_atomic(&dir.join("browser.js"), BROWSER_JS.as_bytes())?;
     let env = env();
     let render = |name: &str, ctx: minijinja::Value| -> Result<String> {
         env.get_template(name).and_then(|t| t.render(ctx)).map_err(|e| Error::Report(format!("template {name}: {e:#}")))
@@ -218,14 +223,14 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
         let html = render(
             "run.html",
             context! {
-                css => CSS, system => r.system(), run_id => id.clone(), sample => sample_of(r),
+                system => r.system(), run_id => id.clone(), sample => sample_of(r),
                 command => r.scores.command.clone(), breakdowns => bds, samples_page => samples_page.clone(),
             },
         )?;
         let browser = render(
             "samples.html",
             context! {
-                css => CSS, browser_js => BROWSER_JS, system => r.system(), run_page => page.clone(),
+                system => r.system(), run_page => page.clone(),
                 datasets => order, labels => labels, kinds => kinds, data_js => data_js,
             },
         )?;
@@ -257,7 +262,7 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
             e.0 += 1;
             e.1.add(x.counts);
             e.2.add(y.counts);
-            let s = SentenceCompare { id: x.id.clone(), f1_a: 100.0 * fa, f1_b: 100.0 * fb, html_a: highlight(x), html_b: highlight(y) };
+            let s = SentenceCompare { id: x.id.clone(), f1_a: 100.0 * fa, f1_b: 100.0 * fb, html_a: highlight(x, &error_kinds(x)), html_b: highlight(y, &error_kinds(y)) };
             if fb > fa {
                 e.3 += 1;
                 better.push(s);
@@ -277,13 +282,13 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
             .map(|(name, v)| DatasetCompare { name, shared: v.0, f1_a: round2(v.1.f1() * 100.0), f1_b: round2(v.2.f1() * 100.0), better: v.3, worse: v.4, same: v.5 })
             .collect();
         let page = format!("compare-{}-vs-{}.html", file_stem(a), file_stem(b));
-        let html = render("compare.html", context! { css => CSS, a => na.clone(), b => nb.clone(), shared => shared, datasets => datasets, better => better, worse => worse, limit => LIMIT })?;
+        let html = render("compare.html", context! { a => na.clone(), b => nb.clone(), shared => shared, datasets => datasets, better => better, worse => worse, limit => LIMIT })?;
         crate::util::write_atomic(&dir.join(&page), html.as_bytes())?;
         links.push(CompareLink { a: na, b: nb, shared, page });
     }
     let plot = std::fs::read_to_string(reports_dir.join("plots/zero-shot.svg")).ok();
     let columns: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(_, n)| *n).collect();
-    let html = render("index.html", context! { css => CSS, runs => index_rows, columns => columns, comparisons => links, plot => plot })?;
+    let html = render("index.html", context! { runs => index_rows, columns => columns, comparisons => links, plot => plot })?;
     let index = dir.join("index.html");
     crate::util::write_atomic(&index, html.as_bytes())?;
     Ok(index)

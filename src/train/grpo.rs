@@ -407,7 +407,7 @@ pub fn train(
         let prompts: Vec<&crate::data::Example> = (0..cfg.prompts_per_step).map(|i| &pool[(step * cfg.prompts_per_step + i) % pool.len()]).collect();
         // 1. rollouts from a snapshot of the policy, in llama.cpp
         let t0 = Instant::now();
-        super::super::model::export::write(&source, &policy.snapshot()?, super::super::model::export::ExportType::F16, &snapshot)?;
+        crate::model::export::write(&source, &policy.snapshot()?, crate::model::export::ExportType::F16, &snapshot)?;
         let g = cfg.num_generations;
         let reqs: Vec<GenRequest> = prompts
             .iter()
@@ -445,9 +445,14 @@ pub fn train(
         let adv = advantages(&rewards, g, cfg.objective.scale_rewards);
         // 3. tokens and fixed log-probs (old policy, reference)
         let t1 = Instant::now();
+        // each prompt is tokenised once for its G completions
+        let prompt_ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|ex| Ok(tok.encode(&tok.prompt_text(&crate::prompt::render(ex, spec))?, true)))
+            .collect::<Result<_>>()?;
         let mut seqs = Vec::with_capacity(outs.len());
         for (i, o) in outs.iter().enumerate() {
-            let enc = tok.encode(&tok.prompt_text(&crate::prompt::render(prompts[i / g], spec))?, true);
+            let enc = prompt_ids[i / g].clone();
             let mut c = tok.encode(&o.text, false);
             if o.finish == Finish::Stop {
                 c.push(tok.eos());

@@ -195,24 +195,6 @@ impl AdamW {
     }
 }
 
-/// The gradients of `vars` from one or more backward passes, summed.
-pub fn collect_grads(vars: &[Var], stores: &[GradStore]) -> Result<Vec<Option<Tensor>>> {
-    let mut out = Vec::with_capacity(vars.len());
-    for v in vars {
-        let mut acc: Option<Tensor> = None;
-        for s in stores {
-            if let Some(g) = s.get(v.as_tensor()) {
-                acc = Some(match acc {
-                    None => g.clone(),
-                    Some(a) => (a + g)?,
-                });
-            }
-        }
-        out.push(acc);
-    }
-    Ok(out)
-}
-
 /// Add a backward pass's gradients into running sums.
 pub fn accumulate(acc: &mut Vec<Option<Tensor>>, vars: &[Var], store: &GradStore) -> Result<()> {
     if acc.is_empty() {
