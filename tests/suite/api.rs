@@ -220,7 +220,7 @@ async fn handle(mut sock: tokio::net::TcpStream, plan: Plan, seen: Arc<Mutex<Vec
         Fault::RateLimited => reply("429 Too Many Requests", "retry-after: 1\r\n", r#"{"error":{"message":"slow down"}}"#),
         Fault::ServerError => reply("500 Internal Server Error", "", r#"{"error":{"message":"boom at the backend"}}"#),
         Fault::Slow => {
-            tokio::time::sleep(Duration::from_millis(2500)).await;
+            tokio::time::sleep(Duration::from_millis(9000)).await;
             reply("200 OK", "", ok)
         }
         Fault::Truncated => {
@@ -245,7 +245,7 @@ fn eval_api(results: &Path, model: &str, url: Option<&str>, extra: &[&str]) -> s
     if let Some(u) = url {
         c.args(["--base-url", u]);
     }
-    c.args(["--retries", "3", "--backoff-ms", "20", "--timeout", "1", "--concurrency", "4"]).args(extra);
+    c.args(["--retries", "3", "--backoff-ms", "20", "--timeout", "3", "--concurrency", "4"]).args(extra);
     c.output().unwrap()
 }
 
