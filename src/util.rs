@@ -81,6 +81,30 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>>
     Ok(out)
 }
 
+/// Append one JSON line; a torn last line left by a crash is cut off first, so the log stays
+/// readable line by line.
+pub fn append_jsonl<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let old = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if !old.is_empty() && old.last() != Some(&b'\n') {
+        let keep = old.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?;
+        f.set_len(keep as u64).map_err(|e| Error::io(path, e))?;
+    }
+    let mut line = serde_json::to_vec(value).expect("serialisable");
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(&line).map_err(|e| Error::io(path, e))?;
+    f.sync_data().map_err(|e| Error::io(path, e))
+}
+
 /// Number of logical CPUs.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

@@ -117,8 +117,34 @@ fn install_ctrlc() {
     });
 }
 
-/// The command line as typed, for manifests.
+static STEP_COMMAND: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// While alive, manifests record this equivalent command (a step of `rner reproduce`) instead of
+/// the command line as typed.
+pub struct StepCommand;
+
+impl StepCommand {
+    pub fn set(cmd: &str) -> StepCommand {
+        *STEP_COMMAND.lock().expect("not poisoned") = Some(format!("{cmd}  # step of: {}", typed_command_line()));
+        StepCommand
+    }
+}
+
+impl Drop for StepCommand {
+    fn drop(&mut self) {
+        *STEP_COMMAND.lock().expect("not poisoned") = None;
+    }
+}
+
+/// The command line for manifests: as typed, or the step being run by `rner reproduce`.
 pub fn command_line() -> String {
+    if let Some(c) = STEP_COMMAND.lock().expect("not poisoned").clone() {
+        return c;
+    }
+    typed_command_line()
+}
+
+fn typed_command_line() -> String {
     std::env::args()
         .enumerate()
         .map(|(i, a)| {

@@ -51,6 +51,9 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
         if let Some(p) = crate::report::training::rewards(&runs, &train, &g.reports)? {
             println!("{}", p.display());
         }
+        if let Some(p) = crate::report::lowres::write(&runs, &train, &g.reports)? {
+            println!("{}", p.display());
+        }
     }
     if a.html {
         let mut pairs = crate::report::training::base_pairs(&runs, &train);

@@ -1,34 +1,432 @@
-//! `rner reproduce`: the main job on defaults.
+//! `rner reproduce [--preset NAME]`: the whole chain of a preset (`baselines/presets/`), step by
+//! step, each skipped when its result exists and resumed inside when it allows; then the reports.
+//!
+//! Every step is run as the equivalent `rner` command (printed, and recorded in the step log and
+//! in the manifests it writes), so any step can be rerun or changed by hand.
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Args;
+use serde::{Deserialize, Serialize};
 
-use super::{eval, Global};
+use super::Global;
+use crate::run::preset::{human_time, size_factor, Preset, Step, StepKind};
 
 #[derive(Debug, Args)]
 pub struct ReproduceArgs {
-    /// sentences per dataset (seeded sample); 0 = full test sets
-    #[arg(long, default_value_t = 50)]
-    pub limit: usize,
-    /// a baseline name or GGUF path
-    #[arg(long, default_value = crate::baseline::DEFAULT_MODEL)]
-    pub model: String,
+    /// a preset in baselines/presets/ (smoke, cpu, paper) or a TOML file
+    #[arg(long, default_value = "smoke")]
+    pub preset: String,
+    /// print the plan and its time estimate; run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// run a GPU preset (`cpu_ok = false`) on a machine without CUDA
+    #[arg(long)]
+    pub force: bool,
+    /// llama.cpp threads for generation (0: all cores)
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// where training checkpoints go (large; git-ignored)
+    #[arg(long, default_value = "checkpoints")]
+    pub checkpoints: PathBuf,
+}
+
+/// One row of `results/reproduce/<preset>/steps.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub id: String,
+    /// done | skipped (its result existed) | not_run (e.g. no API key) | interrupted
+    pub status: String,
+    pub commands: Vec<String>,
+    pub seconds: f64,
+    pub estimate_s: f64,
+    pub note: String,
+    pub date: String,
+}
+
+fn steps_log(g: &Global, p: &Preset) -> PathBuf {
+    g.results.join("reproduce").join(&p.name).join("steps.jsonl")
+}
+
+/// Ids of the steps recorded as done in earlier sessions.
+fn done_before(log: &Path) -> std::collections::HashSet<String> {
+    crate::util::read_jsonl::<StepRecord>(log).unwrap_or_default().into_iter().filter(|r| r.status == "done" || r.status == "skipped").map(|r| r.id).collect()
+}
+
+/// Parse `argv` as the flags of one command, exactly as typed on the command line.
+fn parse_flags<T: clap::Args>(argv: &[String]) -> anyhow::Result<T> {
+    #[derive(clap::Parser)]
+    struct Wrap<T: clap::Args> {
+        #[command(flatten)]
+        a: T,
+    }
+    let w = <Wrap<T> as clap::Parser>::try_parse_from(std::iter::once("rner".to_string()).chain(argv.iter().cloned()))?;
+    Ok(w.a)
+}
+
+fn shell(cmd: &str, argv: &[String]) -> String {
+    let quoted: Vec<String> = argv.iter().map(|a| if a.contains([' ', ',', '=']) && !a.starts_with("--") { format!("'{a}'") } else { a.clone() }).collect();
+    format!("rner {cmd} {}", quoted.join(" "))
+}
+
+struct Ctx<'a> {
+    g: &'a Global,
+    p: &'a Preset,
+    threads: usize,
+    checkpoints: PathBuf,
+}
+
+impl Ctx<'_> {
+    fn model_file(&self, name: &str) -> PathBuf {
+        self.g.models.join(format!("{name}.gguf"))
+    }
+
+    /// A training step is done when its export exists.
+    fn trained(&self, name: &str) -> bool {
+        self.model_file(name).is_file()
+    }
+
+    /// Run `rner eval` on `model` over `datasets` of `split`.
+    fn eval(&self, model: &str, datasets: &str, split: &str, limit: Option<usize>, commands: &mut Vec<String>) -> anyhow::Result<bool> {
+        let mut argv: Vec<String> = vec!["--model".into(), model.into(), "--datasets".into(), datasets.into(), "--split".into(), split.into()];
+        if let Some(n) = limit {
+            argv.extend(["--limit".into(), n.to_string()]);
+        }
+        argv.extend(["--seed".into(), self.p.eval.seed.to_string(), "--parallel".into(), self.p.eval.parallel.to_string()]);
+        if let Some(m) = self.p.eval.max_tokens {
+            argv.extend(["--max-tokens".into(), m.to_string()]);
+        }
+        if self.threads > 0 {
+            argv.extend(["--threads".into(), self.threads.to_string()]);
+        }
+        let cmd = shell("eval", &argv);
+        commands.push(cmd.clone());
+        eprintln!("  $ {cmd}");
+        let a: super::eval::EvalArgs = parse_flags(&argv)?;
+        let _c = super::StepCommand::set(&cmd);
+        let out = super::eval::execute(self.g, &a)?;
+        Ok(!out.interrupted)
+    }
+
+    /// Run `rner sft` with `argv`; true when it finished and exported.
+    #[cfg(feature = "llama")]
+    fn sft(&self, argv: Vec<String>, commands: &mut Vec<String>) -> anyhow::Result<bool> {
+        let cmd = shell("sft", &argv);
+        commands.push(cmd.clone());
+        eprintln!("  $ {cmd}");
+        let a: super::train::SftArgs = parse_flags(&argv)?;
+        let _c = super::StepCommand::set(&cmd);
+        let run = super::train::execute(self.g, &a)?;
+        Ok(run.export.is_some())
+    }
+
+    /// Where a training run can be continued from: its checkpoints when present, else its export.
+    fn init_of(&self, name: &str) -> String {
+        let ck = self.checkpoints.join(name);
+        if crate::train::checkpoint::latest(&ck).is_some() {
+            ck.display().to_string()
+        } else {
+            self.model_file(name).display().to_string()
+        }
+    }
+
+    #[cfg(feature = "llama")]
+    fn run_step(&self, s: &Step, commands: &mut Vec<String>) -> anyhow::Result<(String, String)> {
+        let p = self.p;
+        let ok = |b: bool| if b { ("done".to_string(), String::new()) } else { ("interrupted".to_string(), String::new()) };
+        match &s.kind {
+            StepKind::Eval { model, .. } => {
+                let m = if self.trained(model) {
+                    self.model_file(model).display().to_string()
+                } else if model == &p.student && Path::new(model).is_dir() {
+                    // a Hugging Face student is scored through its GGUF
+                    p.tokenizer.as_ref().ok_or_else(|| anyhow::anyhow!("student {model} is a folder: the preset needs `tokenizer` (a GGUF of it)"))?.display().to_string()
+                } else {
+                    model.clone()
+                };
+                if let Ok(b) = crate::baseline::Baseline::load(&self.g.baselines, model) {
+                    if let Some(var) = b.api.as_ref().and_then(|a| a.api_key_env.clone()) {
+                        if std::env::var(&var).map(|v| v.is_empty()).unwrap_or(true) {
+                            return Ok(("not_run".into(), format!("{var} is not set")));
+                        }
+                    }
+                }
+                Ok(ok(self.eval(&m, "zero-shot", "test", p.eval.limit, commands)?))
+            }
+            StepKind::Cot => {
+                let out = p.cot_file(&self.g.results);
+                let mut argv: Vec<String> = vec!["--teacher".into(), p.cot.teacher.clone(), "--sources".into(), p.cot.sources.join(",")];
+                if let Some(n) = p.cot.per_source {
+                    argv.extend(["--per-source".into(), n.to_string()]);
+                }
+                if let Some(n) = p.cot.limit {
+                    argv.extend(["--limit".into(), n.to_string()]);
+                }
+                argv.extend(["--max-cot-tokens".into(), p.cot.max_cot_tokens.to_string(), "--parallel".into(), p.cot.parallel.to_string(), "--out".into(), out.display().to_string()]);
+                if self.threads > 0 {
+                    argv.extend(["--threads".into(), self.threads.to_string()]);
+                }
+                let cmd = shell("cot", &argv);
+                commands.push(cmd.clone());
+                eprintln!("  $ {cmd}");
+                let c: super::cot::CotCmd = parse_flags(&argv)?;
+                let _c = super::StepCommand::set(&cmd);
+                let code = super::cot::run(self.g, c)?;
+                Ok(ok(code == ExitCode::SUCCESS))
+            }
+            StepKind::Sft { target } => {
+                let name = p.run_name(&format!("sft-{target}"));
+                let mut argv: Vec<String> = vec!["--model".into(), p.student.clone(), "--target".into(), target.clone(), "--name".into(), name];
+                for d in std::iter::once(p.cot_file(&self.g.results)).chain(p.sft.extra_data.iter().cloned()) {
+                    argv.extend(["--data".into(), d.display().to_string()]);
+                }
+                if let Some(t) = &p.tokenizer {
+                    argv.extend(["--tokenizer".into(), t.display().to_string()]);
+                }
+                argv.extend([
+                    "--epochs".into(),
+                    p.sft.epochs.to_string(),
+                    "--batch".into(),
+                    p.sft.batch.to_string(),
+                    "--lr".into(),
+                    p.sft.lr.to_string(),
+                    "--max-len".into(),
+                    p.sft.max_len.to_string(),
+                    "--micro-tokens".into(),
+                    p.sft.micro_tokens.to_string(),
+                ]);
+                if let Some(n) = p.sft.limit {
+                    argv.extend(["--limit".into(), n.to_string()]);
+                }
+                argv.extend(["--checkpoints".into(), self.checkpoints.display().to_string()]);
+                Ok(ok(self.sft(argv, commands)?))
+            }
+            StepKind::Grpo { index } => {
+                let g = &p.grpo;
+                let v = &g.rewards[*index];
+                let argv: Vec<String> = vec![
+                    "--init".into(),
+                    self.init_of(&p.run_name("sft-cot")),
+                    "--name".into(),
+                    p.grpo_name(*index),
+                    "--reward".into(),
+                    v.weights.clone(),
+                    "--steps".into(),
+                    g.steps.to_string(),
+                    "--prompts-per-step".into(),
+                    g.prompts_per_step.to_string(),
+                    "--num-generations".into(),
+                    g.num_generations.to_string(),
+                    "--num-iterations".into(),
+                    g.num_iterations.to_string(),
+                    "--max-completion-length".into(),
+                    g.max_completion_length.to_string(),
+                    "--pool".into(),
+                    g.pool.to_string(),
+                    "--lr".into(),
+                    g.lr.to_string(),
+                    "--beta".into(),
+                    g.beta.to_string(),
+                    "--micro".into(),
+                    g.micro.to_string(),
+                    "--save-every".into(),
+                    "2".into(),
+                    "--checkpoints".into(),
+                    self.checkpoints.display().to_string(),
+                ];
+                let cmd = shell("grpo", &argv);
+                commands.push(cmd.clone());
+                eprintln!("  $ {cmd}");
+                let a: super::train::GrpoArgs = parse_flags(&argv)?;
+                let _c = super::StepCommand::set(&cmd);
+                let done = super::train::execute_grpo(self.g, &a)?;
+                Ok(ok(done.export.is_some()))
+            }
+            StepKind::LowResource { dataset, fraction, seed, init } => {
+                let lr = p.low_resource.as_ref().expect("planned from it");
+                let from = match init.as_str() {
+                    "base" => p.student.clone(),
+                    _ => self.model_file(&p.grpo_name(0)).display().to_string(),
+                };
+                let model = if *fraction == 0.0 {
+                    from
+                } else {
+                    let name = p.low_resource_name(dataset, *fraction, *seed, init);
+                    if !self.trained(&name) {
+                        let mut argv: Vec<String> = vec![
+                            "--model".into(),
+                            from,
+                            "--train-set".into(),
+                            dataset.clone(),
+                            "--fraction".into(),
+                            fraction.to_string(),
+                            "--target".into(),
+                            "direct".into(),
+                            "--name".into(),
+                            name.clone(),
+                            "--seed".into(),
+                            seed.to_string(),
+                            "--epochs".into(),
+                            lr.epochs.to_string(),
+                            "--batch".into(),
+                            lr.batch.to_string(),
+                            "--lr".into(),
+                            lr.lr.to_string(),
+                            "--save-every".into(),
+                            "20".into(),
+                            "--keep".into(),
+                            "1".into(),
+                        ];
+                        if let Some(t) = &p.tokenizer {
+                            argv.extend(["--tokenizer".into(), t.display().to_string()]);
+                        }
+                        argv.extend(["--checkpoints".into(), self.checkpoints.display().to_string()]);
+                        if !self.sft(argv, commands)? {
+                            return Ok(("interrupted".into(), String::new()));
+                        }
+                        // a cell's checkpoints are not needed once it is exported
+                        let _ = std::fs::remove_dir_all(self.checkpoints.join(&name));
+                    }
+                    self.model_file(&name).display().to_string()
+                };
+                Ok(ok(self.eval(&model, dataset, "test", lr.eval_limit, commands)?))
+            }
+            StepKind::Report => {
+                let cmd = "rner report --html".to_string();
+                commands.push(cmd.clone());
+                eprintln!("  $ {cmd}");
+                super::report::run(self.g, super::report::ReportArgs { labels: Vec::new(), html: true, pair: Vec::new() })?;
+                Ok(ok(true))
+            }
+        }
+    }
+
+    /// Whether a step's result is there already (training steps: their export).
+    fn already_done(&self, s: &Step, before: &std::collections::HashSet<String>) -> bool {
+        match &s.kind {
+            StepKind::Sft { target } => self.trained(&self.p.run_name(&format!("sft-{target}"))),
+            StepKind::Grpo { index } => self.trained(&self.p.grpo_name(*index)),
+            StepKind::Report => false,
+            _ => before.contains(&s.id),
+        }
+    }
+}
+
+/// Train-split sizes for the estimate (0 for an unknown dataset).
+fn train_sizes(g: &Global) -> impl Fn(&str) -> usize + '_ {
+    let reg = crate::data::Registry::new(&g.data_dir).ok();
+    let cache = std::cell::RefCell::new(std::collections::HashMap::<String, usize>::new());
+    move |name: &str| {
+        if let Some(n) = cache.borrow().get(name) {
+            return *n;
+        }
+        let n = reg.as_ref().and_then(|r| r.load(name, "train").ok()).map(|v| v.len()).unwrap_or(0);
+        cache.borrow_mut().insert(name.to_string(), n);
+        n
+    }
+}
+
+fn eval_sentences(g: &Global, p: &Preset) -> usize {
+    match p.eval.limit {
+        Some(n) => n * crate::data::ZERO_SHOT.len(),
+        None => crate::data::Registry::new(&g.data_dir)
+            .map(|r| crate::data::ZERO_SHOT.iter().filter_map(|d| r.load(d, "test").ok()).map(|v| v.len()).sum())
+            .unwrap_or(6467),
+    }
 }
 
 pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
-    eprintln!(
-        "rner reproduce: CoT tuning and GRPO are not built yet (CoT generation is `rner cot`, not yet chained here), so this \
-         runs the paper's zero-shot evaluation of {} on {} of the seven benchmarks, then writes reports/.",
-        a.model,
-        if a.limit == 0 { "the full test sets".to_string() } else { format!("a seeded sample of {} sentences from each", a.limit) }
-    );
-    let mut args = eval::EvalArgs::parse_defaults();
-    args.model = a.model;
-    args.limit = (a.limit > 0).then_some(a.limit);
-    let out = eval::execute(g, &args)?;
-    eval::print_scores(&out.scores);
-    if out.interrupted {
-        return Ok(ExitCode::from(130));
+    let (p, path) = Preset::load(&g.baselines, &a.preset)?;
+    let sizes = |m: &str| size_factor(&g.models, &g.baselines, m);
+    let steps = p.plan(&sizes, eval_sentences(g, &p), &train_sizes(g));
+    let log = steps_log(g, &p);
+    let before = done_before(&log);
+    let ctx = Ctx { g, p: &p, threads: a.threads, checkpoints: a.checkpoints.clone() };
+    let pending: Vec<bool> = steps.iter().map(|s| !ctx.already_done(s, &before)).collect();
+    let left: f64 = steps.iter().zip(&pending).filter(|(_, p)| **p).map(|(s, _)| s.estimate_s).sum();
+    let total: f64 = steps.iter().map(|s| s.estimate_s).sum();
+    println!("rner reproduce --preset {} ({}): {}", p.name, path.display(), p.description);
+    println!("{:>3}  {:<44} {:>12}  {}", "#", "step", "estimate", "what");
+    for (i, (s, todo)) in steps.iter().zip(&pending).enumerate() {
+        println!("{:>3}  {:<44} {:>12}  {}{}", i + 1, s.id, human_time(s.estimate_s), s.what, if *todo { "" } else { "  [done]" });
     }
-    super::report::run(g, super::report::ReportArgs { labels: Vec::new(), html: false, pair: Vec::new() })
+    println!(
+        "estimated: {} for the whole preset, {} for the {} steps left (rates measured on a 2-core CPU for SmolLM2-135M, scaled by model size; see src/run/preset.rs)",
+        human_time(total),
+        human_time(left),
+        pending.iter().filter(|x| **x).count()
+    );
+    if a.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    #[cfg(not(feature = "llama"))]
+    anyhow::bail!("rner reproduce needs the llama feature (training and evaluation)");
+    #[cfg(feature = "llama")]
+    {
+        let gpu = crate::model::device(false).map(|d| d.is_cuda()).unwrap_or(false);
+        if !p.cpu_ok && !gpu && !a.force {
+            anyhow::bail!("--preset {}: this preset is for a GPU and none was found (build with --features cuda, or pass --force to run it here anyway)", p.name);
+        }
+        std::fs::create_dir_all(log.parent().expect("has a parent"))?;
+        crate::util::write_json(
+            &log.with_file_name("plan.json"),
+            &serde_json::json!({"preset": p, "file": path, "command": super::command_line(), "steps": steps, "git_commit": crate::util::git_commit(Path::new(".")), "date": crate::util::now()}),
+        )?;
+        let n = steps.len();
+        for (i, (s, todo)) in steps.iter().zip(&pending).enumerate() {
+            if !todo {
+                continue;
+            }
+            println!("[{}/{n}] {} — {} (estimate {})", i + 1, s.id, s.what, human_time(s.estimate_s));
+            let t0 = Instant::now();
+            let mut commands = Vec::new();
+            let (status, note) = ctx.run_step(s, &mut commands).map_err(|e| anyhow::anyhow!("step {} ({}): {e:#}", s.id, commands.last().cloned().unwrap_or_default()))?;
+            let rec = StepRecord { id: s.id.clone(), status: status.clone(), commands, seconds: t0.elapsed().as_secs_f64(), estimate_s: s.estimate_s, note: note.clone(), date: crate::util::now() };
+            crate::util::append_jsonl(&log, &rec)?;
+            println!("[{}/{n}] {}: {status} in {}{}", i + 1, s.id, human_time(rec.seconds), if note.is_empty() { String::new() } else { format!(" ({note})") });
+            summary(g, &p, &steps)?;
+            if status == "interrupted" {
+                eprintln!("stopped; rerun `rner reproduce --preset {}` to resume", p.name);
+                return Ok(ExitCode::from(130));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `reports/reproduce-<preset>.md`: every step with its commands, estimate and measured time.
+fn summary(g: &Global, p: &Preset, steps: &[Step]) -> anyhow::Result<()> {
+    let rows: Vec<StepRecord> = crate::util::read_jsonl(&steps_log(g, p)).unwrap_or_default();
+    let mut md = format!(
+        "# `rner reproduce --preset {}`\n\n{}. Preset file: `baselines/presets/{}.toml`; step log: `results/reproduce/{}/steps.jsonl` (written as each step ends; a rerun skips finished steps). Times are this machine's ({} CPUs, {}).\n\n| # | step | status | measured | estimate | commands |\n|---|---|---|---|---|---|\n",
+        p.name,
+        p.description,
+        p.name,
+        p.name,
+        crate::util::cpus(),
+        crate::util::cpu_model()
+    );
+    let (mut measured, mut estimated) = (0.0, 0.0);
+    for (i, s) in steps.iter().enumerate() {
+        let last = rows.iter().rev().find(|r| r.id == s.id && r.status != "interrupted");
+        let secs: f64 = rows.iter().filter(|r| r.id == s.id).map(|r| r.seconds).sum();
+        measured += secs;
+        estimated += s.estimate_s;
+        let cmds = last.map(|r| r.commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join("<br>")).unwrap_or_default();
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            i + 1,
+            s.id,
+            last.map(|r| if r.note.is_empty() { r.status.clone() } else { format!("{} ({})", r.status, r.note) }).unwrap_or("—".into()),
+            human_time(secs),
+            human_time(s.estimate_s),
+            cmds
+        ));
+    }
+    md.push_str(&format!("\nTotal: {} measured over all sessions, {} estimated.\n", human_time(measured), human_time(estimated)));
+    let out = g.reports.join(format!("reproduce-{}.md", p.name));
+    crate::util::write_atomic(&out, md.as_bytes())?;
+    println!("{}", out.display());
+    Ok(())
 }

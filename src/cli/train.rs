@@ -66,6 +66,13 @@ pub struct SftArgs {
     /// GGUF whose vocabulary tokenises (default: the model itself; needed for a HF folder)
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// train on a registry dataset's gold annotations instead of --data (low-resource
+    /// fine-tuning; no rationales, so --target direct)
+    #[arg(long)]
+    pub train_set: Option<String>,
+    /// with --train-set: the seeded share of its train split used (drawn with --seed)
+    #[arg(long, default_value_t = 1.0)]
+    pub fraction: f64,
     #[command(flatten)]
     pub out: TrainOut,
 }
@@ -120,6 +127,11 @@ pub struct SftRun {
     pub model: String,
     pub model_path: PathBuf,
     pub data: Vec<PathBuf>,
+    /// low-resource runs: the registry dataset and the share of its train split
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_set: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
     pub data_hash: String,
     pub target: Target,
     pub template: Template,
@@ -192,8 +204,27 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         (None, true) => anyhow::bail!("--model {}: a Hugging Face folder; pass --tokenizer FILE.gguf (any GGUF of the same model) for its vocabulary and chat template", a.model),
     };
     let mut records = Vec::new();
-    for d in &a.data {
-        records.extend(read_records(d)?);
+    match &a.train_set {
+        Some(set) => {
+            if a.target == Target::Cot {
+                anyhow::bail!("--train-set {set}: gold annotations have no rationale; use --target direct");
+            }
+            if !(a.fraction > 0.0 && a.fraction <= 1.0) {
+                anyhow::bail!("--fraction {}: expected a share in (0, 1]", a.fraction);
+            }
+            let reg = crate::data::Registry::new(&g.data_dir)?;
+            let all = reg.load(set, "train")?;
+            let chosen = crate::data::registry::fraction(&all, a.fraction, a.seed);
+            if chosen.is_empty() {
+                anyhow::bail!("--fraction {}: no sentence of {} ({} in its train split)", a.fraction, set, all.len());
+            }
+            records.extend(chosen.into_iter().map(|e| CotRecord { guid: e.id, dataset: Some(e.dataset), sentence: e.text, schema: e.labels, cot: None, entities: e.gold }));
+        }
+        None => {
+            for d in &a.data {
+                records.extend(read_records(d)?);
+            }
+        }
     }
     if let Some(n) = a.limit {
         use rand::seq::SliceRandom;
@@ -228,7 +259,9 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         stage: "sft".into(),
         model: a.model.clone(),
         model_path: model_path.clone(),
-        data: a.data.clone(),
+        data: if a.train_set.is_some() { Vec::new() } else { a.data.clone() },
+        train_set: a.train_set.clone(),
+        fraction: a.train_set.as_ref().map(|_| a.fraction),
         data_hash: dhash,
         target: a.target,
         template,
@@ -417,8 +450,27 @@ fn init_model(g: &Global, init: &str) -> anyhow::Result<(String, PathBuf, Option
     Ok((m.name, m.path, None))
 }
 
+/// A finished (or interrupted) GRPO command.
+pub struct GrpoDone {
+    pub name: String,
+    pub outcome: sft::Outcome,
+    pub export: Option<PathBuf>,
+}
+
 #[cfg(feature = "llama")]
 pub fn run_grpo(g: &Global, a: GrpoArgs) -> anyhow::Result<ExitCode> {
+    let done = execute_grpo(g, &a)?;
+    let o = &done.outcome;
+    if let Some(e) = &done.export {
+        println!("exported {} — evaluate with: rner eval --model {}", e.display(), e.display());
+    }
+    println!("{}: {}/{} steps{}", done.name, o.steps_done, o.total_steps, if o.interrupted { " (interrupted; rerun to resume)" } else { "" });
+    Ok(if o.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+/// Train, export and record a GRPO run.
+#[cfg(feature = "llama")]
+pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
     use crate::data::Registry;
     use crate::train::grpo::{self, GrpoConfig, Objective};
     let (init_name, source, ck) = init_model(g, &a.init)?;
@@ -488,19 +540,19 @@ pub fn run_grpo(g: &Global, a: GrpoArgs) -> anyhow::Result<ExitCode> {
     let outcome = grpo::train(&policy, &reference, &tok, &pool, &spec, &cfg, &dirs, g.quiet)?;
     plot_grpo(g, &name, &log_dir)?;
     let mut run = run;
+    let mut exported = None;
     if outcome.steps_done >= outcome.total_steps && !outcome.interrupted {
         if let Some(ty) = a.out.export.ty() {
             let out = g.models.join(format!("{name}.gguf"));
             export::write(&source, &policy.snapshot()?, ty, &out)?;
             run["export"] = serde_json::json!(out);
             run["export_sha256"] = serde_json::json!(crate::util::sha256_file(&out)?);
-            println!("exported {} — evaluate with: rner eval --model {}", out.display(), out.display());
+            exported = Some(out);
         }
     }
     run["outcome"] = serde_json::to_value(&outcome)?;
     crate::util::write_json(&log_dir.join("run.json"), &run)?;
-    println!("{name}: {}/{} steps{}", outcome.steps_done, outcome.total_steps, if outcome.interrupted { " (interrupted; rerun to resume)" } else { "" });
-    Ok(if outcome.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(GrpoDone { name, outcome, export: exported })
 }
 
 /// `reports/plots/grpo-<name>.{svg,png}`: reward per component, KL, clip fraction, entropy,

@@ -21,6 +21,7 @@ mod table;
 pub mod compare;
 pub mod training;
 pub mod analysis;
+pub mod lowres;
 pub mod site;
 pub use paper::{PaperFile, PaperRow, StageAblation, StageRow};
 
@@ -203,7 +204,10 @@ pub fn zero_shot_with(
     opts: &ZeroShotOptions,
 ) -> Result<ReportSummary> {
     let paper = PaperFile::load(paper_file)?;
-    let runs = load_runs(results_dir)?;
+    // models fine-tuned on a benchmark's train split, and runs on other datasets only, belong to
+    // the low-resource table
+    let lowres = training::low_resource_models(&training::load(results_dir)?);
+    let runs: Vec<Run> = load_runs(results_dir)?.into_iter().filter(|r| r.zero_shot().iter().any(Option::is_some) && !lowres.contains(&r.scores.model)).collect();
     let label_runs: Vec<&Run> = match &opts.label_runs {
         LabelRuns::All => runs.iter().collect(),
         LabelRuns::None => Vec::new(),

@@ -621,3 +621,179 @@ pub fn curves(panels: &[(String, String, Vec<Curve>)], x_label: &str, plots_dir:
     let h = 300 * panels.len().max(1) as u32;
     render(plots_dir, stem, (900, h), |r| draw(r, panels, x_label), |r| draw(r, panels, x_label))
 }
+
+/// One line of a [`bands`] plot: the mean per x, a shaded band (lo, hi) and the single values.
+pub struct Band {
+    pub name: String,
+    /// (x, mean, lo, hi)
+    pub points: Vec<(f64, f64, f64, f64)>,
+    /// (x, y) of each seed
+    pub dots: Vec<(f64, f64)>,
+    /// drawn grey and dashed, no band (numbers reported by the paper)
+    pub paper: bool,
+}
+
+/// Curves with bands (one panel per `(title, bands)`), e.g. low-resource F1 against the training
+/// share: `plots_dir/<stem>.{svg,png}`.
+/// x values are positions 0, 1, … named by each panel's `ticks` (evenly spaced shares read better
+/// than a linear axis when they span 0.1% to 100%).
+pub fn bands(panels: &[(String, Vec<String>, Vec<Band>)], x_label: &str, y_label: &str, plots_dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+    fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panels: &[(String, Vec<String>, Vec<Band>)], x_label: &str, y_label: &str) -> DrawResult {
+        root.fill(&WHITE).map_err(d)?;
+        let cols = panels.len().clamp(1, 2);
+        let rows = panels.len().div_ceil(cols).max(1);
+        let areas = root.split_evenly((rows, cols));
+        for ((title, ticks, bands), area) in panels.iter().zip(areas.iter()) {
+            let x1 = ticks.len().max(1) as f64 - 0.5;
+            let y1 = bands.iter().flat_map(|b| b.points.iter().map(|p| p.3).chain(b.dots.iter().map(|p| p.1))).fold(0.0f64, f64::max);
+            let y1 = (y1 * 1.15).clamp(5.0, 100.0);
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, (FAMILY, 16))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(52)
+                .build_cartesian_2d(keyed(-0.3..x1, (0..ticks.len()).map(|i| i as f64).collect()), 0.0..y1)
+                .map_err(d)?;
+            chart
+                .configure_mesh()
+                .x_label_formatter(&|x| ticks.get(x.round() as usize).cloned().unwrap_or_default())
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .label_style((FAMILY, 12))
+                .axis_desc_style((FAMILY, 13))
+                .draw()
+                .map_err(d)?;
+            let mut ours = 0;
+            for b in bands {
+                let color = if b.paper {
+                    PAPER[0]
+                } else {
+                    ours += 1;
+                    OURS[(ours - 1) % OURS.len()]
+                };
+                if !b.paper && b.points.len() > 1 {
+                    let mut poly: Vec<(f64, f64)> = b.points.iter().map(|p| (p.0, p.3)).collect();
+                    poly.extend(b.points.iter().rev().map(|p| (p.0, p.2)));
+                    chart.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18).filled()))).map_err(d)?;
+                }
+                let line: Vec<(f64, f64)> = b.points.iter().map(|p| (p.0, p.1)).collect();
+                let style = if b.paper { color.stroke_width(2) } else { color.stroke_width(3) };
+                if b.paper {
+                    chart.draw_series(DashedLineSeries::new(line.clone(), 6, 4, style)).map_err(d)?;
+                } else {
+                    chart.draw_series(LineSeries::new(line.clone(), style)).map_err(d)?;
+                }
+                chart
+                    .draw_series(line.iter().map(|&(x, y)| Circle::new((x, y), 4, color.filled())))
+                    .map_err(d)?
+                    .label(b.name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+                chart.draw_series(b.dots.iter().map(|&(x, y)| Cross::new((x, y), 4, color.mix(0.7).stroke_width(1)))).map_err(d)?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FAMILY, 12))
+                .draw()
+                .map_err(d)?;
+        }
+        Ok(())
+    }
+    let cols = panels.len().clamp(1, 2) as u32;
+    let rows = panels.len().div_ceil(2).max(1) as u32;
+    render(plots_dir, stem, (560 * cols, 380 * rows), |r| draw(r, panels, x_label, y_label), |r| draw(r, panels, x_label, y_label))
+}
+
+/// One dataset of an [`errors`] figure.
+pub struct ErrorBars {
+    pub dataset: String,
+    /// count per error kind, in `ErrorKind::ALL` order
+    pub kinds: Vec<(String, usize)>,
+    /// % of predicted entities found in the sentence / in the rationale (None: no prediction)
+    pub grounded: Option<(f64, f64)>,
+}
+
+/// The error-analysis figure of one run: outcome of every predicted and gold entity by kind
+/// (stacked shares per dataset) and how many predictions are grounded in the sentence and in the
+/// rationale: `plots_dir/<stem>.{svg,png}`.
+pub fn errors(title: &str, bars: &[ErrorBars], plots_dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+    fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, bars: &[ErrorBars]) -> DrawResult {
+        root.fill(&WHITE).map_err(d)?;
+        let root = root.titled(title, (FAMILY, 18)).map_err(d)?;
+        let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 * 58 / 100);
+        let n = bars.len().max(1) as f64;
+        let names: Vec<String> = bars.iter().map(|b| b.dataset.clone()).collect();
+        let centers: Vec<f64> = (0..bars.len()).map(|i| i as f64 + 0.5).collect();
+        let label = |x: &f64| names.get(x.floor() as usize).cloned().unwrap_or_default();
+        // stacked shares of outcomes
+        let mut chart = ChartBuilder::on(&top)
+            .caption("outcome of each predicted and gold entity (share, %)", (FAMILY, 15))
+            .margin(10)
+            .margin_right(170)
+            .x_label_area_size(30)
+            .y_label_area_size(46)
+            .build_cartesian_2d(keyed(0.0..n, centers.clone()), 0.0..100.0)
+            .map_err(d)?;
+        chart.configure_mesh().disable_x_mesh().x_label_formatter(&label).label_style((FAMILY, 12)).y_desc("%").axis_desc_style((FAMILY, 13)).draw().map_err(d)?;
+        let kinds: Vec<String> = bars.first().map(|b| b.kinds.iter().map(|k| k.0.clone()).collect()).unwrap_or_default();
+        let colors = [OURS[2], OURS[1], OURS[4], OURS[5], OURS[3], OURS[9]];
+        for (k, kind) in kinds.iter().enumerate() {
+            let color = colors[k % colors.len()];
+            let rects: Vec<_> = bars
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| {
+                    let total: usize = b.kinds.iter().map(|x| x.1).sum();
+                    if total == 0 {
+                        return None;
+                    }
+                    let below: usize = b.kinds[..k].iter().map(|x| x.1).sum();
+                    let y0 = 100.0 * below as f64 / total as f64;
+                    let y1 = 100.0 * (below + b.kinds[k].1) as f64 / total as f64;
+                    Some(Rectangle::new([(i as f64 + 0.15, y0), (i as f64 + 0.85, y1)], color.filled()))
+                })
+                .collect();
+            chart.draw_series(rects).map_err(d)?;
+            legend_entry(&top, k, kind, color)?;
+        }
+        // grounded shares
+        let mut chart = ChartBuilder::on(&bottom)
+            .caption("predicted entities grounded in the sentence / in the rationale (%)", (FAMILY, 15))
+            .margin(10)
+            .margin_right(170)
+            .x_label_area_size(30)
+            .y_label_area_size(46)
+            .build_cartesian_2d(keyed(0.0..n, centers), 0.0..100.0)
+            .map_err(d)?;
+        chart.configure_mesh().disable_x_mesh().x_label_formatter(&label).label_style((FAMILY, 12)).y_desc("%").axis_desc_style((FAMILY, 13)).draw().map_err(d)?;
+        for (j, (name, color)) in [("in the sentence", OURS[0]), ("in the rationale", OURS[6])].into_iter().enumerate() {
+            let rects: Vec<_> = bars
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| {
+                    let (s, r) = b.grounded?;
+                    let v = if j == 0 { s } else { r };
+                    let x0 = i as f64 + 0.15 + j as f64 * 0.35;
+                    Some(Rectangle::new([(x0, 0.0), (x0 + 0.33, v)], color.filled()))
+                })
+                .collect();
+            chart.draw_series(rects).map_err(d)?;
+            legend_entry(&bottom, j, name, color)?;
+        }
+        Ok(())
+    }
+    /// A legend row in the right margin of `area`.
+    fn legend_entry<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, row: usize, name: &str, color: RGBColor) -> DrawResult {
+        let (w, _) = area.dim_in_pixel();
+        let x = w as i32 - 160;
+        let y = 44 + 22 * row as i32;
+        area.draw(&Rectangle::new([(x, y - 7), (x + 14, y + 7)], color.filled())).map_err(d)?;
+        let text = TextStyle::from((FAMILY, 13).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(name.to_string(), (x + 20, y), text)).map_err(d)?;
+        Ok(())
+    }
+    let w = (240 + 130 * bars.len() as u32).max(760);
+    render(plots_dir, stem, (w, 640), |r| draw(r, title, bars), |r| draw(r, title, bars))
+}

@@ -190,6 +190,23 @@ fn read_rows(r: &Run) -> Result<Vec<SampleRow>> {
 }
 
 /// Write the site; `pairs` are (run a, run b) ids shown side by side. Returns the index path.
+/// `reports/plots/errors-<run>.{svg,png}`: errors by kind and grounded shares per dataset.
+fn error_figure(r: &Run, bds: &[super::analysis::Breakdowns], reports_dir: &Path) -> Result<()> {
+    let bars: Vec<super::plot::ErrorBars> = bds
+        .iter()
+        .map(|b| super::plot::ErrorBars {
+            dataset: ZERO_SHOT_COLUMNS.iter().find(|(d, _)| *d == b.dataset).map(|(_, n)| n.to_string()).unwrap_or_else(|| b.dataset.clone()),
+            kinds: ErrorKind::ALL.iter().map(|k| (k.name().to_string(), b.errors.get(k.name()).copied().unwrap_or(0))).collect(),
+            grounded: (b.predicted_entities > 0).then(|| {
+                let n = b.predicted_entities as f64;
+                (100.0 * b.grounded_sentence as f64 / n, 100.0 * b.grounded_rationale as f64 / n)
+            }),
+        })
+        .collect();
+    super::plot::errors(&format!("Errors of {} ({})", r.system(), r.limit_text()), &bars, &reports_dir.join("plots"), &format!("errors-{}", file_stem(&r.id())))?;
+    Ok(())
+}
+
 pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Result<PathBuf> {
     let dir = reports_dir.join("site");
     std::fs::create_dir_all(dir.join("data")).map_err(|e| Error::io(&dir, e))?;
@@ -212,6 +229,7 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
         }
         let order: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(d, _)| *d).filter(|d| by_ds.contains_key(d)).chain(by_ds.keys().copied().filter(|d| !ZERO_SHOT_COLUMNS.iter().any(|(z, _)| z == d))).collect();
         let bds: Vec<_> = order.iter().map(|d| breakdowns(d, &by_ds[d], r.scores.seed)).collect();
+        error_figure(r, &bds, reports_dir)?;
         let views: Vec<SampleView> = order.iter().flat_map(|d| by_ds[d].iter().map(|row| sample_view(row))).collect();
         let labels: BTreeSet<String> = views.iter().flat_map(|v| v.labels.iter().cloned()).collect();
         let data_js = format!("data/{stem}.js");
@@ -223,7 +241,7 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
         let html = render(
             "run.html",
             context! {
-                system => r.system(), run_id => id.clone(), sample => sample_of(r),
+                system => r.system(), run_id => id.clone(), sample => sample_of(r), stem => stem.clone(),
                 command => r.scores.command.clone(), breakdowns => bds, samples_page => samples_page.clone(),
             },
         )?;

@@ -82,10 +82,26 @@ pub fn training_md(runs: &[TrainRun], reports_dir: &Path) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// Names of the models trained by low-resource fine-tuning (`--train-set`): their runs belong to
+/// the low-resource table, not to the zero-shot and stage tables.
+pub fn low_resource_models(train: &[TrainRun]) -> std::collections::HashSet<String> {
+    train.iter().filter(|t| t.run.get("train_set").is_some_and(|v| v.is_string())).map(|t| t.name.clone()).collect()
+}
+
+/// `model` names this training start: the same name, or the file stem of its path.
+fn started_from(t: &TrainRun, model: &str) -> bool {
+    t.init == model || (t.init.ends_with(".gguf") && Path::new(&t.init).file_stem().and_then(|s| s.to_str()) == Some(model))
+}
+
 /// The stage a benchmark run's model stands for, from the training runs: its base model, a
 /// direct or CoT SFT export, or a GRPO export.
 fn stage_of(model: &str, train: &[TrainRun]) -> Option<(usize, String)> {
-    for t in train {
+    let lowres = low_resource_models(train);
+    if lowres.contains(model) {
+        return None;
+    }
+    let train: Vec<&TrainRun> = train.iter().filter(|t| !lowres.contains(&t.name)).collect();
+    for t in &train {
         if t.name == model {
             return Some(match (&t.stage[..], t.target.as_deref()) {
                 ("sft", Some("direct")) => (1, format!("+ SFT w/o CoT ({})", t.name)),
@@ -94,7 +110,7 @@ fn stage_of(model: &str, train: &[TrainRun]) -> Option<(usize, String)> {
             });
         }
     }
-    train.iter().any(|t| t.stage == "sft" && t.init == model).then(|| (0, format!("base ({model})")))
+    train.iter().any(|t| t.stage == "sft" && started_from(t, model)).then(|| (0, format!("base ({model})")))
 }
 
 /// `reports/ablation-stages.{md,csv}`: one block per benchmark sample (limit, seed) that holds

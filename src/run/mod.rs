@@ -1,6 +1,7 @@
 //! The experiment runner: (datasets × engine × prompt) → one `samples.jsonl` row per sentence,
 //! appended as it finishes → `scores.json`; a rerun with the same settings resumes; every run
 //! carries a `manifest.json` with what is needed to repeat it.
+pub mod preset;
 pub mod scores;
 
 use std::collections::{BTreeMap, HashSet};

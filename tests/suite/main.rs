@@ -6,6 +6,7 @@ mod data;
 mod eval;
 mod protocol;
 mod report;
+mod reproduce;
 mod site;
 mod train;
 mod util;

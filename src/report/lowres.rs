@@ -1,0 +1,213 @@
+//! `reports/low-resource.{md,csv}` and `plots/low-resource.{svg,png}`: F1 on a dataset's test
+//! split after supervised fine-tuning on a seeded share of its train split, per starting model
+//! (the base student, our ReasoningNER model), mean ± sd over seeds.
+//!
+//! Found from results/ alone: a training run whose `run.json` has `train_set` and `fraction` is a
+//! cell; its model's runs on that dataset are its scores; runs of the model it started from on the
+//! same dataset and sample are the 0% point.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::training::TrainRun;
+use super::Run;
+use crate::Result;
+
+/// The paper's low-resource CoNLL-2003 F1 (ReasoningNER 8B; `paper.md` §8.2): (share, F1).
+pub const PAPER_CONLL: [(f64, f64); 3] = [(0.01, 87.1), (0.05, 91.0), (0.10, 92.9)];
+
+/// One scored cell: a seed's F1 at a share.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub fraction: f64,
+    pub seed: Option<u64>,
+    pub f1: f64,
+    pub ci95: [f64; 2],
+    pub run_id: String,
+    pub command: String,
+}
+
+/// (dataset, starting model, eval limit, eval seed) → points.
+pub type Cells = BTreeMap<(String, String, Option<usize>, u64), Vec<Point>>;
+
+/// The name a starting model goes by in the tables: its baseline name, or its file stem.
+fn init_name(model: &str) -> String {
+    if model.ends_with(".gguf") {
+        Path::new(model).file_stem().and_then(|s| s.to_str()).unwrap_or(model).to_string()
+    } else {
+        model.to_string()
+    }
+}
+
+pub fn cells(runs: &[Run], train: &[TrainRun]) -> Cells {
+    let mut out: Cells = BTreeMap::new();
+    let lr: Vec<&TrainRun> = train.iter().filter(|t| t.run.get("train_set").and_then(|v| v.as_str()).is_some()).collect();
+    for t in &lr {
+        let set = t.run["train_set"].as_str().unwrap_or_default().to_string();
+        let fraction = t.run.get("fraction").and_then(|v| v.as_f64()).unwrap_or(1.0);
+        let seed = t.run.pointer("/config/seed").and_then(|v| v.as_u64());
+        let init = init_name(&t.init);
+        let command = t.run.get("command").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.split == "test") {
+            if let Some(d) = r.scores.datasets.get(&set) {
+                out.entry((set.clone(), init.clone(), r.scores.limit, r.scores.seed)).or_default().push(Point {
+                    fraction,
+                    seed,
+                    f1: d.f1,
+                    ci95: d.ci95,
+                    run_id: r.id(),
+                    command: command.clone(),
+                });
+            }
+        }
+    }
+    // the 0% point: the starting model itself on the same dataset and sample
+    let keys: Vec<_> = out.keys().cloned().collect();
+    for (set, init, limit, seed) in keys {
+        if let Some(r) = runs.iter().find(|r| r.scores.model == init && r.scores.limit == limit && r.scores.seed == seed && r.scores.split == "test" && r.scores.datasets.contains_key(&set)) {
+            let d = &r.scores.datasets[&set];
+            let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new() };
+            out.get_mut(&(set, init, limit, seed)).expect("key").push(p);
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by(|a, b| a.fraction.total_cmp(&b.fraction).then(a.seed.cmp(&b.seed)));
+    }
+    out
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 { (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+    (m, sd)
+}
+
+/// (fraction, mean, sd, values) per share of one cell list.
+pub fn by_fraction(points: &[Point]) -> Vec<(f64, f64, f64, Vec<f64>)> {
+    let mut m: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for p in points {
+        m.entry(p.fraction.to_bits()).or_default().push(p.f1);
+    }
+    let mut out: Vec<(f64, f64, f64, Vec<f64>)> = m.into_iter().map(|(k, v)| {
+        let (mean, sd) = mean_sd(&v);
+        (f64::from_bits(k), mean, sd, v)
+    }).collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+fn pct(f: f64) -> String {
+    let p = f * 100.0;
+    if (p - p.round()).abs() < 1e-9 { format!("{p:.0}%") } else { format!("{p}%") }
+}
+
+/// Write the table and the plot; `None` when no low-resource run is scored yet.
+pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Option<PathBuf>> {
+    let cells = cells(runs, train);
+    if cells.is_empty() {
+        return Ok(None);
+    }
+    let mut md = String::from(
+        "# Low-resource fine-tuning\n\nEach cell: SFT (answer only, `--target direct`) of the starting model on a seeded share of the dataset's train split, \
+         exported and scored on its test split (a seeded sample of it where noted); **mean ± sd over the seeds** (n = seeds), each seed's own 95% bootstrap CI in the CSV. \
+         0% = the starting model without fine-tuning. Starting models: the base student and our ReasoningNER model (the GRPO export). \
+         Paper row: ReasoningNER 8B on CoNLL-2003 (`paper.md` §8.2), **paper-reported**, not a run of ours.\n\n",
+    );
+    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,run_id,command\n");
+    let mut by_set: BTreeMap<(String, Option<usize>, u64), Vec<(String, &Vec<Point>)>> = BTreeMap::new();
+    for ((set, init, limit, seed), pts) in &cells {
+        by_set.entry((set.clone(), *limit, *seed)).or_default().push((init.clone(), pts));
+        for p in pts {
+            csv.push_str(&format!(
+                "{set},{init},{},{seed},{},{},{},{},{},{},\"{}\"\n",
+                limit.map(|n| n.to_string()).unwrap_or("full".into()),
+                p.fraction,
+                p.seed.map(|s| s.to_string()).unwrap_or_default(),
+                p.f1,
+                p.ci95[0],
+                p.ci95[1],
+                p.run_id,
+                p.command.replace('"', "'")
+            ));
+        }
+    }
+    let mut panels = Vec::new();
+    for ((set, limit, seed), inits) in &by_set {
+        let mut fracs: Vec<f64> = inits.iter().flat_map(|(_, p)| p.iter().map(|x| x.fraction)).collect();
+        fracs.sort_by(f64::total_cmp);
+        fracs.dedup();
+        let paper = set == "conll2003";
+        if paper {
+            for (f, _) in PAPER_CONLL {
+                if !fracs.iter().any(|x| (x - f).abs() < 1e-12) {
+                    fracs.push(f);
+                }
+            }
+            fracs.sort_by(f64::total_cmp);
+        }
+        let sample = match limit {
+            Some(n) => format!("seeded sample of {n} test sentences (seed {seed})"),
+            None => "full test split".to_string(),
+        };
+        md.push_str(&format!("## {set} — {sample}\n\n| starting model | {} |\n|---|{}\n", fracs.iter().map(|f| pct(*f)).collect::<Vec<_>>().join(" | "), "---|".repeat(fracs.len())));
+        let pos = |f: f64| fracs.iter().position(|x| (x - f).abs() < 1e-12).unwrap_or(0) as f64;
+        let mut bands = Vec::new();
+        for (init, pts) in inits {
+            let agg = by_fraction(pts);
+            let cells: Vec<String> = fracs
+                .iter()
+                .map(|f| match agg.iter().find(|a| (a.0 - f).abs() < 1e-12) {
+                    Some((_, m, sd, v)) if v.len() > 1 => format!("{m:.2} ± {sd:.2} (n={})", v.len()),
+                    Some((_, m, _, _)) => format!("{m:.2} (n=1)"),
+                    None => "—".into(),
+                })
+                .collect();
+            md.push_str(&format!("| {init} | {} |\n", cells.join(" | ")));
+            bands.push(super::plot::Band {
+                name: init.clone(),
+                points: agg.iter().map(|(f, m, sd, _)| (pos(*f), *m, (m - sd).max(0.0), (m + sd).min(100.0))).collect(),
+                dots: pts.iter().map(|p| (pos(p.fraction), p.f1)).collect(),
+                paper: false,
+            });
+        }
+        if paper {
+            let cells: Vec<String> = fracs.iter().map(|f| PAPER_CONLL.iter().find(|p| (p.0 - f).abs() < 1e-12).map(|p| format!("{:.1}", p.1)).unwrap_or("—".into())).collect();
+            md.push_str(&format!("| ReasoningNER 8B (paper-reported) | {} |\n", cells.join(" | ")));
+            bands.push(super::plot::Band { name: "ReasoningNER 8B (paper)".into(), points: PAPER_CONLL.iter().map(|(f, v)| (pos(*f), *v, *v, *v)).collect(), dots: Vec::new(), paper: true });
+        }
+        let runs_used: Vec<String> = inits.iter().flat_map(|(_, p)| p.iter().map(|x| format!("`{}`", x.run_id))).collect();
+        md.push_str(&format!("\nRuns: {}.\n\n", runs_used.join(", ")));
+        panels.push((format!("{set} ({})", limit.map(|n| format!("{n} test sentences")).unwrap_or("full test".into())), fracs.iter().map(|f| pct(*f)).collect(), bands));
+    }
+    md.push_str("Plot: `plots/low-resource.png` — mean F1 per share (line), ± 1 sd over seeds (band), each seed (×).\n");
+    let plots = reports_dir.join("plots");
+    super::plot::bands(&panels, "share of the train split", "F1 (%)", &plots, "low-resource")?;
+    let p = reports_dir.join("low-resource.md");
+    crate::util::write_atomic(&p, md.as_bytes())?;
+    crate::util::write_atomic(&reports_dir.join("low-resource.csv"), csv.as_bytes())?;
+    Ok(Some(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_sd() {
+        let (m, sd) = mean_sd(&[1.0, 2.0, 3.0]);
+        assert!((m - 2.0).abs() < 1e-12 && (sd - 1.0).abs() < 1e-12);
+        assert_eq!(mean_sd(&[5.0]), (5.0, 0.0));
+        assert!(mean_sd(&[]).0.is_nan());
+    }
+
+    #[test]
+    fn percent_labels() {
+        assert_eq!(pct(0.01), "1%");
+        assert_eq!(pct(0.25), "25%");
+        assert_eq!(pct(0.002), "0.2%");
+    }
+}

@@ -1,0 +1,151 @@
+//! `rner reproduce`: a whole preset end to end on a tiny slice with the real default model (as
+//! student and as teacher), then a rerun that finds every step done.
+use std::path::Path;
+
+use crate::util::{default_model, rner, root};
+
+fn preset(model: &Path) -> String {
+    let m = model.display();
+    let cot = root().join("results/cot/qwen2.5-coder-1.5b-instruct-conll2003+wnut17.jsonl");
+    format!(
+        r#"
+name = "t"
+description = "test: every stage on a sliver"
+student = "{m}"
+
+[cot]
+teacher = "{m}"
+sources = ["conll2003"]
+per_source = 2
+max_cot_tokens = 32
+parallel = 2
+
+[sft]
+epochs = 1
+batch = 2
+lr = 1e-4
+max_len = 256
+limit = 2
+extra_data = ["{}"]
+
+[grpo]
+steps = 1
+prompts_per_step = 1
+num_generations = 2
+num_iterations = 1
+max_completion_length = 16
+pool = 4
+lr = 1e-5
+beta = 0.04
+micro = 2
+
+[[grpo.rewards]]
+name = "paper"
+weights = "f1=10,schema=1"
+
+[eval]
+limit = 1
+seed = 42
+parallel = 4
+max_tokens = 16
+api_baselines = ["gpt-4o-mini"]
+
+[low_resource]
+seeds = [1]
+inits = ["base", "reasoningner"]
+epochs = 1
+batch = 2
+lr = 1e-4
+eval_limit = 2
+
+[[low_resource.sets]]
+dataset = "crossner_ai"
+fractions = [0.02]
+"#,
+        cot.display()
+    )
+}
+
+#[test]
+fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
+    let model = default_model();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = d.join("t.toml");
+    std::fs::write(&file, preset(&model)).unwrap();
+    let run = || {
+        let mut c = rner();
+        c.args(["-q", "reproduce", "--preset"]).arg(&file);
+        for (flag, sub) in [("--results", "r"), ("--reports", "rep"), ("--models", "m"), ("--checkpoints", "c")] {
+            c.arg(flag).arg(d.join(sub));
+        }
+        c.env_remove("OPENAI_API_KEY").output().unwrap()
+    };
+    // the plan alone runs nothing
+    let mut c = rner();
+    let dry = c.args(["reproduce", "--dry-run", "--preset"]).arg(&file).arg("--results").arg(d.join("r")).output().unwrap();
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let plan = String::from_utf8_lossy(&dry.stdout).to_string();
+    for id in ["eval-base", "cot", "t-sft-direct", "t-sft-cot", "t-grpo-paper", "t-lr-crossner_ai-p2-s1-reasoningner", "report", "estimated:"] {
+        assert!(plan.contains(id), "{id} missing from the plan:\n{plan}");
+    }
+    assert!(!d.join("r").exists(), "a dry run writes nothing");
+
+    let out = run();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let log: Vec<serde_json::Value> =
+        std::fs::read_to_string(d.join("r/reproduce/t/steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let status = |id: &str| log.iter().find(|r| r["id"] == id).map(|r| r["status"].as_str().unwrap().to_string());
+    for id in ["eval-base", "cot", "t-sft-direct", "t-sft-cot", "t-grpo-paper", "eval-t-grpo-paper", "t-lr-crossner_ai-p2-s1-base", "t-lr-crossner_ai-p0-s0-reasoningner", "report"] {
+        assert_eq!(status(id).as_deref(), Some("done"), "{id}: {log:?}");
+    }
+    assert_eq!(status("eval-gpt-4o-mini").as_deref(), Some("not_run"), "no key, no request");
+    // every step recorded the command it ran, and the manifests name it
+    let sft = log.iter().find(|r| r["id"] == "t-sft-cot").unwrap();
+    assert!(sft["commands"][0].as_str().unwrap().starts_with("rner sft --model"));
+    let run_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r/train/t-sft-cot/run.json")).unwrap()).unwrap();
+    assert!(run_json["command"].as_str().unwrap().contains("--name t-sft-cot"), "{}", run_json["command"]);
+    // exports of every training step
+    for m in ["t-sft-direct", "t-sft-cot", "t-grpo-paper", "t-lr-crossner_ai-p2-s1-base", "t-lr-crossner_ai-p2-s1-reasoningner"] {
+        assert!(d.join("m").join(format!("{m}.gguf")).is_file(), "{m}");
+    }
+    // the reports of the chain
+    let stages = std::fs::read_to_string(d.join("rep/ablation-stages.md")).unwrap();
+    assert!(stages.contains("t-sft-direct") && stages.contains("t-sft-cot") && stages.contains("t-grpo-paper"), "{stages}");
+    let low = std::fs::read_to_string(d.join("rep/low-resource.md")).unwrap();
+    assert!(low.contains("crossner_ai") && low.contains("| 0% | 2% |"), "{low}");
+    assert!(low.contains("t-grpo-paper |") && low.contains("SmolLM2-135M-Instruct.Q4_1 |"), "{low}");
+    assert!(d.join("rep/plots/low-resource.png").is_file());
+    assert!(d.join("rep/reproduce-t.md").is_file());
+
+    // a rerun: every step but the report is skipped, nothing is trained or generated again
+    let before = std::fs::metadata(d.join("m/t-grpo-paper.gguf")).unwrap().modified().unwrap();
+    let out = run();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again: Vec<serde_json::Value> =
+        std::fs::read_to_string(d.join("r/reproduce/t/steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let new: Vec<&str> = again[log.len()..].iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(new, ["eval-gpt-4o-mini", "report"], "only the report and the step without a key run again");
+    assert_eq!(std::fs::metadata(d.join("m/t-grpo-paper.gguf")).unwrap().modified().unwrap(), before);
+}
+
+#[test]
+fn a_gpu_preset_stops_on_a_cpu_and_a_bad_preset_names_its_line() {
+    let out = rner().args(["reproduce", "--preset", "paper"]).output().unwrap();
+    if rner::model::device(false).map(|d| d.is_cuda()).unwrap_or(false) {
+        return;
+    }
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("GPU") && err.contains("--force"), "{err}");
+    // the plan is still printed
+    assert!(String::from_utf8_lossy(&out.stdout).contains("paper-grpo-paper"));
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\ndescription = \"y\"\nstudent = 3\n").unwrap();
+    let out = rner().args(["reproduce", "--dry-run", "--preset"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:3"), "{err}");
+}
