@@ -48,7 +48,7 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the main job on defaults (today: the zero-shot table of the default model on a seeded sample).
+    /// The whole ReasoningNER chain of a preset (CoT data, SFT, GRPO, evaluations, low-resource, reports), resumable.
     Reproduce(reproduce::ReproduceArgs),
     /// Evaluate a GGUF model on the zero-shot benchmarks (resumes an interrupted run).
     Eval(eval::EvalArgs),

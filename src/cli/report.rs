@@ -36,8 +36,8 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
     let train = crate::report::training::load(&g.results)?;
     for t in &train {
         match t.stage.as_str() {
-            "sft" => super::train::plot_sft(g, &t.name, &t.dir)?,
-            "grpo" => super::train::plot_grpo(g, &t.name, &t.dir)?,
+            "sft" => crate::report::training::plot_sft(&g.reports, &t.name, &t.dir)?,
+            "grpo" => crate::report::training::plot_grpo(&g.reports, &t.name, &t.dir)?,
             _ => {}
         }
     }

@@ -11,7 +11,7 @@ use crate::model::{self, Model};
 use crate::prompt::{self, PromptSpec, Template};
 use crate::train::cot::{read_records, CotRecord};
 use crate::train::optim::AdamConfig;
-use crate::train::sft::{self, Sample, SftConfig, StepLog, Target};
+use crate::train::sft::{self, Sample, SftConfig, Target};
 use crate::train::checkpoint;
 
 /// The stage-1 set committed in this repository (the default training data).
@@ -279,7 +279,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     let pad = tok.eos();
     let run_cfg = SftConfig { max_steps: a.max_steps, ..cfg };
     let outcome = sft::train(&m, &samples, &run_cfg, &dirs, pad, g.quiet)?;
-    plot_sft(g, &name, &log_dir)?;
+    crate::report::training::plot_sft(&g.reports, &name, &log_dir)?;
     let finished = outcome.steps_done >= outcome.total_steps && !outcome.interrupted;
     if finished {
         if let Some(ty) = a.out.export.ty() {
@@ -296,23 +296,6 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     run.outcome = Some(outcome);
     crate::util::write_json(&log_dir.join("run.json"), &run)?;
     Ok(run)
-}
-
-/// `reports/plots/sft-<name>.{svg,png}` from the step log.
-pub fn plot_sft(g: &Global, name: &str, log_dir: &Path) -> anyhow::Result<()> {
-    let rows: Vec<StepLog> = crate::util::read_jsonl(&log_dir.join("steps.jsonl"))?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    use crate::report::plot::{curves, Curve};
-    let c = |f: &dyn Fn(&StepLog) -> f64| Curve { name: String::new(), points: rows.iter().map(|r| (r.step as f64, f(r))).collect() };
-    let panels = vec![
-        (format!("{name}: training loss (mean token cross-entropy of the assistant turn)"), "loss".to_string(), vec![c(&|r| r.loss)]),
-        ("gradient norm before clipping".to_string(), "‖g‖".to_string(), vec![c(&|r| r.grad_norm)]),
-        ("throughput".to_string(), "tokens/s".to_string(), vec![c(&|r| r.tokens_per_s)]),
-    ];
-    curves(&panels, "update", &g.reports.join("plots"), &format!("sft-{name}"))?;
-    Ok(())
 }
 
 #[cfg(feature = "llama")]
@@ -339,25 +322,13 @@ pub struct ExportArgs {
     pub source: Option<PathBuf>,
 }
 
-/// The GGUF a checkpoint's training started from, from its state.
-#[derive(Deserialize)]
-struct SourceOf {
-    #[serde(default)]
-    source: Option<PathBuf>,
-}
-
 pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let ck = if a.checkpoint.join("state.json").exists() {
-        a.checkpoint.clone()
-    } else {
-        checkpoint::latest(&a.checkpoint).ok_or_else(|| anyhow::anyhow!("{}: no checkpoint here (expected state.json or a `latest` file)", a.checkpoint.display()))?
-    };
-    let loaded = checkpoint::load::<serde_json::Value>(&ck)?;
-    let from_state: Option<PathBuf> = serde_json::from_value::<SourceOf>(loaded.state.clone()).ok().and_then(|s| s.source);
+    let ck = checkpoint::resolve(&a.checkpoint).ok_or_else(|| anyhow::anyhow!("{}: no checkpoint here (expected state.json or a `latest` file)", a.checkpoint.display()))?;
     let source = a
         .source
-        .or(from_state)
+        .or_else(|| checkpoint::source_of(&ck))
         .ok_or_else(|| anyhow::anyhow!("{}: the checkpoint does not name its source GGUF; pass --source", ck.display()))?;
+    let loaded = checkpoint::load::<serde_json::Value>(&ck)?;
     let ty = a.ty.ty().ok_or_else(|| anyhow::anyhow!("--type: none is not an export type"))?;
     let weights: Vec<(String, candle_core::Tensor)> = loaded.weights.into_iter().collect();
     export::write(&source, &weights, ty, &a.out)?;
@@ -436,12 +407,8 @@ pub struct GrpoArgs {
 fn init_model(g: &Global, init: &str) -> anyhow::Result<(String, PathBuf, Option<PathBuf>)> {
     let p = Path::new(init);
     if p.is_dir() {
-        let ck = if p.join("state.json").exists() { p.to_path_buf() } else { checkpoint::latest(p).ok_or_else(|| anyhow::anyhow!("--init {init}: no checkpoint in this folder"))? };
-        let state: serde_json::Value = crate::util::read_json(&ck.join("state.json"))?;
-        let source: PathBuf = serde_json::from_value::<SourceOf>(state)
-            .ok()
-            .and_then(|s| s.source)
-            .ok_or_else(|| anyhow::anyhow!("--init {init}: the checkpoint does not name its source GGUF"))?;
+        let ck = checkpoint::resolve(p).ok_or_else(|| anyhow::anyhow!("--init {init}: no checkpoint in this folder"))?;
+        let source = checkpoint::source_of(&ck).ok_or_else(|| anyhow::anyhow!("--init {init}: the checkpoint does not name its source GGUF"))?;
         let name = if p.join("state.json").exists() { p.parent().unwrap_or(p) } else { p };
         let name = name.file_name().and_then(|s| s.to_str()).unwrap_or("init").to_string();
         return Ok((name, source, Some(ck)));
@@ -538,7 +505,7 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
     eprintln!("grpo {name}: {} prompts from {:?}, reward {}, {:?} on {:?}", pool.len(), sources, cfg.reward, dtype, device);
     let dirs = sft::Dirs { log_dir: log_dir.clone(), ckpt_dir: a.out.checkpoints.join(&name), save_every: a.out.save_every, keep: a.out.keep };
     let outcome = grpo::train(&policy, &reference, &tok, &pool, &spec, &cfg, &dirs, g.quiet)?;
-    plot_grpo(g, &name, &log_dir)?;
+    crate::report::training::plot_grpo(&g.reports, &name, &log_dir)?;
     let mut run = run;
     let mut exported = None;
     if outcome.steps_done >= outcome.total_steps && !outcome.interrupted {
@@ -553,29 +520,4 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
     run["outcome"] = serde_json::to_value(&outcome)?;
     crate::util::write_json(&log_dir.join("run.json"), &run)?;
     Ok(GrpoDone { name, outcome, export: exported })
-}
-
-/// `reports/plots/grpo-<name>.{svg,png}`: reward per component, KL, clip fraction, entropy,
-/// completion length.
-pub fn plot_grpo(g: &Global, name: &str, log_dir: &Path) -> anyhow::Result<()> {
-    use crate::report::plot::{curves, Curve};
-    use crate::train::grpo::GrpoLog;
-    let rows: Vec<GrpoLog> = crate::util::read_jsonl(&log_dir.join("steps.jsonl"))?;
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let c = |n: &str, f: &dyn Fn(&GrpoLog) -> f64| Curve { name: n.to_string(), points: rows.iter().map(|r| (r.step as f64, f(r))).collect() };
-    let comps: Vec<Curve> = crate::train::reward::Component::ALL
-        .iter()
-        .map(|k| c(k.name(), &|r: &GrpoLog| r.components.get(k.name()).map(|v| v.0).unwrap_or(f64::NAN)))
-        .collect();
-    let panels = vec![
-        (format!("{name}: total reward (mean over completions)"), "reward".to_string(), vec![c("", &|r| r.reward)]),
-        ("reward components (mean, each in [0, 1])".to_string(), "value".to_string(), comps),
-        ("KL to the reference (k3, per token)".to_string(), "KL".to_string(), vec![c("", &|r| r.kl)]),
-        ("clip fraction and entropy".to_string(), "".to_string(), vec![c("clip fraction", &|r| r.clip_fraction), c("entropy (nats)", &|r| r.entropy)]),
-        ("completion length".to_string(), "tokens".to_string(), vec![c("", &|r| r.completion_len)]),
-    ];
-    curves(&panels, "step", &g.reports.join("plots"), &format!("grpo-{name}"))?;
-    Ok(())
 }

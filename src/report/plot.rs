@@ -797,3 +797,91 @@ pub fn errors(title: &str, bars: &[ErrorBars], plots_dir: &Path, stem: &str) -> 
     let w = (240 + 130 * bars.len() as u32).max(760);
     render(plots_dir, stem, (w, 640), |r| draw(r, title, bars), |r| draw(r, title, bars))
 }
+
+/// One series of a [`grouped`] bar chart: a value (and CI) per group, `None` where absent.
+pub struct BarSeries {
+    pub name: String,
+    pub values: Vec<Option<(f64, Option<(f64, f64)>)>>,
+    /// grey, drawn after ours (numbers reported by the paper)
+    pub paper: bool,
+}
+
+/// Grouped bars with CI whiskers (stage and reward ablations): `plots_dir/<stem>.{svg,png}`.
+pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &str, plots_dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
+    fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, groups: &[String], series: &[BarSeries], y_label: &str, legend_w: u32) -> DrawResult {
+        root.fill(&WHITE).map_err(d)?;
+        let root = root.titled(title, (FAMILY, 20)).map_err(d)?;
+        let (w, _) = root.dim_in_pixel();
+        let (chart_area, legend_area) = root.split_horizontally(w.saturating_sub(legend_w));
+        let top = series.iter().flat_map(|s| s.values.iter().flatten().map(|(v, ci)| ci.map(|c| c.1).unwrap_or(*v).max(*v))).fold(0.0f64, f64::max);
+        let top = (top * 1.15).clamp(5.0, 100.0);
+        let n = groups.len().max(1);
+        let centers: Vec<f64> = (0..n).map(|k| k as f64 + 0.5).collect();
+        let mut chart = ChartBuilder::on(&chart_area)
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(keyed(0.0..n as f64, centers), 0.0..top)
+            .map_err(d)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|x| groups.get(x.floor() as usize).cloned().unwrap_or_default())
+            .label_style((FAMILY, 13))
+            .y_desc(y_label)
+            .axis_desc_style((FAMILY, 14))
+            .draw()
+            .map_err(d)?;
+        let m = series.len().max(1) as f64;
+        let bw = 0.84 / m;
+        let (mut ours, mut papers) = (0, 0);
+        let colors: Vec<RGBColor> = series
+            .iter()
+            .map(|s| {
+                if s.paper {
+                    papers += 1;
+                    PAPER[(papers - 1) % PAPER.len()]
+                } else {
+                    ours += 1;
+                    OURS[(ours - 1) % OURS.len()]
+                }
+            })
+            .collect();
+        for (j, s) in series.iter().enumerate() {
+            let color = colors[j];
+            let mut bars = Vec::new();
+            let mut whiskers = Vec::new();
+            for (k, v) in s.values.iter().enumerate() {
+                let Some((v, ci)) = v else { continue };
+                let x0 = k as f64 + 0.08 + j as f64 * bw;
+                let x1 = x0 + bw * 0.88;
+                bars.push(Rectangle::new([(x0, 0.0), (x1, *v)], color.filled()));
+                if let Some((lo, hi)) = ci {
+                    let xc = (x0 + x1) / 2.0;
+                    let st = BLACK.mix(0.85).stroke_width(1);
+                    whiskers.push(PathElement::new(vec![(xc, *lo), (xc, *hi)], st));
+                    whiskers.push(PathElement::new(vec![(xc - bw * 0.2, *lo), (xc + bw * 0.2, *lo)], st));
+                    whiskers.push(PathElement::new(vec![(xc - bw * 0.2, *hi), (xc + bw * 0.2, *hi)], st));
+                }
+            }
+            chart.draw_series(bars).map_err(d)?;
+            chart.draw_series(whiskers).map_err(d)?;
+        }
+        let legend = legend_area.margin(30, 10, 10, 10);
+        let text = TextStyle::from((FAMILY, 13).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        for (j, s) in series.iter().enumerate() {
+            let y = 10 + 22 * j as i32;
+            legend.draw(&Rectangle::new([(0, y - 7), (16, y + 7)], colors[j].filled())).map_err(d)?;
+            legend.draw(&Text::new(s.name.clone(), (24, y), text.clone())).map_err(d)?;
+        }
+        let y = 10 + 22 * series.len() as i32 + 12;
+        let grey = BLACK.mix(0.7);
+        legend.draw(&Text::new("Whiskers: 95% bootstrap CI", (0, y), TextStyle::from((FAMILY, 12).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(d)?;
+        Ok(())
+    }
+    let widest = series.iter().map(|s| text_width(&s.name, 13.0)).max().unwrap_or(100);
+    let legend_w = (widest + 50).clamp(200, 560);
+    let width = (legend_w + 80 + groups.len() as u32 * (10 * series.len() as u32 + 40)).clamp(1000, 1800);
+    let height = (120 + 22 * series.len() as u32).max(480);
+    render(plots_dir, stem, (width, height), |r| draw(r, title, groups, series, y_label, legend_w), |r| draw(r, title, groups, series, y_label, legend_w))
+}

@@ -113,6 +113,18 @@ fn stage_of(model: &str, train: &[TrainRun]) -> Option<(usize, String)> {
     train.iter().any(|t| t.stage == "sft" && started_from(t, model)).then(|| (0, format!("base ({model})")))
 }
 
+/// The paper's Qwen3-1.7B stage averages (`paper.md` §8.2; secondary notes).
+const PAPER_STAGES: [(&str, f64); 4] = [("base", 31.9), ("+ SFT w/o CoT", 60.6), ("+ SFT with CoT", 63.0), ("+ GRPO", 65.1)];
+
+/// `n50-s42` / `full` (+ the split when not test), for file names.
+fn sample_tag(limit: Option<usize>, seed: u64, split: &str) -> String {
+    let s = match limit {
+        Some(n) => format!("n{n}-s{seed}"),
+        None => "full".into(),
+    };
+    if split == "test" { s } else { format!("{s}-{split}") }
+}
+
 /// `reports/ablation-stages.{md,csv}`: one block per benchmark sample (limit, seed) that holds
 /// at least two stages.
 pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Option<PathBuf>> {
@@ -140,9 +152,13 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
             None => format!("{split}, full sets"),
         };
         md.push_str(&format!("## {sample}\n\n| stage | {} | avg |\n|---|{}---|\n", names.join(" | "), "---|".repeat(names.len())));
+        let mut series = Vec::new();
         for (_, label, r) in &rows {
             let mut cells = Vec::new();
             let mut f1s = Vec::new();
+            let mut values: Vec<Option<(f64, Option<(f64, f64)>)>> = r.zero_shot().iter().map(|d| d.map(|d| (d.f1, Some((d.ci95[0], d.ci95[1]))))).collect();
+            values.push(r.average().map(|a| (a, None)));
+            series.push(super::plot::BarSeries { name: label.clone(), values, paper: false });
             for (i, d) in r.zero_shot().iter().enumerate() {
                 match d {
                     Some(d) => {
@@ -169,7 +185,16 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
         }
         md.push_str("\nRuns: ");
         md.push_str(&rows.iter().map(|(_, _, r)| format!("`results/{}`", r.id())).collect::<Vec<_>>().join(", "));
-        md.push_str("\n\n");
+        for (name, avg) in PAPER_STAGES {
+            let mut values = vec![None; 7];
+            values.push(Some((avg, None)));
+            series.push(super::plot::BarSeries { name: format!("paper-reported, Qwen3-1.7B: {name}"), values, paper: true });
+        }
+        let stem = format!("ablation-stages-{}", sample_tag(limit, seed, &split));
+        let mut groups: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        groups.push("Avg".into());
+        super::plot::grouped(&format!("Stage ablation ({sample})"), &groups, &series, "F1 (%)", &reports_dir.join("plots"), &stem)?;
+        md.push_str(&format!("\n\nPlot: `plots/{stem}.png`.\n\n"));
     }
     md.push_str("## Paper (Qwen3-1.7B, average over the seven; paper-reported)\n\n| stage | avg |\n|---|---|\n| base | 31.9 |\n| + SFT on raw Pile-NER | 40.3 |\n| + SFT w/o CoT | 60.6 |\n| + SFT with CoT | 63.0 |\n| + GRPO | 65.1 |\n");
     let p = reports_dir.join("ablation-stages.md");
@@ -253,14 +278,18 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
     let mut md = String::from("# Reward ablation (ours; the paper has none)\n\nEach GRPO run starts from the same CoT-tuned checkpoint with the same settings except the reward weights (`--reward`), is exported and scored on the same benchmark sample. `parse failures` = answers that do not parse, over all seven sets; `last reward` is the training reward of the last step (its scale depends on the weights).\n\n");
     md.push_str(&format!("| GRPO run | reward | sample | {} | avg | parse failures | last reward |\n|---|---|---|{}---|---|---|\n", names.join(" | "), "---|".repeat(names.len())));
     let mut csv = String::from("run,reward,limit,seed,dataset,f1,ci_low,ci_high,parse_failures\n");
+    let mut plots: BTreeMap<(Option<usize>, u64, String), Vec<super::plot::BarSeries>> = BTreeMap::new();
     for (t, w, r) in rows {
+        let mut values: Vec<Option<(f64, Option<(f64, f64)>)>> = r.zero_shot().iter().map(|d| d.map(|d| (d.f1, Some((d.ci95[0], d.ci95[1]))))).collect();
+        values.push(r.average().map(|a| (a, None)));
+        plots.entry((r.scores.limit, r.scores.seed, r.scores.split.clone())).or_default().push(super::plot::BarSeries { name: format!("{} ({w})", t.name), values, paper: false });
         let mut cells = Vec::new();
         let mut f1s = Vec::new();
         let mut failures = 0;
         for (i, d) in r.zero_shot().iter().enumerate() {
             match d {
                 Some(d) => {
-                    cells.push(format!("{:.2}", d.f1));
+                    cells.push(format!("{:.2} [{:.1}, {:.1}]", d.f1, d.ci95[0], d.ci95[1]));
                     f1s.push(round2(d.f1));
                     failures += d.parse_failures;
                     csv.push_str(&format!(
@@ -283,8 +312,61 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
         let sample = r.scores.limit.map(|n| format!("{n}/dataset")).unwrap_or("full".into());
         md.push_str(&format!("| {} | `{w}` | {sample} | {} | {avg} | {failures} | {last} |\n", t.name, cells.join(" | ")));
     }
+    let mut groups: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    groups.push("Avg".into());
+    md.push_str("\nF1 per dataset with its 95% bootstrap CI. Plots: ");
+    let mut stems = Vec::new();
+    for ((limit, seed, split), series) in &plots {
+        let stem = format!("ablation-rewards-{}", sample_tag(*limit, *seed, split));
+        super::plot::grouped(&format!("Reward ablation ({})", sample_tag(*limit, *seed, split)), &groups, series, "F1 (%)", &reports_dir.join("plots"), &stem)?;
+        stems.push(format!("`plots/{stem}.png`"));
+    }
+    md.push_str(&stems.join(", "));
+    md.push_str(".\n");
     let p = reports_dir.join("ablation-rewards.md");
     crate::util::write_atomic(&p, md.as_bytes())?;
     crate::util::write_atomic(&reports_dir.join("ablation-rewards.csv"), csv.as_bytes())?;
     Ok(Some(p))
+}
+
+/// `reports/plots/sft-<name>.{svg,png}` from the step log.
+pub fn plot_sft(reports_dir: &Path, name: &str, log_dir: &Path) -> Result<()> {
+    let rows: Vec<crate::train::sft::StepLog> = crate::util::read_jsonl(&log_dir.join("steps.jsonl"))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    use crate::report::plot::{curves, Curve};
+    let c = |f: &dyn Fn(&crate::train::sft::StepLog) -> f64| Curve { name: String::new(), points: rows.iter().map(|r| (r.step as f64, f(r))).collect() };
+    let panels = vec![
+        (format!("{name}: training loss (mean token cross-entropy of the assistant turn)"), "loss".to_string(), vec![c(&|r| r.loss)]),
+        ("gradient norm before clipping".to_string(), "‖g‖".to_string(), vec![c(&|r| r.grad_norm)]),
+        ("throughput".to_string(), "tokens/s".to_string(), vec![c(&|r| r.tokens_per_s)]),
+    ];
+    curves(&panels, "update", &reports_dir.join("plots"), &format!("sft-{name}"))?;
+    Ok(())
+}
+
+/// `reports/plots/grpo-<name>.{svg,png}`: reward per component, KL, clip fraction, entropy,
+/// completion length.
+pub fn plot_grpo(reports_dir: &Path, name: &str, log_dir: &Path) -> Result<()> {
+    use crate::report::plot::{curves, Curve};
+    use crate::train::grpo::GrpoLog;
+    let rows: Vec<GrpoLog> = crate::util::read_jsonl(&log_dir.join("steps.jsonl"))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let c = |n: &str, f: &dyn Fn(&GrpoLog) -> f64| Curve { name: n.to_string(), points: rows.iter().map(|r| (r.step as f64, f(r))).collect() };
+    let comps: Vec<Curve> = crate::train::reward::Component::ALL
+        .iter()
+        .map(|k| c(k.name(), &|r: &GrpoLog| r.components.get(k.name()).map(|v| v.0).unwrap_or(f64::NAN)))
+        .collect();
+    let panels = vec![
+        (format!("{name}: total reward (mean over completions)"), "reward".to_string(), vec![c("", &|r| r.reward)]),
+        ("reward components (mean, each in [0, 1])".to_string(), "value".to_string(), comps),
+        ("KL to the reference (k3, per token)".to_string(), "KL".to_string(), vec![c("", &|r| r.kl)]),
+        ("clip fraction and entropy".to_string(), "".to_string(), vec![c("clip fraction", &|r| r.clip_fraction), c("entropy (nats)", &|r| r.entropy)]),
+        ("completion length".to_string(), "tokens".to_string(), vec![c("", &|r| r.completion_len)]),
+    ];
+    curves(&panels, "step", &reports_dir.join("plots"), &format!("grpo-{name}"))?;
+    Ok(())
 }

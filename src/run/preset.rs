@@ -175,7 +175,7 @@ impl Preset {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let p: Preset = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(0);
             Error::data(&path, line, e.message().to_string())
         })?;
         p.check().map_err(|msg| Error::Toml { path: path.clone(), msg })?;
@@ -252,20 +252,48 @@ pub struct Rates {
     pub direct_tokens: f64,
     /// the same with a rationale
     pub cot_tokens: f64,
-    /// generated tokens per benchmark sentence (direct answer; a CoT model writes ~4.5× more)
-    pub answer_tokens: f64,
+    /// generated tokens per benchmark sentence: an untrained model (often to the 512 cap), a
+    /// direct-tuned one, a CoT-tuned one (measured on the `--limit 50` runs in results/)
+    pub untrained_answer_tokens: f64,
+    pub direct_answer_tokens: f64,
+    pub cot_answer_tokens: f64,
+    /// prompt tokens per benchmark sentence and prefill speed
+    pub prompt_tokens: f64,
+    pub prefill_tok_s: f64,
     /// seconds to load, export and clean up around a training run
     pub overhead_s: f64,
+    /// seconds per GRPO step beyond generation and the update (F16 export, llama.cpp load, scoring)
+    pub grpo_step_overhead_s: f64,
 }
 
-pub const REFERENCE: Rates = Rates { train_tok_s: 93.0, gen_tok_s: 118.0, direct_tokens: 220.0, cot_tokens: 380.0, answer_tokens: 32.0, overhead_s: 15.0 };
+pub const REFERENCE: Rates = Rates {
+    train_tok_s: 93.0,
+    gen_tok_s: 118.0,
+    direct_tokens: 220.0,
+    cot_tokens: 380.0,
+    untrained_answer_tokens: 122.0,
+    direct_answer_tokens: 32.0,
+    cot_answer_tokens: 150.0,
+    prompt_tokens: 206.0,
+    prefill_tok_s: 340.0,
+    overhead_s: 15.0,
+    grpo_step_overhead_s: 25.0,
+};
+
+impl Rates {
+    /// Seconds to score `sentences` with answers of `answer_tokens`, for a model `size` times the
+    /// default student.
+    pub fn eval_s(&self, sentences: f64, answer_tokens: f64, size: f64) -> f64 {
+        sentences * size * (self.prompt_tokens / self.prefill_tok_s + answer_tokens / self.gen_tok_s) + 10.0
+    }
+}
 
 /// What a step does; `rner reproduce` executes these in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StepKind {
     /// zero-shot evaluation of a model on the preset's sample
-    Eval { model: String, cot: bool },
+    Eval { model: String },
     /// stage 1
     Cot,
     /// stage 2 with this target
@@ -308,53 +336,28 @@ impl Preset {
     pub fn plan(&self, sizes: &dyn Fn(&str) -> f64, eval_sentences: usize, train_sizes: &dyn Fn(&str) -> usize) -> Vec<Step> {
         let r = REFERENCE;
         let mut steps = Vec::new();
-        let eval_s = |model: &str, cot: bool| {
-            let tokens = eval_sentences as f64 * r.answer_tokens * if cot { 4.5 } else { 1.0 };
-            tokens * sizes(model) / r.gen_tok_s + 10.0
-        };
+
         let sample = match self.eval.limit {
             Some(n) => format!("{n} sentences per dataset, seed {}", self.eval.seed),
             None => "the full test sets".to_string(),
         };
-        let eval = |steps: &mut Vec<Step>, id: String, model: String, cot: bool, what: String| {
-            let estimate_s = eval_s(&model, cot);
-            steps.push(Step { id, kind: StepKind::Eval { model, cot }, what: format!("{what}: zero-shot on {sample}"), estimate_s });
+        let eval = |steps: &mut Vec<Step>, id: String, model: String, answer_tokens: f64, what: String| {
+            let estimate_s = r.eval_s(eval_sentences as f64, answer_tokens, sizes(&model));
+            steps.push(Step { id, kind: StepKind::Eval { model }, what: format!("{what}: zero-shot on {sample}"), estimate_s });
         };
-        eval(&mut steps, "eval-base".into(), self.student.clone(), false, format!("base student {}", self.student));
+        eval(&mut steps, "eval-base".into(), self.student.clone(), r.untrained_answer_tokens, format!("base student {}", self.student));
         for b in &self.eval.baselines {
-            eval(&mut steps, format!("eval-{b}"), b.clone(), false, format!("baseline {b}"));
+            eval(&mut steps, format!("eval-{b}"), b.clone(), r.untrained_answer_tokens, format!("baseline {b}"));
         }
         for b in &self.eval.api_baselines {
-            eval(&mut steps, format!("eval-{b}"), b.clone(), false, format!("API baseline {b} (skipped unless its key is set)"));
+            eval(&mut steps, format!("eval-{b}"), b.clone(), 0.0, format!("API baseline {b} (skipped unless its key is set)"));
         }
-        let lr_steps = |init: &str, steps: &mut Vec<Step>| {
-            let Some(lr) = &self.low_resource else { return };
-            if !lr.inits.iter().any(|i| i == init) {
-                return;
-            }
-            for set in &lr.sets {
-                let n = train_sizes(&set.dataset);
-                let test = lr.eval_limit.unwrap_or(3453) as f64 * r.answer_tokens * sizes(&self.student) / r.gen_tok_s;
-                steps.push(Step {
-                    id: self.low_resource_name(&set.dataset, 0.0, 0, init),
-                    kind: StepKind::LowResource { dataset: set.dataset.clone(), fraction: 0.0, seed: 0, init: init.to_string() },
-                    what: format!("low-resource: {init} without fine-tuning (0%), scored on {} test", set.dataset),
-                    estimate_s: test + 10.0,
-                });
-                for &f in &set.fractions {
-                    for &seed in &lr.seeds {
-                        let sents = (n as f64 * f).round().max(1.0);
-                        let updates = (sents / lr.batch as f64).ceil() * lr.epochs as f64;
-                        let train = updates * lr.batch as f64 * r.direct_tokens * sizes(&self.student) / r.train_tok_s;
-                        steps.push(Step {
-                            id: self.low_resource_name(&set.dataset, f, seed, init),
-                            kind: StepKind::LowResource { dataset: set.dataset.clone(), fraction: f, seed, init: init.to_string() },
-                            what: format!("low-resource: {init} fine-tuned on {:.1}% of {} train ({} sentences, seed {seed}), scored on its test split", f * 100.0, set.dataset, sents),
-                            estimate_s: train + test + r.overhead_s,
-                        });
-                    }
-                }
-            }
+        // cheapest cells first, so a long preset fills every row of the table early
+        let lr_steps = |init: &str, out: &mut Vec<Step>| {
+            let mut steps = Vec::new();
+            self.low_resource_steps(init, sizes, train_sizes, &mut steps);
+            steps.sort_by(|a: &Step, b: &Step| a.estimate_s.total_cmp(&b.estimate_s));
+            out.extend(steps);
         };
         lr_steps("base", &mut steps);
         // stage 1
@@ -397,19 +400,53 @@ impl Preset {
                 id: self.grpo_name(i),
                 kind: StepKind::Grpo { index: i },
                 what: format!("stage 3{}: GRPO from the CoT-tuned model, reward {}", if i == 0 { "" } else { " ablation" }, v.weights),
-                estimate_s: g.steps as f64 * (rollout + update) * sizes(&self.student) + r.overhead_s,
+                estimate_s: g.steps as f64 * ((rollout + update) * sizes(&self.student) + r.grpo_step_overhead_s) + r.overhead_s * 2.0,
             });
         }
         if self.sft.direct_ablation {
-            eval(&mut steps, format!("eval-{}", self.run_name("sft-direct")), self.run_name("sft-direct"), false, "SFT w/o CoT".into());
+            eval(&mut steps, format!("eval-{}", self.run_name("sft-direct")), self.run_name("sft-direct"), r.direct_answer_tokens, "SFT w/o CoT".into());
         }
-        eval(&mut steps, format!("eval-{}", self.run_name("sft-cot")), self.run_name("sft-cot"), true, "CoT-tuned".into());
+        eval(&mut steps, format!("eval-{}", self.run_name("sft-cot")), self.run_name("sft-cot"), r.cot_answer_tokens, "CoT-tuned".into());
         for i in 0..self.grpo.rewards.len() {
-            eval(&mut steps, format!("eval-{}", self.grpo_name(i)), self.grpo_name(i), true, format!("GRPO ({})", self.grpo.rewards[i].weights));
+            eval(&mut steps, format!("eval-{}", self.grpo_name(i)), self.grpo_name(i), r.cot_answer_tokens, format!("GRPO ({})", self.grpo.rewards[i].weights));
         }
         lr_steps("reasoningner", &mut steps);
         steps.push(Step { id: "report".into(), kind: StepKind::Report, what: "tables, plots and the site from results/".into(), estimate_s: 30.0 });
         steps
+    }
+
+    fn low_resource_steps(&self, init: &str, sizes: &dyn Fn(&str) -> f64, train_sizes: &dyn Fn(&str) -> usize, steps: &mut Vec<Step>) {
+        let r = REFERENCE;
+        let Some(lr) = &self.low_resource else { return };
+        if !lr.inits.iter().any(|i| i == init) {
+            return;
+        }
+
+            for set in &lr.sets {
+                let n = train_sizes(&set.dataset);
+                let test_n = lr.eval_limit.unwrap_or(3453) as f64;
+                let untrained = r.eval_s(test_n, if init == "base" { r.untrained_answer_tokens } else { r.cot_answer_tokens }, sizes(&self.student));
+                let test = r.eval_s(test_n, r.direct_answer_tokens, sizes(&self.student));
+                steps.push(Step {
+                    id: self.low_resource_name(&set.dataset, 0.0, 0, init),
+                    kind: StepKind::LowResource { dataset: set.dataset.clone(), fraction: 0.0, seed: 0, init: init.to_string() },
+                    what: format!("low-resource: {init} without fine-tuning (0%), scored on {} test", set.dataset),
+                    estimate_s: untrained,
+                });
+                for &f in &set.fractions {
+                    for &seed in &lr.seeds {
+                        let sents = (n as f64 * f).round().max(1.0);
+                        let updates = (sents / lr.batch as f64).ceil() * lr.epochs as f64;
+                        let train = updates * lr.batch as f64 * r.direct_tokens * sizes(&self.student) / r.train_tok_s;
+                        steps.push(Step {
+                            id: self.low_resource_name(&set.dataset, f, seed, init),
+                            kind: StepKind::LowResource { dataset: set.dataset.clone(), fraction: f, seed, init: init.to_string() },
+                            what: format!("low-resource: {init} fine-tuned on {:.1}% of {} train ({} sentences, seed {seed}), scored on its test split", f * 100.0, set.dataset, sents),
+                            estimate_s: train + test + r.overhead_s,
+                        });
+                    }
+                }
+            }
     }
 
     /// The GRPO run of reward variant `i` (the first is the ReasoningNER model).

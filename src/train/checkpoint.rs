@@ -61,6 +61,22 @@ pub fn latest(dir: &Path) -> Option<PathBuf> {
     p.join("state.json").exists().then_some(p)
 }
 
+/// `p` itself when it is a checkpoint (`state.json`), else the newest checkpoint of the run
+/// folder `p`.
+pub fn resolve(p: &Path) -> Option<PathBuf> {
+    if p.join("state.json").exists() {
+        Some(p.to_path_buf())
+    } else {
+        latest(p)
+    }
+}
+
+/// The GGUF a checkpoint's training started from (`source` in its state), if it names one.
+pub fn source_of(ck: &Path) -> Option<PathBuf> {
+    let state: serde_json::Value = crate::util::read_json(&ck.join("state.json")).ok()?;
+    state.get("source")?.as_str().map(PathBuf::from)
+}
+
 /// A checkpoint's pieces.
 pub struct Loaded<S> {
     pub weights: HashMap<String, Tensor>,
