@@ -7,10 +7,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("{}:{line}: {msg}", file.display())]
     Data { file: PathBuf, line: usize, msg: String },
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: std::io::Error },
-    #[error("{}: invalid JSON: {source}", path.display())]
-    Json { path: PathBuf, #[source] source: serde_json::Error },
+    /// (the OS error is part of the message, not a `source`, so error chains print it once)
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{}: invalid JSON: {err}", path.display())]
+    Json { path: PathBuf, err: serde_json::Error },
     #[error("{}: invalid TOML: {msg}", path.display())]
     Toml { path: PathBuf, msg: String },
     #[error("{flag}: {msg}")]
@@ -37,7 +38,7 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     pub fn data(file: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Self {
         Error::Data { file: file.into(), line, msg: msg.into() }

@@ -42,7 +42,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Write pretty JSON atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut s = serde_json::to_string_pretty(value).map_err(|e| Error::Json { path: path.into(), source: e })?;
+    let mut s = serde_json::to_string_pretty(value).map_err(|e| Error::Json { path: path.into(), err: e })?;
     s.push('\n');
     write_atomic(path, s.as_bytes())
 }
@@ -50,7 +50,7 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 /// Read a JSON file.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&s).map_err(|e| Error::Json { path: path.into(), source: e })
+    serde_json::from_str(&s).map_err(|e| Error::Json { path: path.into(), err: e })
 }
 
 /// Read JSON lines; a torn last line (a crash mid-write) is dropped, any other bad line is an

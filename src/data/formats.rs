@@ -318,7 +318,7 @@ pub fn read_instructuie(path: &Path) -> Result<Vec<RawSentence>> {
 /// InstructUIE `labels.json`: a JSON list of label names.
 pub fn read_instructuie_labels(path: &Path) -> Result<Vec<String>> {
     let text = read_utf8(path)?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { path: path.to_path_buf(), source })
+    serde_json::from_str(&text).map_err(|err| Error::Json { path: path.to_path_buf(), err })
 }
 
 #[derive(Deserialize)]
@@ -433,7 +433,7 @@ where
             (Some(i), Category::Data) => Error::data(path, line, format!("record {i}: {what}{col}")),
             (Some(i), _) => Error::data(path, line, format!("record {i}: invalid JSON: {what}{col}")),
             (None, Category::Data) => Error::data(path, line, format!("{what}{col}")),
-            (None, _) => Error::Json { path: path.to_path_buf(), source: e },
+            (None, _) => Error::Json { path: path.to_path_buf(), err: e },
         }
     })
 }

@@ -89,7 +89,7 @@ pub fn gguf_name(hf: &str) -> Option<String> {
 pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Config, Params)> {
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let hf: HfConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: cfg_path.clone(), source: e })?;
+    let hf: HfConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: cfg_path.clone(), err: e })?;
     let config = match hf.model_type.as_str() {
         "llama" => llama::from_hf(&hf)?,
         "qwen2" => qwen2::from_hf(&hf)?,

@@ -311,7 +311,7 @@ pub fn eval(
             session.sentences += 1;
             session.gen_tokens += row.gen_tokens;
             session.prompt_tokens += row.prompt_tokens;
-            let mut line = serde_json::to_string(&row).map_err(|e| Error::Json { path: samples_path.clone(), source: e })?;
+            let mut line = serde_json::to_string(&row).map_err(|e| Error::Json { path: samples_path.clone(), err: e })?;
             line.push('\n');
             file.write_all(line.as_bytes()).map_err(|e| Error::io(&samples_path, e))?;
             file.flush().map_err(|e| Error::io(&samples_path, e))?;

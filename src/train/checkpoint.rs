@@ -104,7 +104,7 @@ pub fn reopen_log<T: Serialize + DeserializeOwned>(path: &Path, keep: impl Fn(&T
     rows.retain(|r| keep(r));
     let mut text = String::new();
     for r in &rows {
-        text.push_str(&serde_json::to_string(r).map_err(|e| Error::Json { path: path.into(), source: e })?);
+        text.push_str(&serde_json::to_string(r).map_err(|e| Error::Json { path: path.into(), err: e })?);
         text.push('\n');
     }
     write_atomic(path, text.as_bytes())?;

@@ -559,7 +559,7 @@ fn finish(m: &mut CotManifest, mut s: CotSession, t0: Instant, path: &Path) -> R
 
 /// Append one JSON line and flush it.
 fn append(file: &mut std::fs::File, path: &Path, v: &impl Serialize) -> Result<()> {
-    let mut line = serde_json::to_string(v).map_err(|e| Error::Json { path: path.into(), source: e })?;
+    let mut line = serde_json::to_string(v).map_err(|e| Error::Json { path: path.into(), err: e })?;
     line.push('\n');
     file.write_all(line.as_bytes()).map_err(|e| Error::io(path, e))?;
     file.flush().map_err(|e| Error::io(path, e))
