@@ -87,8 +87,9 @@ impl Ctx<'_> {
         self.model_file(name).is_file()
     }
 
-    /// Run `rner eval` on `model` over `datasets` of `split`.
-    fn eval(&self, model: &str, datasets: &str, split: &str, limit: Option<usize>, commands: &mut Vec<String>) -> anyhow::Result<bool> {
+    /// Run `rner eval` on `model` over `datasets` of `split`: done, skipped (every row was there) or
+    /// interrupted.
+    fn eval(&self, model: &str, datasets: &str, split: &str, limit: Option<usize>, commands: &mut Vec<String>) -> anyhow::Result<&'static str> {
         let mut argv: Vec<String> = vec!["--model".into(), model.into(), "--datasets".into(), datasets.into(), "--split".into(), split.into()];
         if let Some(n) = limit {
             argv.extend(["--limit".into(), n.to_string()]);
@@ -106,7 +107,13 @@ impl Ctx<'_> {
         let a: super::eval::EvalArgs = parse_flags(&argv)?;
         let _c = super::StepCommand::set(&cmd);
         let out = super::eval::execute(self.g, &a)?;
-        Ok(!out.interrupted)
+        Ok(if out.interrupted {
+            "interrupted"
+        } else if out.generated == 0 {
+            "skipped"
+        } else {
+            "done"
+        })
     }
 
     /// Run `rner sft` with `argv`; true when it finished and exported.
@@ -152,7 +159,7 @@ impl Ctx<'_> {
                         }
                     }
                 }
-                Ok(ok(self.eval(&m, "zero-shot", "test", p.eval.limit, commands)?))
+                Ok((self.eval(&m, "zero-shot", "test", p.eval.limit, commands)?.to_string(), String::new()))
             }
             StepKind::Cot => {
                 let out = p.cot_file(&self.g.results);
@@ -249,6 +256,7 @@ impl Ctx<'_> {
                     "base" => p.student.clone(),
                     _ => self.model_file(&p.grpo_name(0)).display().to_string(),
                 };
+                let mut trained = false;
                 let model = if *fraction == 0.0 {
                     from
                 } else {
@@ -285,12 +293,14 @@ impl Ctx<'_> {
                         if !self.sft(argv, commands)? {
                             return Ok(("interrupted".into(), String::new()));
                         }
+                        trained = true;
                         // a cell's checkpoints are not needed once it is exported
                         let _ = std::fs::remove_dir_all(self.checkpoints.join(&name));
                     }
                     self.model_file(&name).display().to_string()
                 };
-                Ok(ok(self.eval(&model, dataset, "test", lr.eval_limit, commands)?))
+                let status = self.eval(&model, dataset, "test", lr.eval_limit, commands)?;
+                Ok((if trained && status == "skipped" { "done" } else { status }.to_string(), String::new()))
             }
             StepKind::Report => {
                 let cmd = "rner report --html".to_string();
@@ -302,13 +312,18 @@ impl Ctx<'_> {
         }
     }
 
-    /// Whether a step's result is there already (training steps: their export).
+    /// Whether a step can be passed over without running: training steps whose export exists,
+    /// the CoT step once done, and scores of untrained models once done. Evaluations of trained
+    /// models always run: they resume, so they cost a model load when complete, and a retrained
+    /// model (a new file hash) gets a new run.
     fn already_done(&self, s: &Step, before: &std::collections::HashSet<String>) -> bool {
         match &s.kind {
             StepKind::Sft { target } => self.trained(&self.p.run_name(&format!("sft-{target}"))),
             StepKind::Grpo { index } => self.trained(&self.p.grpo_name(*index)),
             StepKind::Report => false,
-            _ => before.contains(&s.id),
+            StepKind::Eval { model } => !self.trained(model) && before.contains(&s.id),
+            StepKind::LowResource { .. } => false,
+            StepKind::Cot => before.contains(&s.id),
         }
     }
 }

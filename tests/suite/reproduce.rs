@@ -119,14 +119,23 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
     assert!(d.join("rep/plots/low-resource.png").is_file());
     assert!(d.join("rep/reproduce-t.md").is_file());
 
-    // a rerun: every step but the report is skipped, nothing is trained or generated again
+    // a rerun: nothing is trained or generated again; evaluations of trained models are looked at
+    // (they resume, finding every row) and recorded as skipped
     let before = std::fs::metadata(d.join("m/t-grpo-paper.gguf")).unwrap().modified().unwrap();
     let out = run();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let again: Vec<serde_json::Value> =
         std::fs::read_to_string(d.join("r/reproduce/t/steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let new: Vec<&str> = again[log.len()..].iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(new, ["eval-gpt-4o-mini", "report"], "only the report and the step without a key run again");
+    let new: Vec<(&str, &str)> = again[log.len()..].iter().map(|r| (r["id"].as_str().unwrap(), r["status"].as_str().unwrap())).collect();
+    for (id, st) in &new {
+        let expected = match *id {
+            "report" => "done",
+            "eval-gpt-4o-mini" => "not_run",
+            _ => "skipped",
+        };
+        assert_eq!(*st, expected, "{id}: {new:?}");
+        assert!(!["eval-base", "cot", "t-sft-cot", "t-sft-direct", "t-grpo-paper"].contains(id), "{id} ran again");
+    }
     assert_eq!(std::fs::metadata(d.join("m/t-grpo-paper.gguf")).unwrap().modified().unwrap(), before);
 }
 
