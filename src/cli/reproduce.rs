@@ -70,6 +70,16 @@ fn shell(cmd: &str, argv: &[String]) -> String {
     format!("rner {cmd} {}", quoted.join(" "))
 }
 
+/// Print and record the command a step runs, and parse its flags; manifests written while the
+/// returned guard lives record the command.
+fn step_command<T: clap::Args>(name: &str, argv: &[String], commands: &mut Vec<String>) -> anyhow::Result<(T, super::StepCommand)> {
+    let cmd = shell(name, argv);
+    commands.push(cmd.clone());
+    eprintln!("  $ {cmd}");
+    let a: T = parse_flags(argv)?;
+    Ok((a, super::StepCommand::set(&cmd)))
+}
+
 struct Ctx<'a> {
     g: &'a Global,
     p: &'a Preset,
@@ -101,11 +111,7 @@ impl Ctx<'_> {
         if self.threads > 0 {
             argv.extend(["--threads".into(), self.threads.to_string()]);
         }
-        let cmd = shell("eval", &argv);
-        commands.push(cmd.clone());
-        eprintln!("  $ {cmd}");
-        let a: super::eval::EvalArgs = parse_flags(&argv)?;
-        let _c = super::StepCommand::set(&cmd);
+        let (a, _c): (super::eval::EvalArgs, _) = step_command("eval", &argv, commands)?;
         let out = super::eval::execute(self.g, &a)?;
         Ok(if out.interrupted {
             "interrupted"
@@ -119,11 +125,7 @@ impl Ctx<'_> {
     /// Run `rner sft` with `argv`; true when it finished and exported.
     #[cfg(feature = "llama")]
     fn sft(&self, argv: Vec<String>, commands: &mut Vec<String>) -> anyhow::Result<bool> {
-        let cmd = shell("sft", &argv);
-        commands.push(cmd.clone());
-        eprintln!("  $ {cmd}");
-        let a: super::train::SftArgs = parse_flags(&argv)?;
-        let _c = super::StepCommand::set(&cmd);
+        let (a, _c): (super::train::SftArgs, _) = step_command("sft", &argv, commands)?;
         let run = super::train::execute(self.g, &a)?;
         Ok(run.export.is_some())
     }
@@ -174,11 +176,7 @@ impl Ctx<'_> {
                 if self.threads > 0 {
                     argv.extend(["--threads".into(), self.threads.to_string()]);
                 }
-                let cmd = shell("cot", &argv);
-                commands.push(cmd.clone());
-                eprintln!("  $ {cmd}");
-                let c: super::cot::CotCmd = parse_flags(&argv)?;
-                let _c = super::StepCommand::set(&cmd);
+                let (c, _c): (super::cot::CotCmd, _) = step_command("cot", &argv, commands)?;
                 let code = super::cot::run(self.g, c)?;
                 Ok(ok(code == ExitCode::SUCCESS))
             }
@@ -242,11 +240,7 @@ impl Ctx<'_> {
                     "--checkpoints".into(),
                     self.checkpoints.display().to_string(),
                 ];
-                let cmd = shell("grpo", &argv);
-                commands.push(cmd.clone());
-                eprintln!("  $ {cmd}");
-                let a: super::train::GrpoArgs = parse_flags(&argv)?;
-                let _c = super::StepCommand::set(&cmd);
+                let (a, _c): (super::train::GrpoArgs, _) = step_command("grpo", &argv, commands)?;
                 let done = super::train::execute_grpo(self.g, &a)?;
                 Ok(ok(done.export.is_some()))
             }
