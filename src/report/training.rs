@@ -131,7 +131,8 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
     let mut blocks: BTreeMap<(Option<usize>, u64, String), Vec<(usize, String, &Run)>> = BTreeMap::new();
     for r in runs {
         let s = &r.scores;
-        if s.decoding != "free" {
+        // a run on some of the seven only (a low-resource 0% point) is not a stage row
+        if s.decoding != "free" || r.zero_shot().iter().any(Option::is_none) {
             continue;
         }
         if let Some((k, label)) = stage_of(&s.model, train) {
@@ -267,7 +268,7 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
                     .join(",")
             })
             .unwrap_or_default();
-        for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.decoding == "free") {
+        for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.decoding == "free" && r.zero_shot().iter().all(Option::is_some)) {
             rows.push((t, weights.clone(), r));
         }
     }
