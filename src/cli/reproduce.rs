@@ -27,6 +27,9 @@ pub struct ReproduceArgs {
     /// llama.cpp threads for generation (0: all cores)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// only rewrite reports/reproduce-<preset>.md from the step log
+    #[arg(long)]
+    pub summary: bool,
     /// where training checkpoints go (large; git-ignored)
     #[arg(long, default_value = "checkpoints")]
     pub checkpoints: PathBuf,
@@ -128,6 +131,14 @@ impl Ctx<'_> {
         let (a, _c): (super::train::SftArgs, _) = step_command("sft", &argv, commands)?;
         let run = super::train::execute(self.g, &a)?;
         Ok(run.export.is_some())
+    }
+
+    /// Whether `model` is one of the preset's own training runs (its file may not exist yet).
+    fn produced(&self, model: &str) -> bool {
+        let p = self.p;
+        let mut names = vec![p.run_name("sft-cot"), p.run_name("sft-direct")];
+        names.extend((0..p.grpo.rewards.len()).map(|i| p.grpo_name(i)));
+        names.iter().any(|n| n == model)
     }
 
     /// Where a training run can be continued from: its checkpoints when present, else its export.
@@ -315,7 +326,7 @@ impl Ctx<'_> {
             StepKind::Sft { target } => self.trained(&self.p.run_name(&format!("sft-{target}"))),
             StepKind::Grpo { index } => self.trained(&self.p.grpo_name(*index)),
             StepKind::Report => false,
-            StepKind::Eval { model } => !self.trained(model) && before.contains(&s.id),
+            StepKind::Eval { model } => !self.produced(model) && before.contains(&s.id),
             StepKind::LowResource { .. } => false,
             StepKind::Cot => before.contains(&s.id),
         }
@@ -347,6 +358,12 @@ fn eval_sentences(g: &Global, p: &Preset) -> usize {
 
 pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     let (p, path) = Preset::load(&g.baselines, &a.preset)?;
+    if a.summary {
+        let sizes = |m: &str| size_factor(&g.models, &g.baselines, m);
+        let steps = p.plan(&sizes, eval_sentences(g, &p), &train_sizes(g));
+        summary(g, &p, &steps)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let sizes = |m: &str| size_factor(&g.models, &g.baselines, m);
     let steps = p.plan(&sizes, eval_sentences(g, &p), &train_sizes(g));
     let log = steps_log(g, &p);
@@ -418,7 +435,8 @@ fn summary(g: &Global, p: &Preset, steps: &[Step]) -> anyhow::Result<()> {
     );
     let (mut measured, mut estimated) = (0.0, 0.0);
     for (i, s) in steps.iter().enumerate() {
-        let last = rows.iter().rev().find(|r| r.id == s.id && r.status != "interrupted");
+        // the session that did the work, else the latest look at the step
+        let last = rows.iter().rev().find(|r| r.id == s.id && r.status == "done").or_else(|| rows.iter().rev().find(|r| r.id == s.id && r.status != "interrupted"));
         let secs: f64 = rows.iter().filter(|r| r.id == s.id).map(|r| r.seconds).sum();
         measured += secs;
         estimated += s.estimate_s;
