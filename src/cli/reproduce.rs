@@ -157,7 +157,7 @@ impl Ctx<'_> {
         let ok = |b: bool| if b { ("done".to_string(), String::new()) } else { ("interrupted".to_string(), String::new()) };
         match &s.kind {
             StepKind::Eval { model, .. } => {
-                let m = if self.trained(model) {
+                let m = if self.produced(model) {
                     self.model_file(model).display().to_string()
                 } else if model == &p.student && Path::new(model).is_dir() {
                     // a Hugging Face student is scored through its GGUF
