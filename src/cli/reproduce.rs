@@ -52,9 +52,9 @@ fn steps_log(g: &Global, p: &Preset) -> PathBuf {
     g.results.join("reproduce").join(&p.name).join("steps.jsonl")
 }
 
-/// Ids of the steps recorded as done in earlier sessions.
-fn done_before(log: &Path) -> std::collections::HashSet<String> {
-    crate::util::read_jsonl::<StepRecord>(log).unwrap_or_default().into_iter().filter(|r| r.status == "done" || r.status == "skipped").map(|r| r.id).collect()
+/// Ids of the steps recorded as done in earlier sessions (a bad line is an error naming it).
+fn done_before(log: &Path) -> crate::Result<std::collections::HashSet<String>> {
+    Ok(crate::util::read_jsonl::<StepRecord>(log)?.into_iter().filter(|r| r.status == "done" || r.status == "skipped").map(|r| r.id).collect())
 }
 
 /// Parse `argv` as the flags of one command, exactly as typed on the command line.
@@ -358,16 +358,14 @@ fn eval_sentences(g: &Global, p: &Preset) -> usize {
 
 pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     let (p, path) = Preset::load(&g.baselines, &a.preset)?;
+    let sizes = |m: &str| size_factor(&g.models, &g.baselines, m);
+    let steps = p.plan(&sizes, eval_sentences(g, &p), &train_sizes(g));
     if a.summary {
-        let sizes = |m: &str| size_factor(&g.models, &g.baselines, m);
-        let steps = p.plan(&sizes, eval_sentences(g, &p), &train_sizes(g));
         summary(g, &p, &steps)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let sizes = |m: &str| size_factor(&g.models, &g.baselines, m);
-    let steps = p.plan(&sizes, eval_sentences(g, &p), &train_sizes(g));
     let log = steps_log(g, &p);
-    let before = done_before(&log);
+    let before = done_before(&log)?;
     let ctx = Ctx { g, p: &p, threads: a.threads, checkpoints: a.checkpoints.clone() };
     let pending: Vec<bool> = steps.iter().map(|s| !ctx.already_done(s, &before)).collect();
     let left: f64 = steps.iter().zip(&pending).filter(|(_, p)| **p).map(|(s, _)| s.estimate_s).sum();
@@ -423,7 +421,7 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
 
 /// `reports/reproduce-<preset>.md`: every step with its commands, estimate and measured time.
 fn summary(g: &Global, p: &Preset, steps: &[Step]) -> anyhow::Result<()> {
-    let rows: Vec<StepRecord> = crate::util::read_jsonl(&steps_log(g, p)).unwrap_or_default();
+    let rows: Vec<StepRecord> = crate::util::read_jsonl(&steps_log(g, p))?;
     let mut md = format!(
         "# `rner reproduce --preset {}`\n\n{}. Preset file: `baselines/presets/{}.toml`; step log: `results/reproduce/{}/steps.jsonl` (written as each step ends; a rerun skips finished steps). Times are this machine's ({} CPUs, {}).\n\n| # | step | status | measured | estimate | commands |\n|---|---|---|---|---|---|\n",
         p.name,
