@@ -69,6 +69,11 @@ pub struct CotArgs {
     /// penalty on tokens repeated within the last 64 generated (1 = off)
     #[arg(long, default_value_t = 1.1)]
     pub repeat_penalty: f32,
+    /// `json`/`schema`: the teacher ends its rationale with `</think>` and a grammar-constrained
+    /// answer (labels from the schema, spans from the sentence under `schema`; APIs get
+    /// response_format) that must equal gold, or the example is rejected as answer_disagrees
+    #[arg(long, value_enum, default_value_t = crate::prompt::grammar::Decoding::Free)]
+    pub decoding: crate::prompt::grammar::Decoding,
     /// use an API's separate reasoning (`reasoning_content`) as the rationale
     #[arg(long)]
     pub use_reasoning: bool,
@@ -168,6 +173,7 @@ pub fn run(g: &Global, c: CotCmd) -> anyhow::Result<ExitCode> {
         split: a.split.clone(),
         per_source: a.per_source,
         seed: a.seed,
+        decoding: a.decoding,
     };
     eprintln!("cot: {} examples, teacher {} → {}", examples.len(), m.name, out.display());
     let o = cot::build(
@@ -196,12 +202,13 @@ fn stats(g: &Global, file: &std::path::Path) -> anyhow::Result<ExitCode> {
     let mut md = format!("# CoT set `{}`\n\nMade by `rner cot stats {}` from the set's files.", stem, file.display());
     if let Some(m) = &manifest {
         md.push_str(&format!(
-            " Built by teacher `{}` ({}, template {:?}, temperature {}, max {} tokens{}) from {} ({} split).\n\nSessions (the command of each):\n\n",
+            " Built by teacher `{}` ({}, template {:?}, temperature {}, max {} tokens, decoding {}{}) from {} ({} split).\n\nSessions (the command of each):\n\n",
             m.config.teacher,
             m.config.engine,
             m.config.template,
             m.config.sampling.temperature,
             m.config.sampling.max_tokens,
+            m.config.decoding.name(),
             m.config.judge.as_ref().map(|j| format!(", judge `{j}` keeping ≥ {}", m.config.min_score)).unwrap_or_default(),
             m.config.sources.join(" + "),
             m.config.split

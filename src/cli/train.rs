@@ -399,6 +399,15 @@ pub struct GrpoArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "model")]
     pub template: Template,
+    /// constrained rollouts: `json` forces a valid answer object, `schema` also its labels and
+    /// spans (llama.cpp grammars). The policy gradient still uses the unconstrained model's
+    /// log-probs of the sampled tokens, as guided-decoding GRPO setups do
+    #[arg(long, value_enum, default_value_t = crate::prompt::grammar::Decoding::Free)]
+    pub decoding: crate::prompt::grammar::Decoding,
+    /// with --decoding: the answer's shape, `cot` (constrained after `</think>`, the rationale free)
+    /// or `direct` (constrained from the first token)
+    #[arg(long, value_enum, default_value_t = crate::run::Mode::Cot)]
+    pub mode: crate::run::Mode,
     #[command(flatten)]
     pub out: TrainOut,
 }
@@ -479,6 +488,8 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
             max_completion_length: a.max_completion_length,
         },
         adam: AdamConfig::default(),
+        decoding: a.decoding,
+        constrain_after_think: !a.decoding.is_free() && a.mode == crate::run::Mode::Cot,
     };
     let name = a.name.clone().unwrap_or_else(|| {
         let h = prompt::short_hash(&format!("{}{}{:?}{}", serde_json::to_string(&cfg).expect("cfg"), a.init, sources, a.pool));

@@ -20,6 +20,10 @@ pub enum Decoding {
 }
 
 impl Decoding {
+    pub fn is_free(&self) -> bool {
+        *self == Decoding::Free
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Decoding::Free => "free",
@@ -129,7 +133,10 @@ pair ::= key ws ":" ws "[" ws values? ws "]"
 pub fn constraint(decoding: Decoding, ex: &Example, cot: bool) -> Option<Constraint> {
     let answer = answer_gbnf(decoding, ex)?;
     let (root, after) = if cot {
-        ("root ::= \"</think>\" ws answer\n", Some("</think>".to_string()))
+        // the token that completes `</think>` may carry a few more characters (`>.`, `>:`):
+        // llama.cpp feeds them to the grammar at once and aborts the process when the grammar
+        // rejects them, so anything but `{` is allowed for a few characters before the answer
+        ("root ::= \"</think>\" [^{]{0,16} answer\n", Some("</think>".to_string()))
     } else {
         ("root ::= answer\n", None)
     };
@@ -290,7 +297,7 @@ mod tests {
     #[test]
     fn cot_grammars_start_at_the_end_of_the_rationale() {
         let c = constraint(Decoding::Json, &ex(&["a"], "b"), true).unwrap();
-        assert!(c.gbnf.starts_with("root ::= \"</think>\" ws answer"));
+        assert!(c.gbnf.starts_with("root ::= \"</think>\" [^{]{0,16} answer"));
         assert_eq!(c.after.as_deref(), Some("</think>"));
         assert_eq!(json_schema(Decoding::Schema, &ex(&["a"], "b"))["properties"]["entities"]["properties"]["a"]["type"], "array");
     }

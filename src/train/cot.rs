@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Entity, Example};
 use crate::engine::{Engine, Finish, GenOutput, GenRequest, Sampling};
+use crate::prompt::grammar::Decoding;
 use crate::prompt::{self, Message, Rendered, Template};
 use crate::score::normalize;
 use crate::{parse, util, Error, Result};
@@ -188,9 +189,26 @@ fn wrap(user: String, template: Template, cue: &str) -> Rendered {
     Rendered { messages: vec![Message { role: "user".into(), content: user }], text }
 }
 
+/// What [`TEACHER_PROMPT`] asks instead of "no JSON answer" under `--decoding json|schema`: the
+/// rationale, `</think>`, then the answer, which the grammar constrains and validation compares to
+/// gold.
+const ANSWER_RULE: &str = "Write one paragraph of at most 100 words, then </think>, then the correct entities as JSON: {\"entities\": {\"type\": [\"entity\", ...]}}.";
+const NO_ANSWER_RULE: &str = "Do not write a JSON answer. Write one paragraph of at most 100 words.";
+const EXAMPLE_END: &str = "neither is one of the entity types.";
+const EXAMPLE_ANSWER: &str = "\n</think>\n{\"entities\": {\"location\": [\"Paris\"], \"organization\": [\"Apple\"], \"person\": [\"Tim Cook\"]}}";
+
+/// The teacher's instruction: [`TEACHER_PROMPT`], or under constrained decoding its variant that
+/// ends the rationale with `</think>` and the JSON answer.
+pub fn teacher_template(decoding: Decoding) -> String {
+    match decoding {
+        Decoding::Free => TEACHER_PROMPT.to_string(),
+        _ => TEACHER_PROMPT.replace(NO_ANSWER_RULE, ANSWER_RULE).replace(EXAMPLE_END, &format!("{EXAMPLE_END}{EXAMPLE_ANSWER}")),
+    }
+}
+
 /// The teacher's prompt for one example.
-pub fn teacher_prompt(ex: &Example, template: Template) -> Rendered {
-    wrap(fill(TEACHER_PROMPT, ex), template, "Reasoning")
+pub fn teacher_prompt(ex: &Example, template: Template, decoding: Decoding) -> Rendered {
+    wrap(fill(&teacher_template(decoding), ex), template, "Reasoning")
 }
 
 /// The judge's prompt for one example and rationale.
@@ -297,7 +315,9 @@ pub fn extra_entity(cot: &str, ex: &Example) -> Option<String> {
 
 /// Run every check but the judge's on one teacher output. On success returns the rationale to
 /// keep (an answer block that agrees with gold is cut off: the SFT target adds the answer itself).
-pub fn validate(out: &GenOutput, ex: &Example, bounds: Bounds, use_reasoning: bool) -> std::result::Result<String, (Check, String)> {
+/// `answer_required` (constrained decoding): the output must end in an answer (after the rationale,
+/// or an API's content beside its reasoning) equal to gold.
+pub fn validate(out: &GenOutput, ex: &Example, bounds: Bounds, use_reasoning: bool, answer_required: bool) -> std::result::Result<String, (Check, String)> {
     if out.finish == Finish::Length {
         return Err((Check::Truncated, format!("{} tokens, the cap", out.gen_tokens)));
     }
@@ -305,17 +325,27 @@ pub fn validate(out: &GenOutput, ex: &Example, bounds: Bounds, use_reasoning: bo
     if cot.is_empty() {
         return Err((Check::Empty, String::new()));
     }
-    if let Some(at) = answer_start(&cot) {
-        let pred = parse::prediction(&cot[at..]);
-        let gold_set = crate::score::to_set(&ex.gold);
-        if pred.error.is_some_and(|e| e.is_failure()) || crate::score::to_set(&pred.entities) != gold_set {
-            let got: Vec<String> = pred.entities.iter().map(|e| format!("{}: {}", e.text, e.label)).collect();
-            return Err((Check::AnswerDisagrees, format!("answer block gives [{}]", got.join(", "))));
+    let answer = match answer_start(&cot) {
+        Some(at) => {
+            let a = cot[at..].to_string();
+            cot = cot[..at].trim_end().to_string();
+            Some(a)
         }
-        cot = cot[..at].trim_end().to_string();
-        if cot.is_empty() {
-            return Err((Check::Empty, "only an answer block".into()));
+        None => answer_start(&out.text).filter(|_| answer_required).map(|at| out.text[at..].to_string()),
+    };
+    match answer {
+        Some(a) => {
+            let pred = parse::prediction(&a);
+            if pred.error.is_some_and(|e| e.is_failure()) || crate::score::to_set(&pred.entities) != crate::score::to_set(&ex.gold) {
+                let got: Vec<String> = pred.entities.iter().map(|e| format!("{}: {}", e.text, e.label)).collect();
+                return Err((Check::AnswerDisagrees, format!("answer block gives [{}]", got.join(", "))));
+            }
+            if cot.is_empty() {
+                return Err((Check::Empty, "only an answer block".into()));
+            }
         }
+        None if answer_required => return Err((Check::AnswerDisagrees, "no answer after the rationale (constrained decoding asks for one)".into())),
+        None => {}
     }
     let chars = cot.chars().count();
     if chars < bounds.min_chars || chars > bounds.max_chars {
@@ -351,6 +381,10 @@ pub struct CotConfig {
     pub split: String,
     pub per_source: Option<usize>,
     pub seed: u64,
+    /// `json`/`schema`: the teacher ends with a grammar-constrained answer that must equal gold
+    /// (not written when `free`, as builds made before the option)
+    #[serde(default, skip_serializing_if = "Decoding::is_free")]
+    pub decoding: Decoding,
 }
 
 /// One working session on a build.
@@ -436,7 +470,14 @@ pub fn build(
     }
     done.extend(util::read_jsonl::<Rejected>(&rejected_path)?.into_iter().map(|r| r.guid));
     let mut manifest: CotManifest = if manifest_path.exists() {
-        util::read_json(&manifest_path)?
+        let m: CotManifest = util::read_json(&manifest_path)?;
+        if m.config.decoding != cfg.decoding {
+            return Err(Error::Run {
+                dir: manifest_path.clone(),
+                msg: format!("this set was built with --decoding {}, not {}: pass another --out", m.config.decoding.name(), cfg.decoding.name()),
+            });
+        }
+        m
     } else {
         CotManifest { config: cfg.clone(), teacher_info: teacher.info().clone(), machine: crate::run::Machine::this(), sessions: Vec::new() }
     };
@@ -462,7 +503,10 @@ pub fn build(
     for part in todo.chunks(chunk.max(1)) {
         let reqs: Vec<GenRequest> = part
             .iter()
-            .map(|e| GenRequest { prompt: teacher_prompt(e, cfg.template), sampling: cfg.sampling.clone() })
+            .map(|e| GenRequest {
+                prompt: teacher_prompt(e, cfg.template, cfg.decoding),
+                sampling: Sampling { constraint: prompt::grammar::constraint(cfg.decoding, e, true), ..cfg.sampling.clone() },
+            })
             .collect();
         // decided now (no judge) or after judging
         let mut candidates: Vec<(usize, String, GenOutput)> = Vec::new();
@@ -491,7 +535,7 @@ pub fn build(
         let judging = judge.is_some();
         let result = teacher.generate_each(&reqs, &mut |i, o| {
             session.gen_tokens += o.gen_tokens;
-            match validate(&o, part[i], cfg.bounds, cfg.use_reasoning) {
+            match validate(&o, part[i], cfg.bounds, cfg.use_reasoning, cfg.decoding != Decoding::Free) {
                 Ok(cot) if judging => candidates.push((i, cot, o)),
                 r => decide(i, r, &o, &mut session, &mut outcome)?,
             }
@@ -646,16 +690,16 @@ mod tests {
 
     #[test]
     fn a_faithful_rationale_is_kept() {
-        assert_eq!(validate(&out(GOOD), &ex(), Bounds::default(), false).unwrap(), GOOD);
+        assert_eq!(validate(&out(GOOD), &ex(), Bounds::default(), false, false).unwrap(), GOOD);
         // an agreeing answer block is cut off, the rest kept
         let with = format!("{GOOD}\n```json\n{{\"entities\": {{\"organization\": [\"EU\"]}}}}\n```");
-        assert_eq!(validate(&out(&with), &ex(), Bounds::default(), false).unwrap(), GOOD);
+        assert_eq!(validate(&out(&with), &ex(), Bounds::default(), false, false).unwrap(), GOOD);
     }
 
     #[test]
     fn each_check_rejects_what_it_names() {
         let b = Bounds::default();
-        let check = |o: GenOutput| validate(&o, &ex(), b, false).unwrap_err().0;
+        let check = |o: GenOutput| validate(&o, &ex(), b, false, false).unwrap_err().0;
         let mut cut = out(GOOD);
         cut.finish = Finish::Length;
         assert_eq!(check(cut), Check::Truncated);
@@ -668,19 +712,51 @@ mod tests {
         let wrong = format!("{GOOD}\n{{\"entities\": {{\"location\": [\"EU\"]}}}}");
         assert_eq!(check(out(&wrong)), Check::AnswerDisagrees);
         let extra = "\"EU\" is an organization. \"British\" refers to Britain, so it is a location.";
-        let (c, detail) = validate(&out(extra), &ex(), b, false).unwrap_err();
+        let (c, detail) = validate(&out(extra), &ex(), b, false, false).unwrap_err();
         assert_eq!((c, detail.as_str()), (Check::ExtraEntity, "British"));
         // the same candidate, negated, is fine
         let negated = "\"EU\" is an organization. \"British\" is not a location here, only an adjective.";
-        assert!(validate(&out(negated), &ex(), b, false).is_ok());
+        assert!(validate(&out(negated), &ex(), b, false, false).is_ok());
     }
 
     #[test]
     fn reasoning_from_an_api_can_be_the_rationale() {
         let mut o = out("{\"entities\": {\"organization\": [\"EU\"]}}");
         o.reasoning = Some(GOOD.into());
-        assert_eq!(validate(&o, &ex(), Bounds::default(), true).unwrap(), GOOD);
-        assert_eq!(validate(&o, &ex(), Bounds::default(), false).unwrap_err().0, Check::Empty);
+        assert_eq!(validate(&o, &ex(), Bounds::default(), true, false).unwrap(), GOOD);
+        assert_eq!(validate(&o, &ex(), Bounds::default(), false, false).unwrap_err().0, Check::Empty);
+    }
+
+    #[test]
+    fn constrained_decoding_requires_an_answer_equal_to_gold() {
+        let b = Bounds::default();
+        let answered = format!("{GOOD}\n</think>\n{{\"entities\": {{\"organization\": [\"EU\"]}}}}");
+        assert_eq!(validate(&out(&answered), &ex(), b, false, true).unwrap(), GOOD);
+        // no answer: fine when free, rejected when the answer is required
+        assert!(validate(&out(GOOD), &ex(), b, false, false).is_ok());
+        let (c, detail) = validate(&out(GOOD), &ex(), b, false, true).unwrap_err();
+        assert_eq!(c, Check::AnswerDisagrees);
+        assert!(detail.contains("no answer"), "{detail}");
+        let wrong = format!("{GOOD}\n</think>\n{{\"entities\": {{\"organization\": [\"EU\", \"British\"]}}}}");
+        assert_eq!(validate(&out(&wrong), &ex(), b, false, true).unwrap_err().0, Check::AnswerDisagrees);
+        // an API's reasoning as the rationale and its constrained content as the answer
+        let mut o = out("{\"entities\": {\"organization\": [\"EU\"]}}");
+        o.reasoning = Some(GOOD.into());
+        assert_eq!(validate(&o, &ex(), b, true, true).unwrap(), GOOD);
+        o.text = "{\"entities\": {}}".into();
+        assert_eq!(validate(&o, &ex(), b, true, true).unwrap_err().0, Check::AnswerDisagrees);
+    }
+
+    #[test]
+    fn the_constrained_teacher_prompt_asks_for_the_answer_after_think() {
+        let free = teacher_template(Decoding::Free);
+        let c = teacher_template(Decoding::Schema);
+        assert!(free.contains(NO_ANSWER_RULE) && !free.contains("</think>"));
+        assert!(c.contains(ANSWER_RULE) && !c.contains(NO_ANSWER_RULE));
+        // the worked example shows the answer, which the validator accepts for its own example
+        assert!(c.contains(&format!("{EXAMPLE_END}{EXAMPLE_ANSWER}")));
+        let p = teacher_prompt(&ex(), Template::Model, Decoding::Json);
+        assert!(p.messages[0].content.ends_with("Correct entities: \"EU\": organization"));
     }
 
     #[test]
@@ -693,13 +769,13 @@ mod tests {
 
     #[test]
     fn prompts_show_sentence_schema_and_gold() {
-        let p = teacher_prompt(&ex(), Template::Model);
+        let p = teacher_prompt(&ex(), Template::Model, Decoding::Free);
         let u = &p.messages[0].content;
         assert!(u.contains("Sentence: EU rejects German call") && u.contains("[\"location\", \"organization\", \"person\"]") && u.contains("Correct entities: \"EU\": organization"));
         assert!(p.text.is_none());
         let mut empty = ex();
         empty.gold.clear();
-        assert!(teacher_prompt(&empty, Template::Completion).text.unwrap().contains("Correct entities: none"));
+        assert!(teacher_prompt(&empty, Template::Completion, Decoding::Free).text.unwrap().contains("Correct entities: none"));
         assert!(judge_prompt(&ex(), "R", Template::Model).messages[0].content.contains("Reasoning:\nR"));
     }
 

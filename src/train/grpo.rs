@@ -314,6 +314,12 @@ pub struct GrpoConfig {
     pub reward: super::reward::Weights,
     pub objective: Objective,
     pub adam: super::optim::AdamConfig,
+    /// constrained rollouts (`json`/`schema`; not written when `free`, as runs made before the option)
+    #[serde(default, skip_serializing_if = "crate::prompt::grammar::Decoding::is_free")]
+    pub decoding: crate::prompt::grammar::Decoding,
+    /// the constraint starts after `</think>` (a CoT policy) rather than at the first token
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub constrain_after_think: bool,
 }
 
 /// One logged GRPO step.
@@ -420,6 +426,7 @@ pub fn train(
                         top_p: cfg.top_p,
                         seed: cfg.seed.wrapping_mul(1_000_003).wrapping_add((step * 10_000 + k) as u64),
                         max_tokens: cfg.objective.max_completion_length,
+                        constraint: crate::prompt::grammar::constraint(cfg.decoding, ex, cfg.constrain_after_think),
                         ..Sampling::default()
                     },
                 })

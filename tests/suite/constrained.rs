@@ -85,3 +85,70 @@ fn schema_decoding_never_fails_to_parse_or_leaves_the_schema_over_a_full_dataset
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["config"]["decoding"], "schema");
 }
+
+#[test]
+fn grpo_rollouts_under_schema_decoding_always_earn_the_schema_reward() {
+    // the free default model never writes a valid answer (schema reward 0); constrained from the
+    // first token, every rollout is a valid answer with schema labels
+    let tmp = tempfile::tempdir().unwrap();
+    let o = rner()
+        .args(["--quiet", "--results"])
+        .arg(tmp.path().join("results"))
+        .arg("--reports")
+        .arg(tmp.path().join("reports"))
+        .args(["grpo", "--init"])
+        .arg(default_model())
+        .args(["--name", "g", "--sources", "conll2003", "--pool", "4", "--steps", "1", "--prompts-per-step", "2", "--num-generations", "2"])
+        .args(["--num-iterations", "1", "--max-completion-length", "48", "--micro", "4", "--decoding", "schema", "--mode", "direct", "--export", "none", "--checkpoints"])
+        .arg(tmp.path().join("ck"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = std::fs::read_to_string(tmp.path().join("results/train/g/steps.jsonl")).unwrap();
+    let step: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(step["components"]["schema"][0].as_f64(), Some(1.0), "{step}");
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("results/train/g/run.json")).unwrap()).unwrap();
+    assert_eq!(run["config"]["decoding"], "schema");
+    assert_eq!(run["config"].get("constrain_after_think"), None, "direct: constrained from the first token");
+}
+
+#[test]
+fn a_constrained_cot_build_records_its_decoding_and_answers_in_the_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("set.jsonl");
+    let build = |decoding: &str| {
+        rner()
+            .args(["--quiet", "--reports"])
+            .arg(tmp.path().join("reports"))
+            .args(["cot", "--teacher"])
+            .arg(default_model())
+            .args(["--limit", "4", "--max-cot-tokens", "96", "--parallel", "4", "--ctx", "1024", "--decoding", decoding, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = build("schema");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("set.manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["config"]["decoding"], "schema");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(tmp.path().join("set.rejected.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kept = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
+    assert_eq!(rows.len() + kept, 4);
+    for r in &rows {
+        // whatever the teacher wrote after `</think>` obeys the schema grammar
+        if let Some((_, answer)) = r["output"].as_str().unwrap().split_once("</think>") {
+            if r["check"] != "truncated" {
+                let pred = rner::parse::prediction(answer);
+                assert!(pred.error.is_none(), "{answer}");
+            }
+        }
+    }
+    // a set is never continued under another decoding
+    let o = build("free");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--decoding schema"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -76,7 +76,7 @@ fn the_checked_in_sample_of_the_committed_set_passes_the_checks_again() {
             finish: rner::engine::Finish::Stop,
             latency_ms: 0.0,
         };
-        assert_eq!(rner::train::cot::validate(&out, &ex, Default::default(), false).unwrap(), r.cot.unwrap());
+        assert_eq!(rner::train::cot::validate(&out, &ex, Default::default(), false, false).unwrap(), r.cot.unwrap());
     }
 }
 
