@@ -129,6 +129,7 @@ struct Measured {
     gen_tokens: usize,
     gen_tokens_per_s: f64,
     prompt_tokens: usize,
+    steps: crate::engine::llama::StepTimes,
 }
 
 pub fn run(g: &Global, a: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -149,11 +150,13 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for (parallel, prefix_reuse, name) in settings {
         let mut engine = LlamaEngine::load(&m.path, LlamaSettings { parallel, prefix_reuse, ctx_per_seq: 2048, ..LlamaSettings::default() })?;
+        engine.take_step_times();
         let t = Instant::now();
         let outs = engine.generate(&reqs)?;
         let secs = t.elapsed().as_secs_f64();
         let gen: usize = outs.iter().map(|o| o.gen_tokens).sum();
         let row = Measured {
+            steps: engine.take_step_times(),
             setting: name.into(),
             parallel,
             prefix_reuse,
@@ -180,6 +183,28 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     md.push_str("\nEvery setting generates the same sentences; greedy text can differ slightly between batch settings (llama.cpp's batched kernels round differently), so token counts differ a little.\n");
+    md.push_str(
+        "\nWhere the time goes, per setting (`llama_decode` calls timed by the engine): steps that carry prompt tokens; pure decode steps \
+         with at least ¾ of the slots busy; pure decode steps with fewer (the run's tail, once no sentence is waiting); the rest is \
+         sampling, detokenising and KV copies.\n\n| setting | prompt steps: s / tokens / tok/s | full decode steps: s / tok/s | tail decode steps: s / tok/s | other s |\n|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        let st = &r.steps;
+        let rate = |b: &crate::engine::llama::StepBucket| b.tokens as f64 / b.seconds.max(1e-9);
+        let other = r.seconds - st.prompt.seconds - st.full.seconds - st.partial.seconds;
+        md.push_str(&format!(
+            "| {} | {:.1} / {} / {:.0} | {:.1} / {:.0} | {:.1} / {:.0} | {:.1} |\n",
+            r.setting,
+            st.prompt.seconds,
+            st.prompt.tokens,
+            rate(&st.prompt),
+            st.full.seconds,
+            rate(&st.full),
+            st.partial.seconds,
+            rate(&st.partial),
+            other
+        ));
+    }
     crate::util::write_section(&g.reports.join("perf.md"), "generation", &md)?;
     crate::util::write_json(&g.results.join("bench").join("generation.json"), &rows)?;
     println!("{md}");

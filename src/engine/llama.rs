@@ -103,9 +103,38 @@ enum Event {
 }
 
 /// A GGUF model on a llama.cpp worker thread.
+/// Where decode time went, by kind of `llama_decode` step (for `rner bench generate`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepTimes {
+    /// steps that carry prompt tokens (a prefix, or new sentences' prompt tails, with or without
+    /// the running sequences' next tokens)
+    pub prompt: StepBucket,
+    /// pure decode steps with at least three quarters of the slots busy
+    pub full: StepBucket,
+    /// pure decode steps with fewer busy slots (the tail of a run, when the queue is empty)
+    pub partial: StepBucket,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepBucket {
+    pub steps: usize,
+    pub seconds: f64,
+    /// tokens decoded (prompt tokens included)
+    pub tokens: usize,
+}
+
+impl StepBucket {
+    fn add(&mut self, tokens: usize, secs: f64) {
+        self.steps += 1;
+        self.tokens += tokens;
+        self.seconds += secs;
+    }
+}
+
 pub struct LlamaEngine {
     jobs: Option<Sender<Job>>,
     cancel: Arc<AtomicBool>,
+    steps: Arc<std::sync::Mutex<StepTimes>>,
     worker: Option<std::thread::JoinHandle<()>>,
     info: EngineInfo,
 }
@@ -123,15 +152,22 @@ impl LlamaEngine {
         let (ready_tx, ready_rx) = channel::<Result<EngineInfo>>();
         let cancel = Arc::new(AtomicBool::new(false));
         let worker_cancel = cancel.clone();
+        let steps = Arc::new(std::sync::Mutex::new(StepTimes::default()));
+        let worker_steps = steps.clone();
         let path: PathBuf = path.into();
         let worker = std::thread::Builder::new()
             .name("llama".into())
-            .spawn(move || worker_main(path, settings, jobs_rx, ready_tx, worker_cancel))
+            .spawn(move || worker_main(path, settings, jobs_rx, ready_tx, worker_cancel, worker_steps))
             .map_err(|e| Error::Engine(format!("cannot start the llama.cpp worker: {e}")))?;
         let info = ready_rx
             .recv()
             .map_err(|_| Error::Engine("the llama.cpp worker died while loading".into()))??;
-        Ok(LlamaEngine { jobs: Some(jobs_tx), cancel, worker: Some(worker), info })
+        Ok(LlamaEngine { jobs: Some(jobs_tx), cancel, steps, worker: Some(worker), info })
+    }
+
+    /// The decode steps' times since the last call (and reset them).
+    pub fn take_step_times(&self) -> StepTimes {
+        std::mem::take(&mut *self.steps.lock().expect("step times"))
     }
 
     /// Number of tokens of a text under this model's tokenizer (special tokens parsed).
@@ -212,6 +248,7 @@ fn worker_main(
     jobs: Receiver<Job>,
     ready: Sender<Result<EngineInfo>>,
     cancel: Arc<AtomicBool>,
+    steps: Arc<std::sync::Mutex<StepTimes>>,
 ) {
     let loaded = (|| -> Result<(LlamaModel, Option<LlamaChatTemplate>)> {
         let backend = backend()?;
@@ -235,7 +272,7 @@ fn worker_main(
             return;
         }
     };
-    let mut worker = Worker { model: &model, backend, tmpl, settings: settings.clone(), threads, cancel, ctx: None, serve_prefix: Vec::new() };
+    let mut worker = Worker { model: &model, backend, tmpl, settings: settings.clone(), threads, cancel, steps, ctx: None, serve_prefix: Vec::new() };
     // one context of a single sequence's size proves the settings work before the first job
     match worker.context(settings.ctx_per_seq) {
         Ok(c) => worker.ctx = Some((c, settings.ctx_per_seq.div_ceil(256) * 256)),
@@ -290,10 +327,18 @@ struct Worker<'m> {
     settings: LlamaSettings,
     threads: usize,
     cancel: Arc<AtomicBool>,
+    steps: Arc<std::sync::Mutex<StepTimes>>,
     /// the context and its size in KV cells
     ctx: Option<(LlamaContext<'m>, usize)>,
     /// what sequence 0 holds between served requests
     serve_prefix: Vec<LlamaToken>,
+}
+
+/// What a decode step carried.
+#[derive(Clone, Copy)]
+enum Step {
+    Prompt,
+    Decode { active: usize },
 }
 
 /// A sequence being decoded.
@@ -478,7 +523,22 @@ impl<'m> Worker<'m> {
             for (j, t) in chunk.iter().enumerate() {
                 batch.add(*t, (ci * n_batch + j) as i32, &[0], false).map_err(|e| engine_err(&e))?;
             }
-            ctx.decode(&mut batch).map_err(|e| engine_err(&e))?;
+            self.timed_decode(ctx, &mut batch, Step::Prompt)?;
+        }
+        Ok(())
+    }
+
+    /// One `llama_decode`, its time added to the step times under `kind`.
+    fn timed_decode(&self, ctx: &mut LlamaContext<'m>, batch: &mut LlamaBatch, kind: Step) -> Result<()> {
+        let t = Instant::now();
+        let n = batch.n_tokens() as usize;
+        ctx.decode(batch).map_err(|e| engine_err(&e))?;
+        let secs = t.elapsed().as_secs_f64();
+        let mut st = self.steps.lock().expect("step times");
+        match kind {
+            Step::Prompt => st.prompt.add(n, secs),
+            Step::Decode { active } if active * 4 >= self.settings.parallel * 3 => st.full.add(n, secs),
+            Step::Decode { .. } => st.partial.add(n, secs),
         }
         Ok(())
     }
@@ -513,6 +573,7 @@ impl<'m> Worker<'m> {
                     used += 1;
                 }
             }
+            let mut continued = used;
             // start new requests in free slots while their prompt tail fits in this batch
             for si in 0..slots.len() {
                 if slots[si].is_some() {
@@ -570,9 +631,10 @@ impl<'m> Worker<'m> {
                         batch.add(*t, pos as i32, &[seq], false).map_err(|e| engine_err(&e))?;
                         pos += 1;
                     }
-                    ctx.decode(&mut batch).map_err(|e| engine_err(&e))?;
+                    self.timed_decode(ctx, &mut batch, Step::Prompt)?;
                     batch.clear();
                     used = 0;
+                    continued = 0;
                     rest = &rest[take..];
                 }
                 for (j, t) in rest.iter().enumerate() {
@@ -598,7 +660,8 @@ impl<'m> Worker<'m> {
             if batch.n_tokens() == 0 {
                 break;
             }
-            ctx.decode(&mut batch).map_err(|e| engine_err(&e))?;
+            let kind = if batch.n_tokens() as usize > continued { Step::Prompt } else { Step::Decode { active: continued } };
+            self.timed_decode(ctx, &mut batch, kind)?;
             let vocab = self.model.vocab();
             for slot in slots.iter_mut() {
                 let Some(s) = slot.as_mut() else { continue };

@@ -89,18 +89,28 @@ pub fn config(path: &Path, content: &Content) -> Result<Config> {
     }
 }
 
+/// Every tensor of a GGUF dequantised to f32 on the CPU, in file order (any architecture).
+pub fn dequantized(path: &Path, content: &Content) -> Result<Vec<(String, candle_core::Tensor)>> {
+    let mut f = BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?);
+    tensor_order(content)
+        .into_iter()
+        .map(|name| {
+            let q = content
+                .tensor(&mut f, &name, &Device::Cpu)
+                .map_err(|e| Error::Model { path: path.into(), msg: format!("tensor {name}: {e}") })?;
+            let t = q.dequantize(&Device::Cpu)?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
 /// Load a GGUF: every tensor dequantised to `dtype` on `device`.
 pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<(Config, Params)> {
     let content = read_content(path)?;
     let config = config(path, &content)?;
-    let mut f = BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?);
     let mut params = Params::new();
-    for name in tensor_order(&content) {
-        let q = content
-            .tensor(&mut f, &name, &Device::Cpu)
-            .map_err(|e| Error::Model { path: path.into(), msg: format!("tensor {name}: {e}") })?;
-        let t = q.dequantize(&Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
-        params.insert(&name, t)?;
+    for (name, t) in dequantized(path, &content)? {
+        params.insert(&name, t.to_dtype(dtype)?.to_device(device)?)?;
     }
     Ok((config, params))
 }

@@ -165,12 +165,24 @@ fn prefix_reuse_gives_the_same_greedy_text_as_full_prompts() {
     let reqs = requests("crossner_science", 6, 32);
     let run = |prefix_reuse: bool| {
         let mut e = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 3, prefix_reuse, ctx_per_seq: 1024, ..Default::default() }).unwrap();
-        e.generate(&reqs).unwrap()
+        let outs = e.generate(&reqs).unwrap();
+        (outs, e.take_step_times())
     };
-    let (shared, full) = (run(true), run(false));
+    let ((shared, shared_steps), (full, full_steps)) = (run(true), run(false));
     for (a, b) in shared.iter().zip(&full) {
         // one KV stream per sequence: the copied prefix is the same cache the full prompt builds
         assert_eq!(a.text, b.text);
         assert_eq!(a.prompt_tokens, b.prompt_tokens);
     }
+    // the engine's step times account for every token decoded; prefix reuse decodes fewer prompt tokens
+    for (outs, st) in [(&shared, &shared_steps), (&full, &full_steps)] {
+        let decoded = st.prompt.tokens + st.full.tokens + st.partial.tokens;
+        let generated: usize = outs.iter().map(|o| o.gen_tokens).sum();
+        // every generated token but each sequence's last is fed back to the model
+        assert!(decoded >= generated - outs.len(), "{st:?}");
+        assert!(st.prompt.steps >= 1 && st.prompt.seconds > 0.0, "{st:?}");
+    }
+    let prompt_total: usize = full.iter().map(|o| o.prompt_tokens).sum();
+    assert!(full_steps.prompt.tokens >= prompt_total, "{full_steps:?}");
+    assert!(shared_steps.prompt.tokens < full_steps.prompt.tokens, "{shared_steps:?} vs {full_steps:?}");
 }
