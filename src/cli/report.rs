@@ -22,7 +22,11 @@ pub struct ReportArgs {
 
 pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
     let paper = g.baselines.join("paper-table1.toml");
-    let opts = ZeroShotOptions { label_runs: if a.labels.is_empty() { LabelRuns::All } else { LabelRuns::Only(a.labels) } };
+    let train = crate::report::training::load(&g.results)?;
+    let opts = ZeroShotOptions {
+        label_runs: if a.labels.is_empty() { LabelRuns::All } else { LabelRuns::Only(a.labels) },
+        exclude_models: crate::report::training::low_resource_models(&train),
+    };
     let s = crate::report::zero_shot_with(&g.results, &g.reports, &paper, &opts)?;
     println!("{} ({} runs, {} paper-reported rows)", s.markdown.display(), s.runs, s.paper_rows);
     println!("{}", s.csv.display());
@@ -33,7 +37,6 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
         println!("partial: {p}");
     }
     // training runs: curves, the runs table, and the stage ablation on shared benchmark samples
-    let train = crate::report::training::load(&g.results)?;
     for t in &train {
         match t.stage.as_str() {
             "sft" => crate::report::training::plot_sft(&g.reports, &t.name, &t.dir)?,

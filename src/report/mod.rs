@@ -128,6 +128,9 @@ pub enum LabelRuns {
 #[derive(Debug, Clone, Default)]
 pub struct ZeroShotOptions {
     pub label_runs: LabelRuns,
+    /// models whose runs stay out of the table (low-resource fine-tunes: see
+    /// [`training::low_resource_models`])
+    pub exclude_models: std::collections::HashSet<String>,
 }
 
 /// What [`zero_shot`] wrote.
@@ -190,9 +193,11 @@ fn check_scores(s: &Scores) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The zero-shot report with default options (a per-label plot for every run).
+/// The zero-shot report with default options (a per-label plot for every run; the low-resource
+/// models of `results_dir/train` left out).
 pub fn zero_shot(results_dir: &Path, reports_dir: &Path, paper_file: &Path) -> Result<ReportSummary> {
-    zero_shot_with(results_dir, reports_dir, paper_file, &ZeroShotOptions::default())
+    let exclude_models = training::low_resource_models(&training::load(results_dir)?);
+    zero_shot_with(results_dir, reports_dir, paper_file, &ZeroShotOptions { exclude_models, ..Default::default() })
 }
 
 /// The zero-shot report: `reports_dir/zero-shot.{md,csv}`, `reports_dir/plots/zero-shot.{svg,png}`
@@ -206,8 +211,8 @@ pub fn zero_shot_with(
     let paper = PaperFile::load(paper_file)?;
     // models fine-tuned on a benchmark's train split, and runs on other datasets only, belong to
     // the low-resource table
-    let lowres = training::low_resource_models(&training::load(results_dir)?);
-    let runs: Vec<Run> = load_runs(results_dir)?.into_iter().filter(|r| r.zero_shot().iter().any(Option::is_some) && !lowres.contains(&r.scores.model)).collect();
+    let runs: Vec<Run> =
+        load_runs(results_dir)?.into_iter().filter(|r| r.zero_shot().iter().any(Option::is_some) && !opts.exclude_models.contains(&r.scores.model)).collect();
     let label_runs: Vec<&Run> = match &opts.label_runs {
         LabelRuns::All => runs.iter().collect(),
         LabelRuns::None => Vec::new(),

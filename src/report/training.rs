@@ -93,24 +93,34 @@ fn started_from(t: &TrainRun, model: &str) -> bool {
     t.init == model || (t.init.ends_with(".gguf") && Path::new(&t.init).file_stem().and_then(|s| s.to_str()) == Some(model))
 }
 
-/// The stage a benchmark run's model stands for, from the training runs: its base model, a
-/// direct or CoT SFT export, or a GRPO export.
-fn stage_of(model: &str, train: &[TrainRun]) -> Option<(usize, String)> {
-    let lowres = low_resource_models(train);
-    if lowres.contains(model) {
-        return None;
+/// Which stage each benchmark run's model stands for, from the training runs (low-resource
+/// models set apart once).
+struct StageIndex<'a> {
+    lowres: std::collections::HashSet<String>,
+    train: Vec<&'a TrainRun>,
+}
+
+impl<'a> StageIndex<'a> {
+    fn new(train: &'a [TrainRun]) -> StageIndex<'a> {
+        let lowres = low_resource_models(train);
+        let train = train.iter().filter(|t| !lowres.contains(&t.name)).collect();
+        StageIndex { lowres, train }
     }
-    let train: Vec<&TrainRun> = train.iter().filter(|t| !lowres.contains(&t.name)).collect();
-    for t in &train {
-        if t.name == model {
+
+    /// The stage of `model`: its base model, a direct or CoT SFT export, or a GRPO export.
+    fn stage_of(&self, model: &str) -> Option<(usize, String)> {
+        if self.lowres.contains(model) {
+            return None;
+        }
+        if let Some(t) = self.train.iter().find(|t| t.name == model) {
             return Some(match (&t.stage[..], t.target.as_deref()) {
                 ("sft", Some("direct")) => (1, format!("+ SFT w/o CoT ({})", t.name)),
                 ("sft", _) => (2, format!("+ SFT with CoT ({})", t.name)),
                 _ => (3, format!("+ GRPO ({})", t.name)),
             });
         }
+        self.train.iter().any(|t| t.stage == "sft" && started_from(t, model)).then(|| (0, format!("base ({model})")))
     }
-    train.iter().any(|t| t.stage == "sft" && started_from(t, model)).then(|| (0, format!("base ({model})")))
 }
 
 /// The paper's Qwen3-1.7B stage averages (`paper.md` §8.2; secondary notes).
@@ -128,6 +138,7 @@ fn sample_tag(limit: Option<usize>, seed: u64, split: &str) -> String {
 /// `reports/ablation-stages.{md,csv}`: one block per benchmark sample (limit, seed) that holds
 /// at least two stages.
 pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Option<PathBuf>> {
+    let index = StageIndex::new(train);
     let mut blocks: BTreeMap<(Option<usize>, u64, String), Vec<(usize, String, &Run)>> = BTreeMap::new();
     for r in runs {
         let s = &r.scores;
@@ -135,7 +146,7 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
         if s.decoding != "free" || r.zero_shot().iter().any(Option::is_none) {
             continue;
         }
-        if let Some((k, label)) = stage_of(&s.model, train) {
+        if let Some((k, label)) = index.stage_of(&s.model) {
             blocks.entry((s.limit, s.seed, s.split.clone())).or_default().push((k, label, r));
         }
     }
@@ -207,14 +218,15 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
 /// (base run, trained run) id pairs on the same benchmark sample: each stage against the model
 /// it started from, for side-by-side pages.
 pub fn base_pairs(runs: &[Run], train: &[TrainRun]) -> Vec<(String, String)> {
+    let index = StageIndex::new(train);
     let mut out = Vec::new();
     for r in runs {
-        let Some((k, _)) = stage_of(&r.scores.model, train) else { continue };
+        let Some((k, _)) = index.stage_of(&r.scores.model) else { continue };
         if k == 0 {
             continue;
         }
         let base = runs.iter().find(|b| {
-            matches!(stage_of(&b.scores.model, train), Some((0, _)))
+            matches!(index.stage_of(&b.scores.model), Some((0, _)))
                 && b.scores.limit == r.scores.limit
                 && b.scores.seed == r.scores.seed
                 && b.scores.decoding == r.scores.decoding

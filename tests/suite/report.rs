@@ -210,20 +210,20 @@ fn label_plots_can_be_chosen_per_run() {
     let tmp = tempfile::tempdir().unwrap();
     let (results, reports) = (tmp.path().join("results"), tmp.path().join("reports"));
     two_runs(&results);
-    let opts = ZeroShotOptions { label_runs: LabelRuns::Only(vec!["partial-run".into()]) };
+    let opts = ZeroShotOptions { label_runs: LabelRuns::Only(vec!["partial-run".into()]), ..Default::default() };
     let summary = report::zero_shot_with(&results, &reports, &paper_file(), &opts).unwrap();
     assert_eq!(summary.plots.len(), 4);
     assert!(reports.join("plots/labels-partial-run.png").is_file());
     assert!(!reports.join("plots/labels-complete-run.png").exists());
 
-    let none = ZeroShotOptions { label_runs: LabelRuns::None };
+    let none = ZeroShotOptions { label_runs: LabelRuns::None, ..Default::default() };
     assert_eq!(report::zero_shot_with(&results, &tmp.path().join("r2"), &paper_file(), &none).unwrap().plots.len(), 2);
 
     let only = report::run_labels(&results, "complete-run", &tmp.path().join("one")).unwrap();
     assert_eq!(only, vec![tmp.path().join("one/labels-complete-run.svg"), tmp.path().join("one/labels-complete-run.png")]);
     assert_eq!(png_size(&only[1]), (1600, 600));
 
-    let bad = ZeroShotOptions { label_runs: LabelRuns::Only(vec!["nope".into()]) };
+    let bad = ZeroShotOptions { label_runs: LabelRuns::Only(vec!["nope".into()]), ..Default::default() };
     let e = report::zero_shot_with(&results, &reports, &paper_file(), &bad).unwrap_err().to_string();
     assert!(e.contains("nope") && e.contains("complete-run"), "{e}");
     let e = report::run_labels(&results, "nope", &reports).unwrap_err().to_string();
