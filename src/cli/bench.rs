@@ -51,6 +51,16 @@ pub struct TrainBenchArgs {
     /// measured steps per length (after one warm-up step)
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
+    /// backward passes to measure: candle's autograd, the hand-written pass SFT uses on CPU, or both
+    #[arg(long, value_enum, default_value = "both")]
+    pub backward: BackwardChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackwardChoice {
+    Autograd,
+    HandWritten,
+    Both,
 }
 
 #[derive(Debug, Args)]
@@ -377,9 +387,10 @@ fn matmul_peak() -> anyhow::Result<f64> {
 
 #[derive(Serialize)]
 struct TrainPoint {
+    backward: &'static str,
     tokens: usize,
-    forward_s: f64,
-    backward_s: f64,
+    /// forward + backward (+ gradient collection and clipping norm)
+    grad_s: f64,
     optimizer_s: f64,
     step_s: f64,
     tokens_per_s: f64,
@@ -390,7 +401,7 @@ struct TrainPoint {
 fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     use crate::model::Model;
     use crate::train::optim::{accumulate, clip_factor, AdamConfig, AdamW};
-    use crate::train::sft::{batch_loss, peak_rss_mb};
+    use crate::train::sft::{batch_grads, batch_loss, peak_rss_mb};
     use candle_core::{DType, Device};
     use rand::{Rng, SeedableRng};
     let m = resolve_model(g, &a.model)?;
@@ -399,41 +410,53 @@ fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     let model = Model::load(&m.path, &Device::Cpu, DType::F32)?;
     let weights_mb = model.params.numel() as f64 * 4.0 / (1 << 20) as f64;
     let mut opt = AdamW::new(model.params.vars.clone(), AdamConfig::default())?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let methods: &[&'static str] = match a.backward {
+        BackwardChoice::Autograd => &["autograd"],
+        BackwardChoice::HandWritten => &["hand-written"],
+        // the smaller first: freed memory stays with the process, so a later method's peak
+        // includes what an earlier one left
+        BackwardChoice::Both => &["hand-written", "autograd"],
+    };
     let mut points = Vec::new();
-    for &len in &a.lengths {
-        reset_peak_rss();
-        let mut runs = Vec::new();
-        for i in 0..=a.steps {
-            let seq: Vec<u32> = (0..len).map(|_| rng.gen_range(100..model.config.vocab as u32)).collect();
-            let t0 = Instant::now();
-            let (nll, n, _) = batch_loss(&model, &[(seq, 1)], 0)?;
-            let loss = (nll / n as f64)?;
-            let _ = loss.to_scalar::<f32>()?;
-            let t1 = Instant::now();
-            let grads_store = loss.backward()?;
-            let mut grads = Vec::new();
-            accumulate(&mut grads, &model.params.vars, &grads_store)?;
-            drop(grads_store);
-            let (_, f) = clip_factor(&grads, 1.0)?;
-            let t2 = Instant::now();
-            opt.step(&grads, 1e-7, f)?;
-            let t3 = Instant::now();
-            if i > 0 {
-                runs.push(((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64()));
+    for &method in methods {
+        // the same random sequences for both methods
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for &len in &a.lengths {
+            reset_peak_rss();
+            let mut runs = Vec::new();
+            for i in 0..=a.steps {
+                let seq: Vec<u32> = (0..len).map(|_| rng.gen_range(100..model.config.vocab as u32)).collect();
+                let t0 = Instant::now();
+                let grads = if method == "autograd" {
+                    let (nll, n, _) = batch_loss(&model, &[(seq, 1)], 0)?;
+                    let store = (nll / n as f64)?.backward()?;
+                    let mut grads = Vec::new();
+                    accumulate(&mut grads, &model.params.vars, &store)?;
+                    grads
+                } else {
+                    batch_grads(&model, &[(seq, 1)], 0, 1.0 / (len - 1) as f64)?.2
+                };
+                let (_, f) = clip_factor(&grads, 1.0)?;
+                let t1 = Instant::now();
+                opt.step(&grads, 1e-7, f)?;
+                let t2 = Instant::now();
+                if i > 0 {
+                    runs.push(((t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64()));
+                }
             }
+            let k = runs.len() as f64;
+            let (gr, op) = runs.iter().fold((0.0, 0.0), |acc, r| (acc.0 + r.0 / k, acc.1 + r.1 / k));
+            let step = gr + op;
+            let gflops = model.config.train_flops(len, len) / step / 1e9;
+            let p = TrainPoint { backward: method, tokens: len, grad_s: gr, optimizer_s: op, step_s: step, tokens_per_s: len as f64 / step, gflops, peak_rss_mb: peak_rss_mb() };
+            eprintln!("{method}, {len} tokens: gradients {gr:.2}s optimizer {op:.2}s — {:.0} tok/s, {gflops:.1} GFLOP/s, peak {:.0} MiB", p.tokens_per_s, p.peak_rss_mb);
+            points.push(p);
         }
-        let k = runs.len() as f64;
-        let (fw, bw, op) = runs.iter().fold((0.0, 0.0, 0.0), |acc, r| (acc.0 + r.0 / k, acc.1 + r.1 / k, acc.2 + r.2 / k));
-        let step = fw + bw + op;
-        let gflops = model.config.train_flops(len, len) / step / 1e9;
-        let p = TrainPoint { tokens: len, forward_s: fw, backward_s: bw, optimizer_s: op, step_s: step, tokens_per_s: len as f64 / step, gflops, peak_rss_mb: peak_rss_mb() };
-        eprintln!("{len} tokens: forward {fw:.2}s backward {bw:.2}s optimizer {op:.2}s — {:.0} tok/s, {gflops:.1} GFLOP/s, peak {:.0} MiB", p.tokens_per_s, p.peak_rss_mb);
-        points.push(p);
     }
     let mut md = String::from("## Training step (candle, CPU)\n\n");
     md.push_str(&format!(
-        "Command: `{}` — {} ({} threads), model {} ({:.1} M parameters, f32), one sequence of random tokens per step, loss on every position, {} measured steps after one warm-up; matmul peak measured in the same process: **{peak:.1} GFLOP/s** (2048² f32 matmul, best of 4). FLOPs = 6·N per token (embedding lookup excluded, output projection included) + attention. Date {}.\n\n",
+        "Command: `{}` — {} ({} threads), model {} ({:.1} M parameters, f32), one sequence of random tokens per step, loss on every position, {} measured steps after one warm-up; matmul peak measured in the same process: **{peak:.1} GFLOP/s** (2048² f32 matmul, best of 4). FLOPs = 6·N per token (embedding lookup excluded, output projection included) + attention. \
+         `autograd`: candle's `backward()`; `hand-written`: the decoder's own backward pass (`Decoder::nll_grads`), which SFT uses on CPU. Gradients s = forward + backward + collecting the gradients and their norm. Peak RSS is the process's, reset before each length; freed memory stays with the process (glibc never trims, see `main.rs`), so the hand-written pass runs first. Date {}.\n\n",
         command_line(),
         crate::util::cpu_model(),
         crate::util::cpus(),
@@ -442,14 +465,15 @@ fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         a.steps,
         crate::util::now()
     ));
-    md.push_str("| tokens | forward s | backward s | optimizer s | step s | tokens/s | GFLOP/s | % of matmul peak | peak RSS MiB | weights+grads+Adam MiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| backward | tokens | gradients s | optimizer s | step s | tokens/s | GFLOP/s | % of matmul peak | peak RSS MiB | weights+grads+Adam MiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for p in &points {
         md.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.3} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.0} | {:.0} |\n",
-            p.tokens, p.forward_s, p.backward_s, p.optimizer_s, p.step_s, p.tokens_per_s, p.gflops, 100.0 * p.gflops / peak, p.peak_rss_mb, 4.0 * weights_mb
+            "| {} | {} | {:.2} | {:.3} | {:.2} | {:.0} | {:.1} | {:.0}% | {:.0} | {:.0} |\n",
+            p.backward, p.tokens, p.grad_s, p.optimizer_s, p.step_s, p.tokens_per_s, p.gflops, 100.0 * p.gflops / peak, p.peak_rss_mb, 4.0 * weights_mb
         ));
     }
     crate::util::write_section(&g.reports.join("perf.md"), "train", &md)?;
+    crate::util::write_json(&g.results.join("bench").join("train.json"), &points)?;
     println!("{md}");
     Ok(ExitCode::SUCCESS)
 }

@@ -177,3 +177,373 @@ impl Decoder {
         Ok(Linear { w: self.head.clone(), b: None }.forward(h)?)
     }
 }
+
+// ---------------------------------------------------------------- hand-written backward
+
+/// `x [n, in] → x·wᵀ (+ b)`.
+fn lin(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// A linear layer's weights, detached from candle's graph.
+struct Lin {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn detached(&self) -> Lin {
+        Lin { w: self.w.detach(), b: self.b.as_ref().map(Tensor::detach) }
+    }
+}
+
+impl Lin {
+    fn fwd(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        lin(x, &self.w, self.b.as_ref())
+    }
+    /// `(dx, dw, db)` for `y = x·wᵀ + b` given `dy`.
+    fn bwd(&self, x: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+        let dx = dy.matmul(&self.w)?;
+        let dw = dy.t()?.matmul(x)?;
+        let db = match self.b {
+            Some(_) => Some(dy.sum(0)?),
+            None => None,
+        };
+        Ok((dx, dw, db))
+    }
+}
+
+/// What one block's backward needs from its forward (attention weights are recomputed).
+struct Saved {
+    x: Tensor,
+    xn: Tensor,
+    /// q and k heads before their RMSNorm (qwen3 only)
+    q0: Option<Tensor>,
+    k0: Option<Tensor>,
+    /// q, k after RoPE and v, `[b, heads, t, hd]`
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    y: Tensor,
+    x2: Tensor,
+    xn2: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    m: Tensor,
+}
+
+/// One block's weights, detached.
+struct BlockW {
+    attn_norm: Tensor,
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    o: Lin,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    ffn_norm: Tensor,
+    gate: Lin,
+    up: Lin,
+    down: Lin,
+}
+
+impl Block {
+    fn detached(&self) -> BlockW {
+        BlockW {
+            attn_norm: self.attn_norm.detach(),
+            q: self.q.detached(),
+            k: self.k.detached(),
+            v: self.v.detached(),
+            o: self.o.detached(),
+            q_norm: self.q_norm.as_ref().map(Tensor::detach),
+            k_norm: self.k_norm.as_ref().map(Tensor::detach),
+            ffn_norm: self.ffn_norm.detach(),
+            gate: self.gate.detached(),
+            up: self.up.detached(),
+            down: self.down.detached(),
+        }
+    }
+}
+
+/// Shapes shared by the blocks of one pass.
+struct Dims {
+    b: usize,
+    t: usize,
+    hd: usize,
+    nh: usize,
+    nkv: usize,
+    eps: f32,
+    scale: f64,
+    interleaved: bool,
+}
+
+impl Dims {
+    fn n(&self) -> usize {
+        self.b * self.t
+    }
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+        if self.interleaved {
+            ops::rope_interleaved(x, cos, sin)
+        } else {
+            ops::rope_halves(x, cos, sin)
+        }
+    }
+    /// `[n, heads·hd] → [b, heads, t, hd]`
+    fn heads(&self, y: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+        y.reshape((self.b, self.t, heads, self.hd))?.transpose(1, 2)?.contiguous()
+    }
+    /// `[b, heads, t, hd] → [n, heads·hd]`
+    fn flat(&self, y: &Tensor) -> candle_core::Result<Tensor> {
+        let heads = y.dim(1)?;
+        y.transpose(1, 2)?.contiguous()?.reshape((self.n(), heads * self.hd))
+    }
+    /// Attention weights `[b, nkv, rep·t, t]` from roped q and k.
+    fn attention(&self, q: &Tensor, k: &Tensor) -> candle_core::Result<Tensor> {
+        let qg = q.reshape((self.b, self.nkv, self.nh / self.nkv * self.t, self.hd))?;
+        ops::causal_softmax(&qg.matmul(&k.t()?)?, self.scale)
+    }
+}
+
+impl BlockW {
+    fn forward(&self, d: &Dims, x: Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<(Tensor, Saved)> {
+        let xn = ops::rms_norm(&x, &self.attn_norm, d.eps)?;
+        let q0 = d.heads(&self.q.fwd(&xn)?, d.nh)?;
+        let k0 = d.heads(&self.k.fwd(&xn)?, d.nkv)?;
+        let v = d.heads(&self.v.fwd(&xn)?, d.nkv)?;
+        let (q1, k1) = match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => (ops::rms_norm(&q0, qn, d.eps)?, ops::rms_norm(&k0, kn, d.eps)?),
+            _ => (q0.clone(), k0.clone()),
+        };
+        let (q, k) = (d.rope(&q1, cos, sin)?, d.rope(&k1, cos, sin)?);
+        let att = d.attention(&q, &k)?;
+        let y = d.flat(&att.matmul(&v)?.reshape((d.b, d.nh, d.t, d.hd))?)?;
+        drop(att);
+        let x2 = (&x + self.o.fwd(&y)?)?;
+        let xn2 = ops::rms_norm(&x2, &self.ffn_norm, d.eps)?;
+        let (gate, up) = (self.gate.fwd(&xn2)?, self.up.fwd(&xn2)?);
+        let m = ops::swiglu(&gate, &up)?;
+        let out = (&x2 + self.down.fwd(&m)?)?;
+        let qk = self.q_norm.is_some();
+        let saved = Saved { x, xn, q0: qk.then_some(q0), k0: qk.then_some(k0), q, k, v, y, x2, xn2, gate, up, m };
+        Ok((out, saved))
+    }
+
+    /// `dx` of the block input and the weights' gradients under their GGUF names.
+    fn backward(&self, d: &Dims, s: Saved, dout: Tensor, cos: &Tensor, sin: &Tensor, i: usize, grads: &mut Vec<(String, Tensor)>) -> candle_core::Result<Tensor> {
+        let mut put = |name: &str, g: Tensor| grads.push((format!("blk.{i}.{name}"), g));
+        // MLP: out = x2 + down(swiglu(gate(xn2), up(xn2)))
+        let (dm, dwd, _) = self.down.bwd(&s.m, &dout)?;
+        put("ffn_down.weight", dwd);
+        let (dgate, dup) = ops::bwd::swiglu(&s.gate, &s.up, &dm)?;
+        drop(dm);
+        let (dxg, dwg, _) = self.gate.bwd(&s.xn2, &dgate)?;
+        let (dxu, dwu, _) = self.up.bwd(&s.xn2, &dup)?;
+        put("ffn_gate.weight", dwg);
+        put("ffn_up.weight", dwu);
+        let (dx2n, dfn) = ops::bwd::rms_norm(&s.x2, &self.ffn_norm, &(dxg + dxu)?, d.eps)?;
+        put("ffn_norm.weight", dfn);
+        let dx2 = (dout + dx2n)?;
+        // attention: x2 = x + o(attention(q, k, v))
+        let (dy, dwo, _) = self.o.bwd(&s.y, &dx2)?;
+        put("attn_output.weight", dwo);
+        let g = (d.b, d.nkv, d.nh / d.nkv * d.t, d.hd);
+        let dyh = d.heads(&dy, d.nh)?.reshape(g)?;
+        let att = d.attention(&s.q, &s.k)?;
+        let datt = dyh.matmul(&s.v.t()?)?;
+        let dv = att.t()?.matmul(&dyh)?;
+        let ds = ops::bwd::causal_softmax(&att, &datt, d.scale)?;
+        drop((att, datt));
+        let qg = s.q.reshape(g)?;
+        let dq = ds.matmul(&s.k)?.reshape((d.b, d.nh, d.t, d.hd))?;
+        let dk = ds.t()?.matmul(&qg)?;
+        let (mut dq, mut dk) = (ops::bwd::rope(&dq, cos, sin, d.interleaved)?, ops::bwd::rope(&dk, cos, sin, d.interleaved)?);
+        if let (Some(qn), Some(kn), Some(q0), Some(k0)) = (&self.q_norm, &self.k_norm, &s.q0, &s.k0) {
+            let (a, dqn) = ops::bwd::rms_norm(q0, qn, &dq, d.eps)?;
+            let (b, dkn) = ops::bwd::rms_norm(k0, kn, &dk, d.eps)?;
+            put("attn_q_norm.weight", dqn);
+            put("attn_k_norm.weight", dkn);
+            (dq, dk) = (a, b);
+        }
+        let mut dxn = None;
+        for (name, l, dh) in [("attn_q", &self.q, d.flat(&dq)?), ("attn_k", &self.k, d.flat(&dk)?), ("attn_v", &self.v, d.flat(&dv)?)] {
+            let (dx, dw, db) = l.bwd(&s.xn, &dh)?;
+            put(&format!("{name}.weight"), dw);
+            if let Some(db) = db {
+                put(&format!("{name}.bias"), db);
+            }
+            dxn = Some(match dxn {
+                None => dx,
+                Some(acc) => (acc + dx)?,
+            });
+        }
+        let dxn = dxn.expect("three projections");
+        let (dxa, dan) = ops::bwd::rms_norm(&s.x, &self.attn_norm, &dxn, d.eps)?;
+        put("attn_norm.weight", dan);
+        dx2 + dxa
+    }
+}
+
+impl Decoder {
+    /// The summed token cross-entropy of `rows` (flat positions of `ids [b, t]`) predicting
+    /// `targets`, times `scale`, and the gradient of that of every weight, by a hand-written
+    /// backward pass (CPU f32): no autograd graph, each gradient written once, each block's
+    /// activations freed as soon as its backward is done, attention weights recomputed rather
+    /// than kept. Gradients come under the weights' GGUF names (the tied embedding once).
+    pub fn nll_grads(&self, ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<(String, Tensor)>)> {
+        let (b, t) = ids.dims2()?;
+        let cfg = &self.cfg;
+        let d = Dims {
+            b,
+            t,
+            hd: cfg.head_dim,
+            nh: cfg.heads,
+            nkv: cfg.kv_heads,
+            eps: cfg.rms_eps as f32,
+            scale: 1.0 / (cfg.head_dim as f64).sqrt(),
+            interleaved: cfg.rope_interleaved,
+        };
+        let dev = self.embed.device().clone();
+        let embed = self.embed.detach();
+        let flat_ids = ids.flatten_all()?;
+        let (cos, sin) = self.rope.get(t, embed.dtype())?;
+        let blocks: Vec<BlockW> = self.blocks.iter().map(Block::detached).collect();
+        let mut x = embed.embedding(&flat_ids)?;
+        let mut saved = Vec::with_capacity(blocks.len());
+        for blk in &blocks {
+            let (out, s) = blk.forward(&d, x, &cos, &sin)?;
+            saved.push(s);
+            x = out;
+        }
+        let norm = self.norm.detach();
+        let hf = ops::rms_norm(&x, &norm, d.eps)?;
+        let rows_t = Tensor::from_vec(rows.to_vec(), rows.len(), &dev)?;
+        let sel = hf.index_select(&rows_t, 0)?;
+        drop(hf);
+        let head = Lin { w: self.head.detach(), b: None };
+        let logits = head.fwd(&sel)?;
+        let loss = ops::nll(&logits, targets)?.sum_all()?.to_scalar::<f32>()? as f64 * scale;
+        let dlogits = ops::bwd::nll(&logits, targets, &Tensor::full(scale as f32, rows.len(), &dev)?)?;
+        drop(logits);
+        let (dsel, dhead, _) = head.bwd(&sel, &dlogits)?;
+        drop((dlogits, sel));
+        let mut grads: Vec<(String, Tensor)> = Vec::new();
+        let dhf = Tensor::zeros((d.n(), cfg.hidden), embed.dtype(), &dev)?.index_add(&rows_t, &dsel, 0)?;
+        let (mut dx, dnorm) = ops::bwd::rms_norm(&x, &norm, &dhf, d.eps)?;
+        drop((x, dhf));
+        grads.push(("output_norm.weight".into(), dnorm));
+        for (i, blk) in blocks.iter().enumerate().rev() {
+            let s = saved.pop().expect("one saved state per block");
+            dx = blk.backward(&d, s, dx, &cos, &sin, i, &mut grads)?;
+        }
+        let dembed = Tensor::zeros(embed.shape(), embed.dtype(), &dev)?.index_add(&flat_ids, &dx, 0)?;
+        if cfg.tied {
+            grads.push(("token_embd.weight".into(), (dembed + dhead)?));
+        } else {
+            grads.push(("token_embd.weight".into(), dembed));
+            grads.push(("output.weight".into(), dhead));
+        }
+        Ok((loss, grads))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Arch, Config, Model, Origin, Params};
+    use candle_core::{DType, Device, Tensor};
+
+    /// A random decoder of `cfg` with every weight the blocks need.
+    fn tiny(cfg: &Config) -> Model {
+        let dev = Device::Cpu;
+        let (h, hd, f) = (cfg.hidden, cfg.head_dim, cfg.ffn);
+        let (q, kv) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![("token_embd.weight".into(), vec![cfg.vocab, h]), ("output_norm.weight".into(), vec![h])];
+        if !cfg.tied {
+            shapes.push(("output.weight".into(), vec![cfg.vocab, h]));
+        }
+        for i in 0..cfg.layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            shapes.extend([
+                (n("attn_norm.weight"), vec![h]),
+                (n("attn_q.weight"), vec![q, h]),
+                (n("attn_k.weight"), vec![kv, h]),
+                (n("attn_v.weight"), vec![kv, h]),
+                (n("attn_output.weight"), vec![h, q]),
+                (n("ffn_norm.weight"), vec![h]),
+                (n("ffn_gate.weight"), vec![f, h]),
+                (n("ffn_up.weight"), vec![f, h]),
+                (n("ffn_down.weight"), vec![h, f]),
+            ]);
+            if cfg.qkv_bias {
+                shapes.extend([(n("attn_q.bias"), vec![q]), (n("attn_k.bias"), vec![kv]), (n("attn_v.bias"), vec![kv])]);
+            }
+            if cfg.qk_norm {
+                shapes.extend([(n("attn_q_norm.weight"), vec![hd]), (n("attn_k_norm.weight"), vec![hd])]);
+            }
+        }
+        let mut p = Params::new();
+        for (name, shape) in shapes {
+            let t = if shape.len() == 1 && name.contains("norm") {
+                (Tensor::randn(0f32, 0.1, shape.as_slice(), &dev).unwrap() + 1.0).unwrap()
+            } else {
+                Tensor::randn(0f32, 0.3, shape.as_slice(), &dev).unwrap()
+            };
+            p.insert(&name, t).unwrap();
+        }
+        Model::from_params(cfg.clone(), p, Origin { path: "tiny".into(), format: "test".into() }, &dev, DType::F32).unwrap()
+    }
+
+    #[test]
+    fn the_hand_written_backward_matches_autograd_for_every_architecture() {
+        let base = Config {
+            arch: Arch::Llama,
+            vocab: 50,
+            hidden: 16,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 4,
+            ffn: 24,
+            rms_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_interleaved: true,
+            qkv_bias: false,
+            qk_norm: false,
+            tied: true,
+        };
+        let cases = [
+            base.clone(),
+            Config { arch: Arch::Qwen2, rope_interleaved: false, qkv_bias: true, tied: false, ..base.clone() },
+            Config { arch: Arch::Qwen3, rope_interleaved: false, qk_norm: true, kv_heads: 1, ..base.clone() },
+        ];
+        for cfg in cases {
+            let m = tiny(&cfg);
+            // two sequences, the second right-padded; targets at some positions of each
+            let ids: Vec<u32> = vec![3, 7, 11, 2, 9, 4, 30, 8, 5, 12, 0, 0];
+            let ids = Tensor::from_vec(ids, (2, 6), &Device::Cpu).unwrap();
+            let rows: Vec<u32> = vec![1, 2, 3, 4, 6, 7, 8];
+            let targets: Vec<u32> = vec![11, 2, 9, 4, 8, 5, 12];
+            let scale = 1.0 / 7.0;
+            // autograd
+            let h = m.hidden(&ids).unwrap().reshape((12, cfg.hidden)).unwrap();
+            let h = h.index_select(&Tensor::from_vec(rows.clone(), rows.len(), &Device::Cpu).unwrap(), 0).unwrap();
+            let loss = (super::ops::nll(&m.logits(&h).unwrap(), &targets).unwrap().sum_all().unwrap() * scale).unwrap();
+            let store = loss.backward().unwrap();
+            // by hand
+            let (manual_loss, grads) = m.nll_grads(&ids, &rows, &targets, scale).unwrap();
+            let auto_loss = loss.to_scalar::<f32>().unwrap() as f64;
+            assert!((manual_loss - auto_loss).abs() < 1e-5 * auto_loss.abs().max(1.0), "{:?}: loss {manual_loss} vs {auto_loss}", cfg.arch);
+            for (i, (name, var)) in m.params.iter().enumerate() {
+                let want = store.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: autograd gave no gradient"));
+                let got = grads[i].as_ref().unwrap_or_else(|| panic!("{:?} {name}: no hand-written gradient", cfg.arch));
+                assert_eq!(got.dims(), want.dims(), "{name}");
+                let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let size = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff <= 1e-4 * size.max(1e-3), "{:?} {name}: max |Δ| {diff} against max |g| {size}", cfg.arch);
+            }
+        }
+    }
+}

@@ -133,6 +133,10 @@ impl Params {
         }
         Ok(v.as_tensor().clone())
     }
+    /// Where `name` stands in [`Params::vars`].
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Var)> {
         self.names.iter().map(|s| s.as_str()).zip(self.vars.iter())
     }
@@ -199,6 +203,24 @@ impl Model {
         let t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
         let h = self.hidden(&t)?.squeeze(0)?;
         self.logits(&h)
+    }
+
+    /// Whether [`Model::nll_grads`] applies: the hand-written backward pass runs on CPU in f32.
+    pub fn manual_backward(&self) -> bool {
+        self.device.is_cpu() && self.dtype == DType::F32
+    }
+
+    /// `scale` × the summed cross-entropy of `targets` at the flat positions `rows` of `ids [b, t]`,
+    /// and its gradients aligned with [`Params::vars`], by the hand-written backward pass (see
+    /// [`layers::Decoder::nll_grads`]; CPU f32 only).
+    pub fn nll_grads(&self, ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<Option<Tensor>>)> {
+        let (loss, named) = self.decoder.nll_grads(ids, rows, targets, scale)?;
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.params.vars.len()];
+        for (name, g) in named {
+            let i = self.params.position(&name).ok_or_else(|| Error::Engine(format!("a gradient for {name}, which is no weight")))?;
+            grads[i] = Some(g);
+        }
+        Ok((loss, grads))
     }
 
     /// The weights as plain tensors (a snapshot that later updates do not change).

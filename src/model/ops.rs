@@ -406,6 +406,46 @@ pub fn nll(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
     logp.gather(&t, 1)?.squeeze(1)?.neg()
 }
 
+// ---------------------------------------------------------------- backward, for hand-written passes
+
+/// The backward kernels of the ops above, called directly (CPU f32, contiguous inputs): what a
+/// hand-written backward pass ([`super::layers::Decoder::nll_grads`]) needs without candle's graph.
+pub(crate) mod bwd {
+    use super::*;
+
+    /// `(dx, dw)` of [`rms_norm`].
+    pub fn rms_norm(x: &Tensor, w: &Tensor, dy: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+        let n = x.elem_count();
+        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &RmsNormBwd { eps })?;
+        Ok((packed.narrow(0, 0, n)?.reshape(x.shape())?, packed.narrow(0, n, w.elem_count())?))
+    }
+
+    /// `dx` of RoPE (`dy` rotated back); cos/sin `[t, d/2]`.
+    pub fn rope(dy: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+        let cos = Arc::new(cos.flatten_all()?.to_vec1::<f32>()?);
+        let sin = Arc::new(sin.flatten_all()?.to_vec1::<f32>()?);
+        dy.contiguous()?.apply_op1_no_bwd(&Rope { cos, sin, interleaved, sign: -1.0 })
+    }
+
+    /// `dx` of [`causal_softmax`] from its output `y`.
+    pub fn causal_softmax(y: &Tensor, dy: &Tensor, scale: f64) -> Result<Tensor> {
+        let t = y.dim(D::Minus1)?;
+        y.apply_op2_no_bwd(&dy.contiguous()?, &CausalSoftmaxBwd { scale: scale as f32, t })
+    }
+
+    /// `(dgate, dup)` of [`swiglu`].
+    pub fn swiglu(g: &Tensor, u: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = g.elem_count();
+        let packed = g.apply_op3_no_bwd(u, &dy.contiguous()?, &SwiGluBwd)?;
+        Ok((packed.narrow(0, 0, n)?.reshape(g.shape())?, packed.narrow(0, n, n)?.reshape(u.shape())?))
+    }
+
+    /// `dlogits` of [`nll`] given the gradient `dy [n]` of each row's loss.
+    pub fn nll(logits: &Tensor, targets: &[u32], dy: &Tensor) -> Result<Tensor> {
+        logits.apply_op2_no_bwd(&dy.contiguous()?, &NllBwd { targets: Arc::new(targets.to_vec()) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

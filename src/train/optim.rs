@@ -197,13 +197,18 @@ impl AdamW {
 
 /// Add a backward pass's gradients into running sums.
 pub fn accumulate(acc: &mut Vec<Option<Tensor>>, vars: &[Var], store: &GradStore) -> Result<()> {
+    add_grads(acc, vars.iter().map(|v| store.get(v.as_tensor()).cloned()).collect())
+}
+
+/// Add gradients (one slot per variable, `None` where a pass gave none) into running sums.
+pub fn add_grads(acc: &mut Vec<Option<Tensor>>, new: Vec<Option<Tensor>>) -> Result<()> {
     if acc.is_empty() {
-        acc.resize(vars.len(), None);
+        acc.resize(new.len(), None);
     }
-    for (a, v) in acc.iter_mut().zip(vars) {
-        if let Some(g) = store.get(v.as_tensor()) {
+    for (a, g) in acc.iter_mut().zip(new) {
+        if let Some(g) = g {
             *a = Some(match a.take() {
-                None => g.clone(),
+                None => g,
                 Some(x) => (x + g)?,
             });
         }

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint;
-use super::optim::{accumulate, clip_factor, cosine_lr, AdamConfig, AdamW};
+use super::optim::{accumulate, add_grads, clip_factor, cosine_lr, AdamConfig, AdamW};
 use crate::model::Model;
 use crate::{Error, Result};
 
@@ -171,6 +171,19 @@ pub fn micro_batches(lens: &[(usize, usize)], micro_tokens: usize) -> Vec<Vec<us
 
 /// Sum of token cross-entropies over the targets of a padded batch, and the token counts.
 pub fn batch_loss(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32) -> Result<(Tensor, usize, usize)> {
+    let (ids, rows, targets) = pack(model, seqs, pad)?;
+    let (b, t) = ids.dims2()?;
+    let h = model.hidden(&ids)?.reshape((b * t, model.config.hidden))?;
+    let n = rows.len();
+    let h = h.index_select(&Tensor::from_vec(rows, n, &model.device)?, 0)?;
+    let logits = model.logits(&h)?.to_dtype(DType::F32)?;
+    let nll = crate::model::ops::nll(&logits, &targets)?.sum_all()?;
+    Ok((nll, n, b * t))
+}
+
+/// A micro-batch right-padded to `[b, t]`, the flat positions whose next token is a target,
+/// and those targets.
+fn pack(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32) -> Result<(Tensor, Vec<u32>, Vec<u32>)> {
     let t = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
     let b = seqs.len();
     let mut ids = Vec::with_capacity(b * t);
@@ -184,14 +197,25 @@ pub fn batch_loss(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32) -> Result
             targets.push(s[j + 1]);
         }
     }
-    let dev = &model.device;
-    let ids = Tensor::from_vec(ids, (b, t), dev)?;
-    let h = model.hidden(&ids)?.reshape((b * t, model.config.hidden))?;
-    let n = rows.len();
-    let h = h.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
-    let logits = model.logits(&h)?.to_dtype(DType::F32)?;
-    let nll = crate::model::ops::nll(&logits, &targets)?.sum_all()?;
-    Ok((nll, n, b * t))
+    Ok((Tensor::from_vec(ids, (b, t), &model.device)?, rows, targets))
+}
+
+/// `scale` × the summed target cross-entropy of a micro-batch, its padded token count, and the
+/// gradients aligned with the model's vars: the hand-written backward pass on CPU f32 (no
+/// autograd graph; see [`Model::nll_grads`]), candle's autograd elsewhere.
+pub fn batch_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f64) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
+    if model.manual_backward() {
+        let (ids, rows, targets) = pack(model, seqs, pad)?;
+        let padded = ids.elem_count();
+        let (loss, grads) = model.nll_grads(&ids, &rows, &targets, scale)?;
+        return Ok((loss, padded, grads));
+    }
+    let (nll, _, padded) = batch_loss(model, seqs, pad)?;
+    let scaled = (nll * scale)?;
+    let store = scaled.backward()?;
+    let mut grads = Vec::new();
+    accumulate(&mut grads, &model.params.vars, &store)?;
+    Ok((scaled.to_scalar::<f32>()? as f64, padded, grads))
 }
 
 /// Peak resident memory of this process so far (MiB), from /proc.
@@ -271,12 +295,10 @@ pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pa
         let (mut loss_sum, mut tokens) = (0f64, 0usize);
         for mb in micro_batches(&lens, cfg.micro_tokens) {
             let seqs: Vec<(Vec<u32>, usize)> = mb.iter().map(|&i| usable[i].clone()).collect();
-            let (nll, _, padded) = batch_loss(model, &seqs, pad)?;
-            let scaled = (nll / n_target as f64)?;
-            loss_sum += scaled.to_scalar::<f32>()? as f64;
+            let (loss, padded, g) = batch_grads(model, &seqs, pad, 1.0 / n_target as f64)?;
+            loss_sum += loss;
             tokens += padded;
-            let g = scaled.backward()?;
-            accumulate(&mut grads, &model.params.vars, &g)?;
+            add_grads(&mut grads, g)?;
         }
         let (norm, factor) = clip_factor(&grads, cfg.clip)?;
         let lr = cosine_lr(cfg.lr, si, total, warmup);
