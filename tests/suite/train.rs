@@ -95,6 +95,11 @@ fn exporting_the_untrained_model_reproduces_its_greedy_answers() {
     let (a, b) = (greedy(&path, &prompts), greedy(&out, &prompts));
     assert!(a.iter().all(|t| !t.is_empty()));
     assert_eq!(a, b, "the exported model answers differently");
+    // `rner export` on the GGUF file itself re-encodes it; in its own types it is the same model
+    let again = dir.path().join("again.gguf");
+    let o = crate::util::rner().arg("export").arg(&path).args(["--type", "source", "--out"]).arg(&again).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(greedy(&again, &prompts), a, "the re-encoded model answers differently");
 }
 
 #[test]
