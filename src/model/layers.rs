@@ -208,7 +208,10 @@ impl Lin {
     /// `(dx, dw, db)` for `y = x·wᵀ + b` given `dy`.
     fn bwd(&self, x: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
         let dx = dy.matmul(&self.w)?;
-        let dw = dy.t()?.matmul(x)?;
+        // gemm re-packs its left operand for every block of the right one's columns: keep the
+        // wide side (the output projection's 49k rows) on the right
+        let (out, inp) = self.w.dims2()?;
+        let dw = if out > inp { x.t()?.matmul(dy)?.t()?.contiguous()? } else { dy.t()?.matmul(x)? };
         let db = match self.b {
             Some(_) => Some(dy.sum(0)?),
             None => None,
