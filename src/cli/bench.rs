@@ -400,8 +400,8 @@ struct TrainPoint {
 
 fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     use crate::model::Model;
-    use crate::train::optim::{accumulate, clip_factor, AdamConfig, AdamW};
-    use crate::train::sft::{batch_grads, batch_loss, peak_rss_mb};
+    use crate::train::optim::{clip_factor, AdamConfig, AdamW};
+    use crate::train::sft::{autograd_grads, batch_grads, peak_rss_mb};
     use candle_core::{DType, Device};
     use rand::{Rng, SeedableRng};
     let m = resolve_model(g, &a.model)?;
@@ -427,15 +427,7 @@ fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
             for i in 0..=a.steps {
                 let seq: Vec<u32> = (0..len).map(|_| rng.gen_range(100..model.config.vocab as u32)).collect();
                 let t0 = Instant::now();
-                let grads = if method == "autograd" {
-                    let (nll, n, _) = batch_loss(&model, &[(seq, 1)], 0)?;
-                    let store = (nll / n as f64)?.backward()?;
-                    let mut grads = Vec::new();
-                    accumulate(&mut grads, &model.params.vars, &store)?;
-                    grads
-                } else {
-                    batch_grads(&model, &[(seq, 1)], 0, 1.0 / (len - 1) as f64)?.2
-                };
+                let grads = if method == "autograd" { autograd_grads } else { batch_grads }(&model, &[(seq, 1)], 0, 1.0 / (len - 1) as f64)?.2;
                 let (_, f) = clip_factor(&grads, 1.0)?;
                 let t1 = Instant::now();
                 opt.step(&grads, 1e-7, f)?;

@@ -331,7 +331,8 @@ pub fn validate(out: &GenOutput, ex: &Example, bounds: Bounds, use_reasoning: bo
             cot = cot[..at].trim_end().to_string();
             Some(a)
         }
-        None => answer_start(&out.text).filter(|_| answer_required).map(|at| out.text[at..].to_string()),
+        None if answer_required => answer_start(&out.text).map(|at| out.text[at..].to_string()),
+        None => None,
     };
     match answer {
         Some(a) => {

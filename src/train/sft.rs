@@ -210,6 +210,11 @@ pub fn batch_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f
         let (loss, grads) = model.nll_grads(&ids, &rows, &targets, scale)?;
         return Ok((loss, padded, grads));
     }
+    autograd_grads(model, seqs, pad, scale)
+}
+
+/// [`batch_grads`] through candle's autograd (any device; what `rner bench train` compares with).
+pub fn autograd_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f64) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
     let (nll, _, padded) = batch_loss(model, seqs, pad)?;
     let scaled = (nll * scale)?;
     let store = scaled.backward()?;
