@@ -45,44 +45,63 @@ impl Rope {
     }
 }
 
-struct Linear {
+/// `x [n, in] → x·wᵀ (+ b)`.
+fn lin(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// A linear layer: weight `[out, in]` and optional bias `[out]`.
+struct Lin {
     w: Tensor,
     b: Option<Tensor>,
 }
 
-impl Linear {
-    fn new(p: &Params, name: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+impl Lin {
+    fn new(p: &Params, name: &str, out: usize, inp: usize, bias: bool) -> Result<Lin> {
         let w = p.need(&format!("{name}.weight"), &[out, inp])?;
         let b = if bias { Some(p.need(&format!("{name}.bias"), &[out])?) } else { None };
-        Ok(Linear { w, b })
+        Ok(Lin { w, b })
     }
-    /// `x [.., in] → [.., out]`
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let inp = dims[dims.len() - 1];
-        let rows = x.elem_count() / inp;
-        let mut out = dims.clone();
-        *out.last_mut().expect("rank ≥ 1") = self.w.dim(0)?;
-        let y = x.reshape((rows, inp))?.matmul(&self.w.t()?)?.reshape(out)?;
-        match &self.b {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+    /// The same weights, cut from candle's autograd graph.
+    fn detached(&self) -> Lin {
+        Lin { w: self.w.detach(), b: self.b.as_ref().map(Tensor::detach) }
+    }
+    /// `x [n, in] → [n, out]`
+    fn fwd(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        lin(x, &self.w, self.b.as_ref())
+    }
+    /// `(dx, dw, db)` for `y = x·wᵀ + b` given `dy`.
+    fn bwd(&self, x: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+        let dx = dy.matmul(&self.w)?;
+        // gemm re-packs its left operand for every block of the right one's columns: keep the
+        // wide side (the output projection's 49k rows) on the right
+        let (out, inp) = self.w.dims2()?;
+        let dw = if out > inp { x.t()?.matmul(dy)?.t()?.contiguous()? } else { dy.t()?.matmul(x)? };
+        let db = match self.b {
+            Some(_) => Some(dy.sum(0)?),
+            None => None,
+        };
+        Ok((dx, dw, db))
     }
 }
 
+/// One pre-norm block's weights.
 struct Block {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    o: Lin,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: Lin,
+    up: Lin,
+    down: Lin,
 }
 
 impl Block {
@@ -93,47 +112,34 @@ impl Block {
         let norm = |s: &str, d: usize| p.need(&n(s), &[d]);
         Ok(Block {
             attn_norm: norm("attn_norm.weight", h)?,
-            q: Linear::new(p, &n("attn_q"), q, h, cfg.qkv_bias)?,
-            k: Linear::new(p, &n("attn_k"), kv, h, cfg.qkv_bias)?,
-            v: Linear::new(p, &n("attn_v"), kv, h, cfg.qkv_bias)?,
-            o: Linear::new(p, &n("attn_output"), h, q, false)?,
+            q: Lin::new(p, &n("attn_q"), q, h, cfg.qkv_bias)?,
+            k: Lin::new(p, &n("attn_k"), kv, h, cfg.qkv_bias)?,
+            v: Lin::new(p, &n("attn_v"), kv, h, cfg.qkv_bias)?,
+            o: Lin::new(p, &n("attn_output"), h, q, false)?,
             q_norm: if cfg.qk_norm { Some(norm("attn_q_norm.weight", hd)?) } else { None },
             k_norm: if cfg.qk_norm { Some(norm("attn_k_norm.weight", hd)?) } else { None },
             ffn_norm: norm("ffn_norm.weight", h)?,
-            gate: Linear::new(p, &n("ffn_gate"), cfg.ffn, h, false)?,
-            up: Linear::new(p, &n("ffn_up"), cfg.ffn, h, false)?,
-            down: Linear::new(p, &n("ffn_down"), h, cfg.ffn, false)?,
+            gate: Lin::new(p, &n("ffn_gate"), cfg.ffn, h, false)?,
+            up: Lin::new(p, &n("ffn_up"), cfg.ffn, h, false)?,
+            down: Lin::new(p, &n("ffn_down"), h, cfg.ffn, false)?,
         })
     }
 
-    fn forward(&self, cfg: &Config, x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let (hd, nh, nkv) = (cfg.head_dim, cfg.heads, cfg.kv_heads);
-        let eps = cfg.rms_eps as f32;
-        let xn = ops::rms_norm(x, &self.attn_norm, eps)?;
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
-        let mut q = heads(self.q.forward(&xn)?, nh)?;
-        let mut k = heads(self.k.forward(&xn)?, nkv)?;
-        let v = heads(self.v.forward(&xn)?, nkv)?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = ops::rms_norm(&q, qn, eps)?;
-            k = ops::rms_norm(&k, kn, eps)?;
+    /// The same weights, cut from candle's autograd graph (for the hand-written backward).
+    fn detached(&self) -> Block {
+        Block {
+            attn_norm: self.attn_norm.detach(),
+            q: self.q.detached(),
+            k: self.k.detached(),
+            v: self.v.detached(),
+            o: self.o.detached(),
+            q_norm: self.q_norm.as_ref().map(Tensor::detach),
+            k_norm: self.k_norm.as_ref().map(Tensor::detach),
+            ffn_norm: self.ffn_norm.detach(),
+            gate: self.gate.detached(),
+            up: self.up.detached(),
+            down: self.down.detached(),
         }
-        let (q, k) = if cfg.rope_interleaved {
-            (ops::rope_interleaved(&q, cos, sin)?, ops::rope_interleaved(&k, cos, sin)?)
-        } else {
-            (ops::rope_halves(&q, cos, sin)?, ops::rope_halves(&k, cos, sin)?)
-        };
-        // query head h reads K/V head h / (nh / nkv): group the queries of each K/V head into one
-        // matmul instead of repeating K and V
-        let rep = nh / nkv;
-        let q = q.reshape((b, nkv, rep * t, hd))?;
-        let att = ops::causal_softmax(&q.matmul(&k.t()?)?, 1.0 / (hd as f64).sqrt())?;
-        let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-        let x = (x + self.o.forward(&y)?)?;
-        let xn = ops::rms_norm(&x, &self.ffn_norm, eps)?;
-        let m = ops::swiglu(&self.gate.forward(&xn)?, &self.up.forward(&xn)?)?;
-        x + self.down.forward(&m)?
     }
 }
 
@@ -162,63 +168,40 @@ impl Decoder {
         })
     }
 
-    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let dtype = self.embed.dtype();
-        let mut x = self.embed.embedding(&ids.flatten_all()?)?.reshape((b, t, self.cfg.hidden))?;
-        let (cos, sin) = self.rope.get(t, dtype)?;
-        for blk in &self.blocks {
-            x = blk.forward(&self.cfg, &x, &cos, &sin)?;
+    fn dims(&self, b: usize, t: usize) -> Dims {
+        let cfg = &self.cfg;
+        Dims {
+            b,
+            t,
+            hd: cfg.head_dim,
+            nh: cfg.heads,
+            nkv: cfg.kv_heads,
+            eps: cfg.rms_eps as f32,
+            scale: 1.0 / (cfg.head_dim as f64).sqrt(),
+            interleaved: cfg.rope_interleaved,
         }
-        Ok(ops::rms_norm(&x, &self.norm, self.cfg.rms_eps as f32)?)
     }
 
+    /// The final hidden states `[b, t, hidden]` of `ids [b, t]`, differentiable through candle's
+    /// autograd.
+    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let d = self.dims(b, t);
+        let mut x = self.embed.embedding(&ids.flatten_all()?)?;
+        let (cos, sin) = self.rope.get(t, self.embed.dtype())?;
+        for blk in &self.blocks {
+            x = blk.forward(&d, x, &cos, &sin)?.0;
+        }
+        Ok(ops::rms_norm(&x, &self.norm, d.eps)?.reshape((b, t, self.cfg.hidden))?)
+    }
+
+    /// `h [n, hidden] → logits [n, vocab]`
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
-        Ok(Linear { w: self.head.clone(), b: None }.forward(h)?)
+        Ok(lin(h, &self.head, None)?)
     }
 }
 
 // ---------------------------------------------------------------- hand-written backward
-
-/// `x [n, in] → x·wᵀ (+ b)`.
-fn lin(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let y = x.matmul(&w.t()?)?;
-    match b {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
-}
-
-/// A linear layer's weights, detached from candle's graph.
-struct Lin {
-    w: Tensor,
-    b: Option<Tensor>,
-}
-
-impl Linear {
-    fn detached(&self) -> Lin {
-        Lin { w: self.w.detach(), b: self.b.as_ref().map(Tensor::detach) }
-    }
-}
-
-impl Lin {
-    fn fwd(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        lin(x, &self.w, self.b.as_ref())
-    }
-    /// `(dx, dw, db)` for `y = x·wᵀ + b` given `dy`.
-    fn bwd(&self, x: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
-        let dx = dy.matmul(&self.w)?;
-        // gemm re-packs its left operand for every block of the right one's columns: keep the
-        // wide side (the output projection's 49k rows) on the right
-        let (out, inp) = self.w.dims2()?;
-        let dw = if out > inp { x.t()?.matmul(dy)?.t()?.contiguous()? } else { dy.t()?.matmul(x)? };
-        let db = match self.b {
-            Some(_) => Some(dy.sum(0)?),
-            None => None,
-        };
-        Ok((dx, dw, db))
-    }
-}
 
 /// What one block's backward needs from its forward (attention weights are recomputed).
 struct Saved {
@@ -237,39 +220,6 @@ struct Saved {
     gate: Tensor,
     up: Tensor,
     m: Tensor,
-}
-
-/// One block's weights, detached.
-struct BlockW {
-    attn_norm: Tensor,
-    q: Lin,
-    k: Lin,
-    v: Lin,
-    o: Lin,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
-    ffn_norm: Tensor,
-    gate: Lin,
-    up: Lin,
-    down: Lin,
-}
-
-impl Block {
-    fn detached(&self) -> BlockW {
-        BlockW {
-            attn_norm: self.attn_norm.detach(),
-            q: self.q.detached(),
-            k: self.k.detached(),
-            v: self.v.detached(),
-            o: self.o.detached(),
-            q_norm: self.q_norm.as_ref().map(Tensor::detach),
-            k_norm: self.k_norm.as_ref().map(Tensor::detach),
-            ffn_norm: self.ffn_norm.detach(),
-            gate: self.gate.detached(),
-            up: self.up.detached(),
-            down: self.down.detached(),
-        }
-    }
 }
 
 /// Shapes shared by the blocks of one pass.
@@ -311,7 +261,8 @@ impl Dims {
     }
 }
 
-impl BlockW {
+impl Block {
+    /// One block on flat activations `x [b·t, hidden]`; also returns what its backward needs.
     fn forward(&self, d: &Dims, x: Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<(Tensor, Saved)> {
         let xn = ops::rms_norm(&x, &self.attn_norm, d.eps)?;
         let q0 = d.heads(&self.q.fwd(&xn)?, d.nh)?;
@@ -399,21 +350,12 @@ impl Decoder {
     pub fn nll_grads(&self, ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<(String, Tensor)>)> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.cfg;
-        let d = Dims {
-            b,
-            t,
-            hd: cfg.head_dim,
-            nh: cfg.heads,
-            nkv: cfg.kv_heads,
-            eps: cfg.rms_eps as f32,
-            scale: 1.0 / (cfg.head_dim as f64).sqrt(),
-            interleaved: cfg.rope_interleaved,
-        };
+        let d = self.dims(b, t);
         let dev = self.embed.device().clone();
         let embed = self.embed.detach();
         let flat_ids = ids.flatten_all()?;
         let (cos, sin) = self.rope.get(t, embed.dtype())?;
-        let blocks: Vec<BlockW> = self.blocks.iter().map(Block::detached).collect();
+        let blocks: Vec<Block> = self.blocks.iter().map(Block::detached).collect();
         let mut x = embed.embedding(&flat_ids)?;
         let mut saved = Vec::with_capacity(blocks.len());
         for blk in &blocks {

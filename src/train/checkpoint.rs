@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::optim::AdamW;
+use crate::model::Model;
 use crate::util::{read_json, write_atomic, write_json};
 use crate::{Error, Result};
 
@@ -14,21 +16,17 @@ pub fn step_dir(dir: &Path, step: usize) -> PathBuf {
     dir.join(format!("step-{step:06}"))
 }
 
-/// Save a checkpoint of update `step` and point `dir/latest` at it; keep the newest `keep`.
-pub fn save<S: Serialize>(
-    dir: &Path,
-    step: usize,
-    weights: &HashMap<String, Tensor>,
-    optim: &HashMap<String, Tensor>,
-    state: &S,
-    keep: usize,
-) -> Result<PathBuf> {
+/// Save a checkpoint of `model`'s weights, `opt`'s moments and the trainer's `state` at update
+/// `step`, point `dir/latest` at it and keep the newest `keep`.
+pub fn save<S: Serialize>(dir: &Path, step: usize, model: &Model, opt: &AdamW, state: &S, keep: usize) -> Result<PathBuf> {
+    let weights: HashMap<String, Tensor> = model.params.iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
+    let optim = opt.state(&model.params.names)?;
     let tmp = dir.join(format!(".tmp-step-{step:06}"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    candle_core::safetensors::save(weights, tmp.join("model.safetensors"))?;
+    candle_core::safetensors::save(&weights, tmp.join("model.safetensors"))?;
     if !optim.is_empty() {
-        candle_core::safetensors::save(optim, tmp.join("optim.safetensors"))?;
+        candle_core::safetensors::save(&optim, tmp.join("optim.safetensors"))?;
     }
     write_json(&tmp.join("state.json"), state)?;
     let fin = step_dir(dir, step);
@@ -95,6 +93,39 @@ pub fn load<S: DeserializeOwned>(ckpt: &Path) -> Result<Loaded<S>> {
         HashMap::new()
     };
     Ok(Loaded { weights, optim, state: read_json(&ckpt.join("state.json"))? })
+}
+
+/// Resume a training run from the newest checkpoint in `dir`, if there is one: a checkpoint whose
+/// state `same` rejects (other settings or data) is an error; otherwise its weights go into
+/// `model`, its moments into `opt` (`updates(state)` updates taken) and its state is returned.
+pub fn resume<S: DeserializeOwned>(dir: &Path, model: &Model, opt: &mut AdamW, same: impl Fn(&S) -> bool, updates: impl Fn(&S) -> usize) -> Result<Option<S>> {
+    let Some(ck) = latest(dir) else { return Ok(None) };
+    let loaded = load::<S>(&ck)?;
+    if !same(&loaded.state) {
+        return Err(Error::Run {
+            dir: dir.to_path_buf(),
+            msg: "a checkpoint of different settings or data is here: pass another --name, or delete it to start over".into(),
+        });
+    }
+    model.set_weights(&loaded.weights)?;
+    opt.load_state(&model.params.names, updates(&loaded.state), &loaded.optim)?;
+    Ok(Some(loaded.state))
+}
+
+/// After update `done` of `end`: save (through `save`) every `every` updates and at the end; on
+/// Ctrl-C save unless just saved and return true, to stop. `last` is the newest checkpoint.
+pub fn after_step(done: usize, end: usize, every: usize, last: &mut Option<PathBuf>, mut save: impl FnMut() -> Result<PathBuf>) -> Result<bool> {
+    let due = done % every.max(1) == 0 || done == end;
+    if due {
+        *last = Some(save()?);
+    }
+    if crate::run::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        if !due {
+            *last = Some(save()?);
+        }
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Reopen a run's step log for appending after a resume: rows past the checkpoint (logged by

@@ -5,9 +5,10 @@
 //! reward components, turns rewards into group advantages, and takes `num_iterations` updates
 //! on that generation batch. Log-probabilities for the loss always come from the candle policy;
 //! the KL term compares them with the frozen reference (the SFT checkpoint).
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::sft;
 use crate::model::{ops, Model};
 use crate::{Error, Result};
 
@@ -140,28 +141,10 @@ pub fn aggregate(per_token: &[Tensor], obj: &Objective) -> Result<Tensor> {
 /// Log-probabilities of each sequence's completion tokens under `model` (with gradients when
 /// the model's weights are tracked), and the mean entropy of its next-token distributions.
 pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<(Vec<Tensor>, f64)> {
-    let t = seqs.iter().map(|(p, c)| p.len() + c.len()).max().unwrap_or(0);
-    let b = seqs.len();
-    let mut ids = Vec::with_capacity(b * t);
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
-    for (bi, (p, c)) in seqs.iter().enumerate() {
-        if p.is_empty() {
-            return Err(Error::Engine("a rollout has an empty prompt".into()));
-        }
-        ids.extend_from_slice(p);
-        ids.extend_from_slice(c);
-        ids.extend(std::iter::repeat_n(pad, t - p.len() - c.len()));
-        for j in 0..c.len() {
-            rows.push((bi * t + p.len() - 1 + j) as u32);
-            targets.push(c[j]);
-        }
-    }
-    let dev = &model.device;
-    let h = model.hidden(&Tensor::from_vec(ids, (b, t), dev)?)?.reshape((b * t, model.config.hidden))?;
+    let joined: Vec<(Vec<u32>, usize)> = seqs.iter().map(|(p, c)| ([*p, *c].concat(), p.len())).collect();
+    let (ids, rows, targets) = sft::pack(model, &joined, pad)?;
     let n = rows.len();
-    let h = h.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
-    let logits = model.logits(&h)?.to_dtype(DType::F32)?;
+    let logits = sft::target_logits(model, &ids, rows)?;
     let logp = ops::nll(&logits, &targets)?.neg()?;
     let entropy = {
         let l = logits.detach();
@@ -169,7 +152,7 @@ pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> R
         let lp = candle_nn::ops::log_softmax(&l, candle_core::D::Minus1)?;
         ((p * lp)?.sum(1)?.neg()?.mean_all()?.to_scalar::<f32>()? as f64) * n as f64
     };
-    let mut out = Vec::with_capacity(b);
+    let mut out = Vec::with_capacity(seqs.len());
     let mut at = 0;
     for (_, c) in seqs {
         out.push(logp.narrow(0, at, c.len())?);
@@ -384,23 +367,13 @@ pub fn train(
     let warmup = (cfg.warmup_ratio * total_updates as f64).ceil() as usize;
     std::fs::create_dir_all(&dirs.log_dir).map_err(|e| Error::io(&dirs.log_dir, e))?;
     let log_path = dirs.log_dir.join("steps.jsonl");
-    let mut start = 0;
-    let mut resumed_from = None;
-    if let Some(ck) = checkpoint::latest(&dirs.ckpt_dir) {
-        let loaded = checkpoint::load::<GrpoState>(&ck)?;
-        if loaded.state.config != *cfg || loaded.state.pool_hash != pool_hash {
-            return Err(Error::Run { dir: dirs.ckpt_dir.clone(), msg: "a checkpoint of different settings or prompts is here: pass another --name, or delete it to start over".into() });
-        }
-        policy.set_weights(&loaded.weights)?;
-        opt.load_state(&policy.params.names, loaded.state.step * cfg.num_iterations, &loaded.optim)?;
-        start = loaded.state.step;
-        resumed_from = Some(start);
-    }
+    let same = |st: &GrpoState| st.config == *cfg && st.pool_hash == pool_hash;
+    let resumed_from = checkpoint::resume(&dirs.ckpt_dir, policy, &mut opt, same, |st: &GrpoState| st.step * cfg.num_iterations)?.map(|st| st.step);
+    let start = resumed_from.unwrap_or(0);
     let mut log = checkpoint::reopen_log(&log_path, |r: &GrpoLog| r.step <= start)?;
     let save = |step: usize, opt: &AdamW| -> Result<std::path::PathBuf> {
-        let weights = policy.params.iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
         let state = GrpoState { step, source: source.clone(), config: cfg.clone(), pool_hash: pool_hash.clone() };
-        checkpoint::save(&dirs.ckpt_dir, step, &weights, &opt.state(&policy.params.names)?, &state, dirs.keep)
+        checkpoint::save(&dirs.ckpt_dir, step, policy, opt, &state, dirs.keep)
     };
     let snapshot = dirs.ckpt_dir.join("policy-snapshot.gguf");
     let pad = tok.eos();
@@ -551,14 +524,7 @@ pub fn train(
             b.set_message(format!("reward {:.2}", row.reward));
             b.inc(1);
         }
-        let done = step + 1;
-        if done % dirs.save_every.max(1) == 0 || done == cfg.steps {
-            last = Some(save(done, &opt)?);
-        }
-        if crate::run::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-            if done % dirs.save_every.max(1) != 0 && done != cfg.steps {
-                last = Some(save(done, &opt)?);
-            }
+        if checkpoint::after_step(step + 1, cfg.steps, dirs.save_every, &mut last, || save(step + 1, &opt))? {
             interrupted = true;
             break;
         }

@@ -5,7 +5,7 @@
 //! N updates a checkpoint is written; a rerun resumes from the newest one and continues the very
 //! same loss curve.
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
@@ -172,32 +172,42 @@ pub fn micro_batches(lens: &[(usize, usize)], micro_tokens: usize) -> Vec<Vec<us
 /// Sum of token cross-entropies over the targets of a padded batch, and the token counts.
 pub fn batch_loss(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32) -> Result<(Tensor, usize, usize)> {
     let (ids, rows, targets) = pack(model, seqs, pad)?;
-    let (b, t) = ids.dims2()?;
-    let h = model.hidden(&ids)?.reshape((b * t, model.config.hidden))?;
-    let n = rows.len();
-    let h = h.index_select(&Tensor::from_vec(rows, n, &model.device)?, 0)?;
-    let logits = model.logits(&h)?.to_dtype(DType::F32)?;
+    let (n, padded) = (rows.len(), ids.elem_count());
+    let logits = target_logits(model, &ids, rows)?;
     let nll = crate::model::ops::nll(&logits, &targets)?.sum_all()?;
-    Ok((nll, n, b * t))
+    Ok((nll, n, padded))
 }
 
-/// A micro-batch right-padded to `[b, t]`, the flat positions whose next token is a target,
-/// and those targets.
-fn pack(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32) -> Result<(Tensor, Vec<u32>, Vec<u32>)> {
-    let t = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
+/// Sequences right-padded to `[b, t]`, the flat positions whose next token is a target (each
+/// sequence's tokens from index `first` on, `first ≥ 1`), and those targets in order.
+pub(crate) fn pack<S: AsRef<[u32]>>(model: &Model, seqs: &[(S, usize)], pad: u32) -> Result<(Tensor, Vec<u32>, Vec<u32>)> {
+    let t = seqs.iter().map(|(s, _)| s.as_ref().len()).max().unwrap_or(0);
     let b = seqs.len();
     let mut ids = Vec::with_capacity(b * t);
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for (bi, (s, first)) in seqs.iter().enumerate() {
+        let s = s.as_ref();
+        if *first == 0 {
+            return Err(Error::Engine("a training sequence or rollout has an empty prompt (no context before its first target)".into()));
+        }
         ids.extend_from_slice(s);
         ids.extend(std::iter::repeat_n(pad, t - s.len()));
-        for j in (first - 1)..(s.len() - 1) {
+        for j in (first - 1)..(s.len().saturating_sub(1)) {
             rows.push((bi * t + j) as u32);
             targets.push(s[j + 1]);
         }
     }
     Ok((Tensor::from_vec(ids, (b, t), &model.device)?, rows, targets))
+}
+
+/// The f32 logits `[rows, vocab]` of `ids [b, t]` at the flat positions `rows` (differentiable).
+pub(crate) fn target_logits(model: &Model, ids: &Tensor, rows: Vec<u32>) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    let h = model.hidden(ids)?.reshape((b * t, model.config.hidden))?;
+    let n = rows.len();
+    let h = h.index_select(&Tensor::from_vec(rows, n, &model.device)?, 0)?;
+    Ok(model.logits(&h)?.to_dtype(DType::F32)?)
 }
 
 /// `scale` × the summed target cross-entropy of a micro-batch, its padded token count, and the
@@ -265,22 +275,10 @@ pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pa
     let log_path = dirs.log_dir.join("steps.jsonl");
     std::fs::create_dir_all(&dirs.log_dir).map_err(|e| Error::io(&dirs.log_dir, e))?;
 
-    let mut start = 0;
-    let mut resumed_from = None;
-    if let Some(ck) = checkpoint::latest(&dirs.ckpt_dir) {
-        let loaded = checkpoint::load::<TrainState>(&ck)?;
-        let same = SftConfig { max_steps: None, ..loaded.state.config.clone() } == SftConfig { max_steps: None, ..cfg.clone() };
-        if !same || loaded.state.data_hash != dhash {
-            return Err(Error::Run {
-                dir: dirs.ckpt_dir.clone(),
-                msg: "a checkpoint of different settings or data is here: pass another --name, or delete it to start over".into(),
-            });
-        }
-        model.set_weights(&loaded.weights)?;
-        opt.load_state(&model.params.names, loaded.state.step, &loaded.optim)?;
-        start = loaded.state.step;
-        resumed_from = Some(start);
-    }
+    let unbounded = |c: &SftConfig| SftConfig { max_steps: None, ..c.clone() };
+    let same = |st: &TrainState| unbounded(&st.config) == unbounded(cfg) && st.data_hash == dhash;
+    let resumed_from = checkpoint::resume(&dirs.ckpt_dir, model, &mut opt, same, |st: &TrainState| st.step)?.map(|st| st.step);
+    let start = resumed_from.unwrap_or(0);
     let mut log = checkpoint::reopen_log(&log_path, |r: &StepLog| r.step <= start)?;
 
     let end = cfg.max_steps.map(|m| m.min(total)).unwrap_or(total);
@@ -288,9 +286,8 @@ pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pa
     let mut last_ckpt = None;
     let mut interrupted = false;
     let save = |step: usize, opt: &AdamW| -> Result<PathBuf> {
-        let weights = model.params.iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
         let state = TrainState { step, source: model.origin.path.clone(), total_steps: total, config: cfg.clone(), data_hash: dhash.clone() };
-        checkpoint::save(&dirs.ckpt_dir, step, &weights, &opt.state(&model.params.names)?, &state, dirs.keep)
+        checkpoint::save(&dirs.ckpt_dir, step, model, opt, &state, dirs.keep)
     };
     for (si, step) in steps.iter().enumerate().take(end).skip(start) {
         let t0 = Instant::now();
@@ -328,14 +325,7 @@ pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pa
             b.set_message(format!("loss {:.4}", row.loss));
             b.inc(1);
         }
-        let done = si + 1;
-        if done % dirs.save_every.max(1) == 0 || done == end {
-            last_ckpt = Some(save(done, &opt)?);
-        }
-        if crate::run::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
-            if last_ckpt.as_ref().map(|p| p.ends_with(checkpoint::step_dir(Path::new(""), done))) != Some(true) {
-                last_ckpt = Some(save(done, &opt)?);
-            }
+        if checkpoint::after_step(si + 1, end, dirs.save_every, &mut last_ckpt, || save(si + 1, &opt))? {
             interrupted = true;
             break;
         }
