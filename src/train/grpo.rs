@@ -143,14 +143,15 @@ pub fn aggregate(per_token: &[Tensor], obj: &Objective) -> Result<Tensor> {
 pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<(Vec<Tensor>, f64)> {
     let joined: Vec<(Vec<u32>, usize)> = seqs.iter().map(|(p, c)| ([*p, *c].concat(), p.len())).collect();
     let (ids, rows, targets) = sft::pack(model, &joined, pad)?;
-    let n = rows.len();
     let logits = sft::target_logits(model, &ids, rows)?;
     let logp = ops::nll(&logits, &targets)?.neg()?;
-    let entropy = {
+    let entropy = if targets.is_empty() {
+        0.0
+    } else {
         let l = logits.detach();
         let p = candle_nn::ops::softmax_last_dim(&l)?;
         let lp = candle_nn::ops::log_softmax(&l, candle_core::D::Minus1)?;
-        ((p * lp)?.sum(1)?.neg()?.mean_all()?.to_scalar::<f32>()? as f64) * n as f64
+        (p * lp)?.sum(1)?.neg()?.mean_all()?.to_scalar::<f32>()? as f64
     };
     let mut out = Vec::with_capacity(seqs.len());
     let mut at = 0;
@@ -158,7 +159,7 @@ pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> R
         out.push(logp.narrow(0, at, c.len())?);
         at += c.len();
     }
-    Ok((out, entropy / n.max(1) as f64))
+    Ok((out, entropy))
 }
 
 /// The loss of a batch of rollouts (gradients flow into `policy`), and its statistics.

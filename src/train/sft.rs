@@ -169,15 +169,6 @@ pub fn micro_batches(lens: &[(usize, usize)], micro_tokens: usize) -> Vec<Vec<us
     out
 }
 
-/// Sum of token cross-entropies over the targets of a padded batch, and the token counts.
-pub fn batch_loss(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32) -> Result<(Tensor, usize, usize)> {
-    let (ids, rows, targets) = pack(model, seqs, pad)?;
-    let (n, padded) = (rows.len(), ids.elem_count());
-    let logits = target_logits(model, &ids, rows)?;
-    let nll = crate::model::ops::nll(&logits, &targets)?.sum_all()?;
-    Ok((nll, n, padded))
-}
-
 /// Sequences right-padded to `[b, t]`, the flat positions whose next token is a target (each
 /// sequence's tokens from index `first` on, `first ≥ 1`), and those targets in order.
 pub(crate) fn pack<S: AsRef<[u32]>>(model: &Model, seqs: &[(S, usize)], pad: u32) -> Result<(Tensor, Vec<u32>, Vec<u32>)> {
@@ -225,8 +216,10 @@ pub fn batch_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f
 
 /// [`batch_grads`] through candle's autograd (any device; what `rner bench train` compares with).
 pub fn autograd_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f64) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
-    let (nll, _, padded) = batch_loss(model, seqs, pad)?;
-    let scaled = (nll * scale)?;
+    let (ids, rows, targets) = pack(model, seqs, pad)?;
+    let padded = ids.elem_count();
+    let logits = target_logits(model, &ids, rows)?;
+    let scaled = (crate::model::ops::nll(&logits, &targets)?.sum_all()? * scale)?;
     let store = scaled.backward()?;
     let mut grads = Vec::new();
     accumulate(&mut grads, &model.params.vars, &store)?;
