@@ -68,6 +68,13 @@ fn parse_flags<T: clap::Args>(argv: &[String]) -> anyhow::Result<T> {
     Ok(w.a)
 }
 
+/// `--decoding NAME` unless free (the paper's protocol, the default: commands stay as before).
+fn decoding_flag(d: crate::prompt::grammar::Decoding, argv: &mut Vec<String>) {
+    if !d.is_free() {
+        argv.extend(["--decoding".into(), d.name().into()]);
+    }
+}
+
 fn shell(cmd: &str, argv: &[String]) -> String {
     let quoted: Vec<String> = argv.iter().map(|a| if a.contains([' ', ',', '=']) && !a.starts_with("--") { format!("'{a}'") } else { a.clone() }).collect();
     format!("rner {cmd} {}", quoted.join(" "))
@@ -100,9 +107,8 @@ impl Ctx<'_> {
         self.model_file(name).is_file()
     }
 
-    /// Run `rner eval` on `model` over `datasets` of `split`: done, skipped (every row was there) or
-    /// interrupted.
-    fn eval(&self, model: &str, datasets: &str, split: &str, limit: Option<usize>, commands: &mut Vec<String>) -> anyhow::Result<&'static str> {
+    /// The flags of `rner eval` for `model` over `datasets` of `split`.
+    fn eval_argv(&self, model: &str, datasets: &str, split: &str, limit: Option<usize>) -> Vec<String> {
         let mut argv: Vec<String> = vec!["--model".into(), model.into(), "--datasets".into(), datasets.into(), "--split".into(), split.into()];
         if let Some(n) = limit {
             argv.extend(["--limit".into(), n.to_string()]);
@@ -111,9 +117,17 @@ impl Ctx<'_> {
         if let Some(m) = self.p.eval.max_tokens {
             argv.extend(["--max-tokens".into(), m.to_string()]);
         }
+        decoding_flag(self.p.eval.decoding, &mut argv);
         if self.threads > 0 {
             argv.extend(["--threads".into(), self.threads.to_string()]);
         }
+        argv
+    }
+
+    /// Run `rner eval` on `model` over `datasets` of `split`: done, skipped (every row was there) or
+    /// interrupted.
+    fn eval(&self, model: &str, datasets: &str, split: &str, limit: Option<usize>, commands: &mut Vec<String>) -> anyhow::Result<&'static str> {
+        let argv = self.eval_argv(model, datasets, split, limit);
         let (a, _c): (super::eval::EvalArgs, _) = step_command("eval", &argv, commands)?;
         let out = super::eval::execute(self.g, &a)?;
         Ok(if out.interrupted {
@@ -123,6 +137,127 @@ impl Ctx<'_> {
         } else {
             "done"
         })
+    }
+
+    /// The flags of `rner cot` for stage 1.
+    fn cot_argv(&self) -> Vec<String> {
+        let p = self.p;
+        let out = p.cot_file(&self.g.results);
+        let mut argv: Vec<String> = vec!["--teacher".into(), p.cot.teacher.clone(), "--sources".into(), p.cot.sources.join(",")];
+        if let Some(n) = p.cot.per_source {
+            argv.extend(["--per-source".into(), n.to_string()]);
+        }
+        if let Some(n) = p.cot.limit {
+            argv.extend(["--limit".into(), n.to_string()]);
+        }
+        argv.extend(["--max-cot-tokens".into(), p.cot.max_cot_tokens.to_string(), "--parallel".into(), p.cot.parallel.to_string(), "--out".into(), out.display().to_string()]);
+        decoding_flag(p.cot.decoding, &mut argv);
+        if self.threads > 0 {
+            argv.extend(["--threads".into(), self.threads.to_string()]);
+        }
+        argv
+    }
+
+    /// The flags of `rner sft` for stage 2 (`target` cot, or direct for the ablation).
+    fn sft_argv(&self, target: &str) -> Vec<String> {
+        let p = self.p;
+        let name = p.run_name(&format!("sft-{target}"));
+        let mut argv: Vec<String> = vec!["--model".into(), p.student.clone(), "--target".into(), target.into(), "--name".into(), name];
+        for d in std::iter::once(p.cot_file(&self.g.results)).chain(p.sft.extra_data.iter().cloned()) {
+            argv.extend(["--data".into(), d.display().to_string()]);
+        }
+        if let Some(t) = &p.tokenizer {
+            argv.extend(["--tokenizer".into(), t.display().to_string()]);
+        }
+        argv.extend([
+            "--epochs".into(),
+            p.sft.epochs.to_string(),
+            "--batch".into(),
+            p.sft.batch.to_string(),
+            "--lr".into(),
+            p.sft.lr.to_string(),
+            "--max-len".into(),
+            p.sft.max_len.to_string(),
+            "--micro-tokens".into(),
+            p.sft.micro_tokens.to_string(),
+        ]);
+        if let Some(n) = p.sft.limit {
+            argv.extend(["--limit".into(), n.to_string()]);
+        }
+        argv.extend(["--checkpoints".into(), self.checkpoints.display().to_string()]);
+        argv
+    }
+
+    /// The flags of `rner grpo` for reward variant `index` (stage 3 and the reward ablation).
+    fn grpo_argv(&self, index: usize) -> Vec<String> {
+        let p = self.p;
+        let g = &p.grpo;
+        let mut argv: Vec<String> = vec![
+            "--init".into(),
+            self.init_of(&p.run_name("sft-cot")),
+            "--name".into(),
+            p.grpo_name(index),
+            "--reward".into(),
+            g.rewards[index].weights.clone(),
+            "--steps".into(),
+            g.steps.to_string(),
+            "--prompts-per-step".into(),
+            g.prompts_per_step.to_string(),
+            "--num-generations".into(),
+            g.num_generations.to_string(),
+            "--num-iterations".into(),
+            g.num_iterations.to_string(),
+            "--max-completion-length".into(),
+            g.max_completion_length.to_string(),
+            "--pool".into(),
+            g.pool.to_string(),
+            "--lr".into(),
+            g.lr.to_string(),
+            "--beta".into(),
+            g.beta.to_string(),
+            "--micro".into(),
+            g.micro.to_string(),
+            "--save-every".into(),
+            "2".into(),
+        ];
+        decoding_flag(g.decoding, &mut argv);
+        argv.extend(["--checkpoints".into(), self.checkpoints.display().to_string()]);
+        argv
+    }
+
+    /// The flags of `rner sft` for one low-resource cell, trained from `from`.
+    fn low_resource_argv(&self, from: String, dataset: &str, fraction: f64, seed: u64, name: &str) -> Vec<String> {
+        let p = self.p;
+        let lr = p.low_resource.as_ref().expect("planned from it");
+        let mut argv: Vec<String> = vec![
+            "--model".into(),
+            from,
+            "--train-set".into(),
+            dataset.into(),
+            "--fraction".into(),
+            fraction.to_string(),
+            "--target".into(),
+            "direct".into(),
+            "--name".into(),
+            name.into(),
+            "--seed".into(),
+            seed.to_string(),
+            "--epochs".into(),
+            lr.epochs.to_string(),
+            "--batch".into(),
+            lr.batch.to_string(),
+            "--lr".into(),
+            lr.lr.to_string(),
+            "--save-every".into(),
+            "20".into(),
+            "--keep".into(),
+            "1".into(),
+        ];
+        if let Some(t) = &p.tokenizer {
+            argv.extend(["--tokenizer".into(), t.display().to_string()]);
+        }
+        argv.extend(["--checkpoints".into(), self.checkpoints.display().to_string()]);
+        argv
     }
 
     /// Run `rner sft` with `argv`; true when it finished and exported.
@@ -175,82 +310,13 @@ impl Ctx<'_> {
                 Ok((self.eval(&m, "zero-shot", "test", p.eval.limit, commands)?.to_string(), String::new()))
             }
             StepKind::Cot => {
-                let out = p.cot_file(&self.g.results);
-                let mut argv: Vec<String> = vec!["--teacher".into(), p.cot.teacher.clone(), "--sources".into(), p.cot.sources.join(",")];
-                if let Some(n) = p.cot.per_source {
-                    argv.extend(["--per-source".into(), n.to_string()]);
-                }
-                if let Some(n) = p.cot.limit {
-                    argv.extend(["--limit".into(), n.to_string()]);
-                }
-                argv.extend(["--max-cot-tokens".into(), p.cot.max_cot_tokens.to_string(), "--parallel".into(), p.cot.parallel.to_string(), "--out".into(), out.display().to_string()]);
-                if self.threads > 0 {
-                    argv.extend(["--threads".into(), self.threads.to_string()]);
-                }
-                let (c, _c): (super::cot::CotCmd, _) = step_command("cot", &argv, commands)?;
+                let (c, _c): (super::cot::CotCmd, _) = step_command("cot", &self.cot_argv(), commands)?;
                 let code = super::cot::run(self.g, c)?;
                 Ok(ok(code == ExitCode::SUCCESS))
             }
-            StepKind::Sft { target } => {
-                let name = p.run_name(&format!("sft-{target}"));
-                let mut argv: Vec<String> = vec!["--model".into(), p.student.clone(), "--target".into(), target.clone(), "--name".into(), name];
-                for d in std::iter::once(p.cot_file(&self.g.results)).chain(p.sft.extra_data.iter().cloned()) {
-                    argv.extend(["--data".into(), d.display().to_string()]);
-                }
-                if let Some(t) = &p.tokenizer {
-                    argv.extend(["--tokenizer".into(), t.display().to_string()]);
-                }
-                argv.extend([
-                    "--epochs".into(),
-                    p.sft.epochs.to_string(),
-                    "--batch".into(),
-                    p.sft.batch.to_string(),
-                    "--lr".into(),
-                    p.sft.lr.to_string(),
-                    "--max-len".into(),
-                    p.sft.max_len.to_string(),
-                    "--micro-tokens".into(),
-                    p.sft.micro_tokens.to_string(),
-                ]);
-                if let Some(n) = p.sft.limit {
-                    argv.extend(["--limit".into(), n.to_string()]);
-                }
-                argv.extend(["--checkpoints".into(), self.checkpoints.display().to_string()]);
-                Ok(ok(self.sft(argv, commands)?))
-            }
+            StepKind::Sft { target } => Ok(ok(self.sft(self.sft_argv(target), commands)?)),
             StepKind::Grpo { index } => {
-                let g = &p.grpo;
-                let v = &g.rewards[*index];
-                let argv: Vec<String> = vec![
-                    "--init".into(),
-                    self.init_of(&p.run_name("sft-cot")),
-                    "--name".into(),
-                    p.grpo_name(*index),
-                    "--reward".into(),
-                    v.weights.clone(),
-                    "--steps".into(),
-                    g.steps.to_string(),
-                    "--prompts-per-step".into(),
-                    g.prompts_per_step.to_string(),
-                    "--num-generations".into(),
-                    g.num_generations.to_string(),
-                    "--num-iterations".into(),
-                    g.num_iterations.to_string(),
-                    "--max-completion-length".into(),
-                    g.max_completion_length.to_string(),
-                    "--pool".into(),
-                    g.pool.to_string(),
-                    "--lr".into(),
-                    g.lr.to_string(),
-                    "--beta".into(),
-                    g.beta.to_string(),
-                    "--micro".into(),
-                    g.micro.to_string(),
-                    "--save-every".into(),
-                    "2".into(),
-                    "--checkpoints".into(),
-                    self.checkpoints.display().to_string(),
-                ];
+                let argv = self.grpo_argv(*index);
                 let (a, _c): (super::train::GrpoArgs, _) = step_command("grpo", &argv, commands)?;
                 let done = super::train::execute_grpo(self.g, &a)?;
                 Ok(ok(done.export.is_some()))
@@ -267,34 +333,7 @@ impl Ctx<'_> {
                 } else {
                     let name = p.low_resource_name(dataset, *fraction, *seed, init);
                     if !self.trained(&name) {
-                        let mut argv: Vec<String> = vec![
-                            "--model".into(),
-                            from,
-                            "--train-set".into(),
-                            dataset.clone(),
-                            "--fraction".into(),
-                            fraction.to_string(),
-                            "--target".into(),
-                            "direct".into(),
-                            "--name".into(),
-                            name.clone(),
-                            "--seed".into(),
-                            seed.to_string(),
-                            "--epochs".into(),
-                            lr.epochs.to_string(),
-                            "--batch".into(),
-                            lr.batch.to_string(),
-                            "--lr".into(),
-                            lr.lr.to_string(),
-                            "--save-every".into(),
-                            "20".into(),
-                            "--keep".into(),
-                            "1".into(),
-                        ];
-                        if let Some(t) = &p.tokenizer {
-                            argv.extend(["--tokenizer".into(), t.display().to_string()]);
-                        }
-                        argv.extend(["--checkpoints".into(), self.checkpoints.display().to_string()]);
+                        let argv = self.low_resource_argv(from, dataset, *fraction, *seed, &name);
                         if !self.sft(argv, commands)? {
                             return Ok(("interrupted".into(), String::new()));
                         }
@@ -454,4 +493,63 @@ fn summary(g: &Global, p: &Preset, steps: &[Step]) -> anyhow::Result<()> {
     crate::util::write_atomic(&out, md.as_bytes())?;
     println!("{}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompt::grammar::Decoding;
+
+    fn global(root: &Path) -> Global {
+        Global {
+            data_dir: root.join("data"),
+            results: root.join("results"),
+            reports: root.join("reports"),
+            models: root.join("models"),
+            baselines: root.join("baselines"),
+            quiet: true,
+        }
+    }
+
+    /// Every step's flags parse as the command they name, and carry the preset's settings.
+    #[test]
+    fn step_flags_parse_as_their_commands_and_carry_the_decoding() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let g = global(root);
+        let (mut p, _) = Preset::load(&root.join("baselines"), "cpu").unwrap();
+        fn ctx<'a>(g: &'a Global, p: &'a Preset) -> Ctx<'a> {
+            Ctx { g, p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck") }
+        }
+
+        // free (the default): no --decoding anywhere, as in every command recorded so far
+        {
+            let c = ctx(&g, &p);
+            let all = [c.cot_argv(), c.sft_argv("cot"), c.grpo_argv(0), c.eval_argv("m.gguf", "zero-shot", "test", Some(50)), c.low_resource_argv("base.gguf".into(), "crossner_ai", 0.1, 1, "x")];
+            assert!(all.iter().all(|a| !a.iter().any(|f| f == "--decoding")));
+            let e: super::super::eval::EvalArgs = parse_flags(&all[3]).unwrap();
+            assert_eq!((e.model.as_str(), e.decoding, e.threads), ("m.gguf", Decoding::Free, 2));
+            let s: super::super::train::SftArgs = parse_flags(&all[1]).unwrap();
+            assert_eq!(s.max_len, p.sft.max_len);
+            let l: super::super::train::SftArgs = parse_flags(&all[4]).unwrap();
+            assert_eq!((l.train_set.as_deref(), l.fraction), (Some("crossner_ai"), 0.1));
+        }
+
+        p.cot.decoding = Decoding::Json;
+        p.grpo.decoding = Decoding::Schema;
+        p.eval.decoding = Decoding::Schema;
+        let c = ctx(&g, &p);
+        let cot: super::super::cot::CotCmd = parse_flags(&c.cot_argv()).unwrap();
+        assert_eq!((cot.build.teacher.as_str(), cot.build.decoding), (p.cot.teacher.as_str(), Decoding::Json));
+        let grpo: super::super::train::GrpoArgs = parse_flags(&c.grpo_argv(1)).unwrap();
+        assert_eq!(grpo.decoding, Decoding::Schema);
+        assert_eq!(grpo.reward, p.grpo.rewards[1].weights.parse().unwrap());
+        // the run and its export are named apart from the free run's
+        assert_eq!(grpo.name.as_deref(), Some("cpu-grpo-f1only-schema"));
+        assert!(grpo.init.ends_with("cpu-sft-cot.gguf"), "{}", grpo.init);
+        let e: super::super::eval::EvalArgs = parse_flags(&c.eval_argv("m.gguf", "zero-shot", "test", None)).unwrap();
+        assert_eq!(e.decoding, Decoding::Schema);
+        // plan ids: another decoding is another step (a free run's "done" does not skip it)
+        let ids: Vec<String> = p.plan(&|_| 1.0, 350, &|_| 1000).into_iter().map(|s| s.id).collect();
+        assert!(ids.contains(&"eval-base-schema".to_string()) && ids.contains(&"cot-json".to_string()), "{ids:?}");
+    }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::prompt::grammar::Decoding;
 use crate::{Error, Result};
 
 /// A preset file (`baselines/presets/<name>.toml`). Unknown keys are errors, so a typo cannot
@@ -54,6 +55,9 @@ pub struct CotStep {
     /// the file the set is appended to (default: `results/cot/<preset>-<teacher>.jsonl`)
     #[serde(default)]
     pub out: Option<PathBuf>,
+    /// `free` (the paper's protocol, default), `json` or `schema`: see `rner cot --help`
+    #[serde(default)]
+    pub decoding: Decoding,
 }
 
 fn parallel16() -> usize {
@@ -102,6 +106,9 @@ pub struct GrpoStep {
     pub rewards: Vec<RewardVariant>,
     #[serde(default = "micro8")]
     pub micro: usize,
+    /// `free` (the paper's protocol, default), `json` or `schema`: see `rner grpo --help`
+    #[serde(default)]
+    pub decoding: Decoding,
 }
 
 fn micro8() -> usize {
@@ -134,6 +141,9 @@ pub struct EvalStep {
     /// API baselines, scored only when their key variable is set
     #[serde(default)]
     pub api_baselines: Vec<String>,
+    /// `free` (the paper's protocol, default), `json` or `schema`: see `rner eval --help`
+    #[serde(default)]
+    pub decoding: Decoding,
 }
 
 /// Supervised fine-tuning on a seeded fraction of a training split, scored on its test split:
@@ -226,7 +236,8 @@ impl Preset {
 
     /// The CoT set this preset builds.
     pub fn cot_file(&self, results: &Path) -> PathBuf {
-        self.cot.out.clone().unwrap_or_else(|| results.join("cot").join(format!("{}-{}.jsonl", self.name, crate::report::file_stem(&self.cot.teacher))))
+        let stem = with_decoding(format!("{}-{}", self.name, crate::report::file_stem(&self.cot.teacher)), self.cot.decoding);
+        self.cot.out.clone().unwrap_or_else(|| results.join("cot").join(format!("{stem}.jsonl")))
     }
 
     /// The name of one low-resource cell's training run.
@@ -341,7 +352,10 @@ impl Preset {
             Some(n) => format!("{n} sentences per dataset, seed {}", self.eval.seed),
             None => "the full test sets".to_string(),
         };
+        let sample = if self.eval.decoding.is_free() { sample } else { format!("{sample}, {} decoding", self.eval.decoding.name()) };
         let eval = |steps: &mut Vec<Step>, id: String, model: String, answer_tokens: f64, what: String| {
+            // a done step is known by its id: another decoding is another step
+            let id = with_decoding(id, self.eval.decoding);
             let estimate_s = r.eval_s(eval_sentences as f64, answer_tokens, sizes(&model));
             steps.push(Step { id, kind: StepKind::Eval { model }, what: format!("{what}: zero-shot on {sample}"), estimate_s });
         };
@@ -371,7 +385,7 @@ impl Preset {
         };
         let teacher_s = asked as f64 * self.cot.max_cot_tokens as f64 * 0.6 * sizes(&self.cot.teacher) / r.gen_tok_s;
         steps.push(Step {
-            id: "cot".into(),
+            id: with_decoding("cot".into(), self.cot.decoding),
             kind: StepKind::Cot,
             what: format!("stage 1: teacher {} writes rationales for {asked} training sentences of {}", self.cot.teacher, self.cot.sources.join(", ")),
             estimate_s: teacher_s + 20.0,
@@ -452,7 +466,16 @@ impl Preset {
     /// The GRPO run of reward variant `i` (the first is the ReasoningNER model).
     pub fn grpo_name(&self, i: usize) -> String {
         let v = &self.grpo.rewards[i];
-        self.run_name(&format!("grpo-{}", v.name))
+        with_decoding(self.run_name(&format!("grpo-{}", v.name)), self.grpo.decoding)
+    }
+}
+
+/// `name`, or `name-<decoding>` when it is not free.
+fn with_decoding(name: String, d: Decoding) -> String {
+    if d.is_free() {
+        name
+    } else {
+        format!("{name}-{}", d.name())
     }
 }
 
