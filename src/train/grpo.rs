@@ -8,7 +8,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::sft;
+use super::batch;
 use crate::model::{ops, Model};
 use crate::{Error, Result};
 
@@ -142,8 +142,8 @@ pub fn aggregate(per_token: &[Tensor], obj: &Objective) -> Result<Tensor> {
 /// the model's weights are tracked), and the mean entropy of its next-token distributions.
 pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<(Vec<Tensor>, f64)> {
     let joined: Vec<(Vec<u32>, usize)> = seqs.iter().map(|(p, c)| ([*p, *c].concat(), p.len())).collect();
-    let (ids, rows, targets) = sft::pack(model, &joined, pad)?;
-    let logits = sft::target_logits(model, &ids, rows)?;
+    let (ids, rows, targets) = batch::pack(model, &joined, pad)?;
+    let logits = batch::target_logits(model, &ids, rows)?;
     let logp = ops::nll(&logits, &targets)?.neg()?;
     let entropy = if targets.is_empty() {
         0.0

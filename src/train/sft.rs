@@ -8,12 +8,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::batch::{pack, target_logits};
 use super::checkpoint;
 use super::optim::{accumulate, add_grads, clip_factor, cosine_lr, AdamConfig, AdamW};
 use crate::model::Model;
@@ -167,38 +168,6 @@ pub fn micro_batches(lens: &[(usize, usize)], micro_tokens: usize) -> Vec<Vec<us
         out.push(cur);
     }
     out
-}
-
-/// Sequences right-padded to `[b, t]`, the flat positions whose next token is a target (each
-/// sequence's tokens from index `first` on, `first ≥ 1`), and those targets in order.
-pub(crate) fn pack<S: AsRef<[u32]>>(model: &Model, seqs: &[(S, usize)], pad: u32) -> Result<(Tensor, Vec<u32>, Vec<u32>)> {
-    let t = seqs.iter().map(|(s, _)| s.as_ref().len()).max().unwrap_or(0);
-    let b = seqs.len();
-    let mut ids = Vec::with_capacity(b * t);
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
-    for (bi, (s, first)) in seqs.iter().enumerate() {
-        let s = s.as_ref();
-        if *first == 0 {
-            return Err(Error::Engine("a training sequence or rollout has an empty prompt (no context before its first target)".into()));
-        }
-        ids.extend_from_slice(s);
-        ids.extend(std::iter::repeat_n(pad, t - s.len()));
-        for j in (first - 1)..(s.len().saturating_sub(1)) {
-            rows.push((bi * t + j) as u32);
-            targets.push(s[j + 1]);
-        }
-    }
-    Ok((Tensor::from_vec(ids, (b, t), &model.device)?, rows, targets))
-}
-
-/// The f32 logits `[rows, vocab]` of `ids [b, t]` at the flat positions `rows` (differentiable).
-pub(crate) fn target_logits(model: &Model, ids: &Tensor, rows: Vec<u32>) -> Result<Tensor> {
-    let (b, t) = ids.dims2()?;
-    let h = model.hidden(ids)?.reshape((b * t, model.config.hidden))?;
-    let n = rows.len();
-    let h = h.index_select(&Tensor::from_vec(rows, n, &model.device)?, 0)?;
-    Ok(model.logits(&h)?.to_dtype(DType::F32)?)
 }
 
 /// `scale` × the summed target cross-entropy of a micro-batch, its padded token count, and the
