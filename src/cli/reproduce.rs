@@ -276,6 +276,18 @@ impl Ctx<'_> {
         names.iter().any(|n| n == model)
     }
 
+    /// An F16 GGUF of a Hugging Face student (`models/<preset>-base.gguf`), written once.
+    #[cfg(feature = "llama")]
+    fn export_student(&self, dir: &str) -> anyhow::Result<PathBuf> {
+        let out = self.model_file(&self.p.run_name("base"));
+        if !out.is_file() {
+            eprintln!("  exporting the Hugging Face student {dir} to {} (F16) to score it", out.display());
+            let m = crate::model::Model::load(Path::new(dir), &candle_core::Device::Cpu, candle_core::DType::F32)?;
+            crate::model::export::write(Path::new(dir), &m.snapshot()?, crate::model::export::ExportType::F16, &out)?;
+        }
+        Ok(out)
+    }
+
     /// Where a training run can be continued from: its checkpoints when present, else its export.
     fn init_of(&self, name: &str) -> String {
         let ck = self.checkpoints.join(name);
@@ -295,8 +307,12 @@ impl Ctx<'_> {
                 let m = if self.produced(model) {
                     self.model_file(model).display().to_string()
                 } else if model == &p.student && Path::new(model).is_dir() {
-                    // a Hugging Face student is scored through its GGUF
-                    p.tokenizer.as_ref().ok_or_else(|| anyhow::anyhow!("student {model} is a folder: the preset needs `tokenizer` (a GGUF of it)"))?.display().to_string()
+                    // a Hugging Face student is scored through a GGUF of it: the preset's
+                    // `tokenizer`, else an F16 export of the folder
+                    match &p.tokenizer {
+                        Some(t) => t.display().to_string(),
+                        None => self.export_student(model)?.display().to_string(),
+                    }
                 } else {
                     model.clone()
                 };

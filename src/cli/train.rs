@@ -63,7 +63,8 @@ pub struct SftArgs {
     /// use at most this many training records (seeded choice), e.g. for a smoke run
     #[arg(long)]
     pub limit: Option<usize>,
-    /// GGUF whose vocabulary tokenises (default: the model itself; needed for a HF folder)
+    /// GGUF whose vocabulary tokenises (default: the model itself; a Hugging Face folder's own
+    /// tokenizer.json + tokenizer_config.json, converted as llama.cpp's converter does)
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// train on a registry dataset's gold annotations instead of --data (low-resource
@@ -198,11 +199,8 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         let t = if a.template == Template::Model { m.template } else { a.template };
         (m.name, m.path, t)
     };
-    let tok_path = match (&a.tokenizer, model_path.is_dir()) {
-        (Some(t), _) => t.clone(),
-        (None, false) => model_path.clone(),
-        (None, true) => anyhow::bail!("--model {}: a Hugging Face folder; pass --tokenizer FILE.gguf (any GGUF of the same model) for its vocabulary and chat template", a.model),
-    };
+    // a Hugging Face folder's own tokenizer files are read unless --tokenizer names a GGUF
+    let tok_path = a.tokenizer.clone().unwrap_or_else(|| model_path.clone());
     let mut records = Vec::new();
     match &a.train_set {
         Some(set) => {
@@ -283,14 +281,10 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     let finished = outcome.steps_done >= outcome.total_steps && !outcome.interrupted;
     if finished {
         if let Some(ty) = a.out.export.ty() {
-            if model_path.is_dir() {
-                eprintln!("export skipped: the model came from a Hugging Face folder (export needs a GGUF's metadata)");
-            } else {
-                let out = g.models.join(format!("{name}.gguf"));
-                export::write(&model_path, &m.snapshot()?, ty, &out)?;
-                run.export_sha256 = Some(crate::util::sha256_file(&out)?);
-                run.export = Some(out);
-            }
+            let out = g.models.join(format!("{name}.gguf"));
+            export::write(&model_path, &m.snapshot()?, ty, &out)?;
+            run.export_sha256 = Some(crate::util::sha256_file(&out)?);
+            run.export = Some(out);
         }
     }
     run.outcome = Some(outcome);

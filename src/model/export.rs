@@ -43,30 +43,55 @@ impl ExportType {
 
 /// Write `weights` (GGUF names) into a GGUF at `out`, copying metadata from `source` (a GGUF).
 /// Every tensor of the source must be among the weights. The file appears atomically.
+///
+/// `source` may also be the Hugging Face folder the weights came from: the metadata is then built
+/// from its config and tokenizer files ([`super::hf_meta`]), tensors go in the converter's order,
+/// `Source` writes F16, and a llama's Q/K rows move from HF's half-split RoPE layout to the
+/// interleaved one llama.cpp applies to llama.
 pub fn write(source: &Path, weights: &[(String, Tensor)], ty: ExportType, out: &Path) -> Result<()> {
-    let content = read_content(source)?;
     let by_name: std::collections::HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let (order, mut meta, source_types, heads) = if source.is_dir() {
+        let hf = super::hf_meta::config(source)?;
+        let mut order: Vec<String> = weights.iter().map(|(n, _)| n.clone()).collect();
+        order.sort_by_key(|n| super::safetensors::order_key(n));
+        let heads = (hf.model_type == "llama").then(|| (hf.num_attention_heads, hf.num_key_value_heads.unwrap_or(hf.num_attention_heads)));
+        (order, super::hf_meta::metadata(source)?, None, heads)
+    } else {
+        let content = read_content(source)?;
+        let order = tensor_order(&content);
+        let types: std::collections::HashMap<String, GgmlDType> = content.tensor_infos.iter().map(|(n, i)| (n.clone(), i.ggml_dtype)).collect();
+        let mut meta: Vec<(String, Value)> = content.metadata.into_iter().collect();
+        meta.sort_by(|a, b| a.0.cmp(&b.0));
+        (order, meta, Some(types), None)
+    };
     let mut tensors = Vec::new();
-    for name in tensor_order(&content) {
+    for name in order {
         let t = by_name
             .get(name.as_str())
             .ok_or_else(|| Error::Model { path: source.into(), msg: format!("the checkpoint has no tensor {name}") })?;
-        let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let mut t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        if let Some((h, kv)) = heads {
+            if name.ends_with(".attn_q.weight") {
+                t = half_split_to_interleaved(&t, h)?;
+            } else if name.ends_with(".attn_k.weight") {
+                t = half_split_to_interleaved(&t, kv)?;
+            }
+        }
         let cols = *t.dims().last().unwrap_or(&0);
-        let ggml = if ty == ExportType::Source {
-            content.tensor_infos[&name].ggml_dtype
-        } else if t.rank() < 2 {
-            GgmlDType::F32
-        } else if ty == ExportType::Q8_0 && cols % 32 != 0 {
-            GgmlDType::F16
-        } else {
-            ty.ggml()
+        let ggml = match (&source_types, ty) {
+            (Some(types), ExportType::Source) => types[&name],
+            _ if t.rank() < 2 => GgmlDType::F32,
+            (None, ExportType::Source) => GgmlDType::F16,
+            _ if ty == ExportType::Q8_0 && cols % 32 != 0 => GgmlDType::F16,
+            _ => ty.ggml(),
         };
         tensors.push((name, QTensor::quantize(&t, ggml)?));
     }
-    let mut meta: Vec<(String, Value)> = content.metadata.into_iter().collect();
-    meta.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(ft) = ty.file_type() {
+    let file_type = match (&source_types, ty) {
+        (None, ExportType::Source) => ExportType::F16.file_type(),
+        _ => ty.file_type(),
+    };
+    if let Some(ft) = file_type {
         meta.retain(|(k, _)| k != "general.file_type");
         meta.push(("general.file_type".into(), Value::U32(ft)));
     }
@@ -84,4 +109,18 @@ pub fn write(source: &Path, weights: &[(String, Tensor)], ty: ExportType, out: &
     }
     std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
     Ok(())
+}
+
+/// Rows of a Q or K projection `[heads · head_dim, n]` from HF's RoPE layout (each head's first
+/// half rotated against its second half) to the interleaved one (pairs of adjacent rows), as
+/// llama.cpp's converter permutes a Hugging Face llama.
+pub fn half_split_to_interleaved(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, n) = w.dims2()?;
+    Ok(w.reshape((heads, 2, rows / heads / 2, n))?.transpose(1, 2)?.contiguous()?.reshape((rows, n))?)
+}
+
+/// The inverse of [`half_split_to_interleaved`].
+pub fn interleaved_to_half_split(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, n) = w.dims2()?;
+    Ok(w.reshape((heads, rows / heads / 2, 2, n))?.transpose(1, 2)?.contiguous()?.reshape((rows, n))?)
 }

@@ -7,6 +7,7 @@
 //! blocks themselves are in `layers`.
 pub mod export;
 pub mod gguf;
+pub mod hf_meta;
 pub mod layers;
 pub mod llama;
 pub mod ops;

@@ -26,6 +26,8 @@ pub struct HfConfig {
     pub rope_theta: f64,
     #[serde(default)]
     pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub max_position_embeddings: Option<usize>,
 }
 
 fn default_theta() -> f64 {
@@ -127,7 +129,7 @@ pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Config, Params
 }
 
 /// Embedding first, blocks in order, head last (the order a GGUF converter writes).
-fn order_key(name: &str) -> (usize, usize, String) {
+pub(crate) fn order_key(name: &str) -> (usize, usize, String) {
     if name == "token_embd.weight" {
         return (0, 0, String::new());
     }

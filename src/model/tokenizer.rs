@@ -23,8 +23,19 @@ pub struct Encoded {
 }
 
 impl Tokenizer {
-    /// Load the vocabulary (and chat template) of a GGUF, without its weights.
+    /// Load the vocabulary (and chat template) of a GGUF, without its weights; or of a Hugging
+    /// Face folder, through a vocab-only GGUF built from its tokenizer files as llama.cpp's
+    /// converter builds it (the one an export of a model trained from the folder carries).
     pub fn load(path: &Path) -> Result<Tokenizer> {
+        if path.is_dir() {
+            let meta = super::hf_meta::metadata(path)?;
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let tmp = std::env::temp_dir().join(format!("rner-vocab-{}-{nanos}.gguf", std::process::id()));
+            super::hf_meta::write_vocab_only(&meta, &tmp)?;
+            let t = Self::load(&tmp);
+            let _ = std::fs::remove_file(&tmp);
+            return t.map_err(|e| Error::Model { path: path.into(), msg: format!("its tokenizer, converted: {e}") });
+        }
         let params = LlamaModelParams::default().with_vocab_only(true);
         let model = LlamaModel::load_from_file(backend()?, path, &params)
             .map_err(|e| Error::Model { path: path.into(), msg: format!("llama.cpp cannot read its vocabulary: {e}") })?;

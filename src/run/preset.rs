@@ -17,7 +17,8 @@ pub struct Preset {
     pub description: String,
     /// the student: a baseline name, a GGUF path or a Hugging Face folder
     pub student: String,
-    /// GGUF whose vocabulary tokenises a Hugging Face student
+    /// a GGUF whose vocabulary tokenises a Hugging Face student, and through which it is scored
+    /// (default: the folder's own tokenizer files, and an F16 export of it)
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
     /// false: the preset is for a GPU (`paper`); on a machine without one it only prints its plan

@@ -119,6 +119,162 @@ fn an_f32_export_is_the_model_candle_computes() {
     assert!(worst < 0.005, "largest logit difference {worst} of the range");
 }
 
+/// The HF name of a GGUF tensor name (the inverse of `rner::model::safetensors::gguf_name`).
+fn hf_name(g: &str) -> String {
+    let fixed = [("token_embd.weight", "model.embed_tokens.weight"), ("output_norm.weight", "model.norm.weight"), ("output.weight", "lm_head.weight")];
+    if let Some((_, h)) = fixed.iter().find(|(k, _)| *k == g) {
+        return h.to_string();
+    }
+    let rest = g.strip_prefix("blk.").unwrap();
+    let (layer, rest) = rest.split_once('.').unwrap();
+    let (module, kind) = rest.rsplit_once('.').unwrap();
+    let m = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        other => panic!("no HF name for {other}"),
+    };
+    format!("model.layers.{layer}.{m}.{kind}")
+}
+
+/// The default model written as a Hugging Face folder holds it: config.json, model.safetensors
+/// (HF names, Q/K rows in HF's half-split RoPE layout) and tokenizer.json + tokenizer_config.json
+/// made from the GGUF's vocabulary, merges, token types and chat template.
+fn default_model_as_hf_folder(dir: &std::path::Path) {
+    use candle_core::quantized::gguf_file::Value;
+    use rner::model::export::interleaved_to_half_split;
+    use serde_json::json;
+    let path = default_model();
+    let model = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let c = &model.config;
+    let mut tensors = std::collections::HashMap::new();
+    for (name, t) in model.snapshot().unwrap() {
+        let t = if name.ends_with(".attn_q.weight") {
+            interleaved_to_half_split(&t, c.heads).unwrap()
+        } else if name.ends_with(".attn_k.weight") {
+            interleaved_to_half_split(&t, c.kv_heads).unwrap()
+        } else {
+            t
+        };
+        let hf = hf_name(&name);
+        assert_eq!(rner::model::safetensors::gguf_name(&hf).as_deref(), Some(name.as_str()));
+        tensors.insert(hf, t);
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let meta = rner::model::gguf::read_content(&path).unwrap().metadata;
+    let u = |k: &str| match meta.get(k) {
+        Some(Value::U32(x)) => Some(*x as usize),
+        Some(Value::I32(x)) => Some(*x as usize),
+        _ => None,
+    };
+    std::fs::write(
+        dir.join("config.json"),
+        json!({"model_type": "llama", "vocab_size": c.vocab, "hidden_size": c.hidden, "num_hidden_layers": c.layers,
+               "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate_size": c.ffn,
+               "rms_norm_eps": c.rms_eps, "rope_theta": c.rope_theta, "tie_word_embeddings": c.tied,
+               "max_position_embeddings": u("llama.context_length").unwrap()})
+        .to_string(),
+    )
+    .unwrap();
+    let strings = |k: &str| match &meta[k] {
+        Value::Array(v) => v.iter().map(|x| if let Value::String(s) = x { s.clone() } else { panic!("{k}") }).collect::<Vec<String>>(),
+        _ => panic!("{k}"),
+    };
+    let tokens = strings("tokenizer.ggml.tokens");
+    let Value::Array(types) = &meta["tokenizer.ggml.token_type"] else { panic!() };
+    let mut vocab = serde_json::Map::new();
+    let mut added = Vec::new();
+    for (i, (t, ty)) in tokens.iter().zip(types).enumerate() {
+        vocab.insert(t.clone(), json!(i));
+        let ty = if let Value::I32(x) = ty { *x } else { panic!() };
+        if ty == 3 || ty == 4 {
+            added.push(json!({"id": i, "content": t, "special": ty == 3}));
+        }
+    }
+    assert!(!added.is_empty(), "the model has control tokens");
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        json!({"model": {"type": "BPE", "vocab": vocab, "merges": strings("tokenizer.ggml.merges")}, "added_tokens": added,
+               "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
+                                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let Value::String(template) = &meta["tokenizer.chat_template"] else { panic!() };
+    let mut cfg = json!({"chat_template": template, "eos_token": tokens[u("tokenizer.ggml.eos_token_id").unwrap()]});
+    for (k, g) in [("bos_token", "tokenizer.ggml.bos_token_id"), ("pad_token", "tokenizer.ggml.padding_token_id"), ("unk_token", "tokenizer.ggml.unknown_token_id")] {
+        if let Some(id) = u(g) {
+            cfg[k] = json!(tokens[id]);
+        }
+    }
+    if let Some(Value::Bool(b)) = meta.get("tokenizer.ggml.add_bos_token") {
+        cfg["add_bos_token"] = json!(b);
+    }
+    std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
+}
+
+/// A Hugging Face folder needs no GGUF: its tokenizer files tokenise and render prompts as the
+/// GGUF of the same model does, its weights compute the same logits, and its export (metadata
+/// built from the folder, Q/K permuted back) is a model llama.cpp computes the same logits with.
+#[test]
+fn a_hugging_face_folder_tokenises_trains_and_exports_without_a_gguf() {
+    use rner::model::export::{write, ExportType};
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("SmolLM2-135M-Instruct");
+    std::fs::create_dir(&hf).unwrap();
+    default_model_as_hf_folder(&hf);
+    let path = default_model();
+
+    let (ours, theirs) = (Tokenizer::load(&hf).unwrap(), Tokenizer::load(&path).unwrap());
+    for text in ["Apple is looking at buying U.K. startup for $1 billion", "<|im_start|>user\nwörld 12345 — naïve café<|im_end|>\n", "  tabs\tand\n\nnewlines  ", "東京 2020"] {
+        for special in [false, true] {
+            assert_eq!(ours.encode(text, special), theirs.encode(text, special), "{text:?}");
+        }
+    }
+    assert_eq!((ours.eos(), ours.n_vocab()), (theirs.eos(), theirs.n_vocab()));
+    let seqs = fixed_sequences(&ours);
+    assert_eq!(seqs, fixed_sequences(&theirs), "the chat template renders as the GGUF's");
+
+    let from_hf = Model::load(&hf, &Device::Cpu, DType::F32).unwrap();
+    assert!(!from_hf.config.rope_interleaved, "HF layout: half-split RoPE");
+    let gguf = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let (a, b) = (from_hf.sequence_logits(&seqs[0]).unwrap(), gguf.sequence_logits(&seqs[0]).unwrap());
+    let diff = (a.clone() - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-3, "HF-layout logits differ by {diff}");
+
+    let out = dir.path().join("from-hf.gguf");
+    write(&hf, &from_hf.snapshot().unwrap(), ExportType::F32, &out).unwrap();
+    let (same, total, worst) = agreement(&a, &position_logits(&out, &seqs[0], 2).unwrap());
+    eprintln!("export of a HF folder: top-1 agreement {same}/{total}, largest difference {worst:.5} of the logit range");
+    assert_eq!(same, total);
+    assert!(worst < 0.005, "largest logit difference {worst} of the range");
+    // and the export's own vocabulary is the folder's
+    assert_eq!(Tokenizer::load(&out).unwrap().encode("wörld 12345", true), ours.encode("wörld 12345", true));
+
+    // `rner sft` on the folder alone (no --tokenizer) trains and exports; `rner export` of its
+    // checkpoint writes the same file
+    let d = dir.path();
+    let mut args: Vec<String> = ["-q", "sft", "--model", hf.to_str().unwrap(), "--name", "hf", "--limit", "2", "--epochs", "1", "--batch", "2", "--max-len", "48"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(["--results", "--checkpoints", "--models", "--reports"].iter().zip(["r", "c", "m", "rep"]).flat_map(|(f, sub)| [f.to_string(), d.join(sub).display().to_string()]));
+    let o = crate::util::rner().args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gguf = d.join("m/hf.gguf");
+    assert!(!greedy(&gguf, &[chat("Say hello.")])[0].is_empty());
+    let again = d.join("again.gguf");
+    let o = crate::util::rner().args(["export", &d.join("c/hf").display().to_string(), "--out", &again.display().to_string()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&gguf).unwrap(), std::fs::read(&again).unwrap());
+}
+
 /// Real SmolLM2, short sequences: an uninterrupted run and one stopped after its second update
 /// (with a torn log row past the checkpoint, as a kill leaves) then resumed give the same curve.
 #[test]
