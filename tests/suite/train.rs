@@ -143,19 +143,21 @@ fn hf_name(g: &str) -> String {
     format!("model.layers.{layer}.{m}.{kind}")
 }
 
-/// The default model written as a Hugging Face folder holds it: config.json, model.safetensors
-/// (HF names, Q/K rows in HF's half-split RoPE layout) and tokenizer.json + tokenizer_config.json
-/// made from the GGUF's vocabulary, merges, token types and chat template.
-fn default_model_as_hf_folder(dir: &std::path::Path) {
+/// A GGUF model written as the Hugging Face folder that holds it: config.json, model.safetensors
+/// (HF names; a llama's Q/K rows in HF's half-split RoPE layout) and tokenizer.json +
+/// tokenizer_config.json made from the GGUF's vocabulary, merges, token types and chat template.
+fn gguf_as_hf_folder(path: &std::path::Path, dir: &std::path::Path) {
     use candle_core::quantized::gguf_file::Value;
     use rner::model::export::interleaved_to_half_split;
     use serde_json::json;
-    let path = default_model();
-    let model = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let model = Model::load(path, &Device::Cpu, DType::F32).unwrap();
     let c = &model.config;
+    let llama = c.arch == rner::model::Arch::Llama;
     let mut tensors = std::collections::HashMap::new();
     for (name, t) in model.snapshot().unwrap() {
-        let t = if name.ends_with(".attn_q.weight") {
+        let t = if !llama {
+            t
+        } else if name.ends_with(".attn_q.weight") {
             interleaved_to_half_split(&t, c.heads).unwrap()
         } else if name.ends_with(".attn_k.weight") {
             interleaved_to_half_split(&t, c.kv_heads).unwrap()
@@ -167,7 +169,8 @@ fn default_model_as_hf_folder(dir: &std::path::Path) {
         tensors.insert(hf, t);
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
-    let meta = rner::model::gguf::read_content(&path).unwrap().metadata;
+    let meta = rner::model::gguf::read_content(path).unwrap().metadata;
+    let Value::String(arch) = &meta["general.architecture"] else { panic!() };
     let u = |k: &str| match meta.get(k) {
         Some(Value::U32(x)) => Some(*x as usize),
         Some(Value::I32(x)) => Some(*x as usize),
@@ -175,10 +178,10 @@ fn default_model_as_hf_folder(dir: &std::path::Path) {
     };
     std::fs::write(
         dir.join("config.json"),
-        json!({"model_type": "llama", "vocab_size": c.vocab, "hidden_size": c.hidden, "num_hidden_layers": c.layers,
+        json!({"model_type": arch, "vocab_size": c.vocab, "hidden_size": c.hidden, "num_hidden_layers": c.layers,
                "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads, "head_dim": c.head_dim, "intermediate_size": c.ffn,
                "rms_norm_eps": c.rms_eps, "rope_theta": c.rope_theta, "tie_word_embeddings": c.tied,
-               "max_position_embeddings": u("llama.context_length").unwrap()})
+               "max_position_embeddings": u(&format!("{arch}.context_length")).unwrap()})
         .to_string(),
     )
     .unwrap();
@@ -198,11 +201,21 @@ fn default_model_as_hf_folder(dir: &std::path::Path) {
         }
     }
     assert!(!added.is_empty(), "the model has control tokens");
+    // the pre-tokenizer in the shape the model's own tokenizer.json has
+    let Value::String(pre) = &meta["tokenizer.ggml.pre"] else { panic!() };
+    let pre = match pre.as_str() {
+        "smollm" => json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
+                          {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}),
+        "qwen2" => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"},
+             "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}]}),
+        other => panic!("no tokenizer.json shape for pre-tokenizer {other}"),
+    };
     std::fs::write(
         dir.join("tokenizer.json"),
         json!({"model": {"type": "BPE", "vocab": vocab, "merges": strings("tokenizer.ggml.merges")}, "added_tokens": added,
-               "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
-                                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]}})
+               "pre_tokenizer": pre})
         .to_string(),
     )
     .unwrap();
@@ -219,19 +232,16 @@ fn default_model_as_hf_folder(dir: &std::path::Path) {
     std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
 }
 
-/// A Hugging Face folder needs no GGUF: its tokenizer files tokenise and render prompts as the
-/// GGUF of the same model does, its weights compute the same logits, and its export (metadata
-/// built from the folder, Q/K permuted back) is a model llama.cpp computes the same logits with.
-#[test]
-fn a_hugging_face_folder_tokenises_trains_and_exports_without_a_gguf() {
+/// `path` written as a Hugging Face folder (in `dir`) tokenises and renders prompts as the GGUF
+/// does, computes the same logits, and exports (metadata built from the folder, a llama's Q/K
+/// permuted back) to a model llama.cpp computes the same logits with. Returns the folder.
+fn check_hf_folder_of(path: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
     use rner::model::export::{write, ExportType};
-    let dir = tempfile::tempdir().unwrap();
-    let hf = dir.path().join("SmolLM2-135M-Instruct");
+    let hf = dir.join("model");
     std::fs::create_dir(&hf).unwrap();
-    default_model_as_hf_folder(&hf);
-    let path = default_model();
+    gguf_as_hf_folder(path, &hf);
 
-    let (ours, theirs) = (Tokenizer::load(&hf).unwrap(), Tokenizer::load(&path).unwrap());
+    let (ours, theirs) = (Tokenizer::load(&hf).unwrap(), Tokenizer::load(path).unwrap());
     for text in ["Apple is looking at buying U.K. startup for $1 billion", "<|im_start|>user\nwörld 12345 — naïve café<|im_end|>\n", "  tabs\tand\n\nnewlines  ", "東京 2020"] {
         for special in [false, true] {
             assert_eq!(ours.encode(text, special), theirs.encode(text, special), "{text:?}");
@@ -243,12 +253,13 @@ fn a_hugging_face_folder_tokenises_trains_and_exports_without_a_gguf() {
 
     let from_hf = Model::load(&hf, &Device::Cpu, DType::F32).unwrap();
     assert!(!from_hf.config.rope_interleaved, "HF layout: half-split RoPE");
-    let gguf = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let gguf = Model::load(path, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(from_hf.config.arch, gguf.config.arch);
     let (a, b) = (from_hf.sequence_logits(&seqs[0]).unwrap(), gguf.sequence_logits(&seqs[0]).unwrap());
     let diff = (a.clone() - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-3, "HF-layout logits differ by {diff}");
 
-    let out = dir.path().join("from-hf.gguf");
+    let out = dir.join("from-hf.gguf");
     write(&hf, &from_hf.snapshot().unwrap(), ExportType::F32, &out).unwrap();
     let (same, total, worst) = agreement(&a, &position_logits(&out, &seqs[0], 2).unwrap());
     eprintln!("export of a HF folder: top-1 agreement {same}/{total}, largest difference {worst:.5} of the logit range");
@@ -256,6 +267,15 @@ fn a_hugging_face_folder_tokenises_trains_and_exports_without_a_gguf() {
     assert!(worst < 0.005, "largest logit difference {worst} of the range");
     // and the export's own vocabulary is the folder's
     assert_eq!(Tokenizer::load(&out).unwrap().encode("wörld 12345", true), ours.encode("wörld 12345", true));
+    hf
+}
+
+/// A Hugging Face folder needs no GGUF: the default model written as one tokenises, computes and
+/// exports as the GGUF does, and `rner sft` trains and exports from it alone.
+#[test]
+fn a_hugging_face_folder_tokenises_trains_and_exports_without_a_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = check_hf_folder_of(&default_model(), dir.path());
 
     // `rner sft` on the folder alone (no --tokenizer) trains and exports; `rner export` of its
     // checkpoint writes the same file
@@ -273,6 +293,17 @@ fn a_hugging_face_folder_tokenises_trains_and_exports_without_a_gguf() {
     let o = crate::util::rner().args(["export", &d.join("c/hf").display().to_string(), "--out", &again.display().to_string()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&gguf).unwrap(), std::fs::read(&again).unwrap());
+}
+
+/// The same for a qwen2 folder (biases, the Qwen2 pre-tokenizer): needs the 0.5B baseline
+/// (`rner fetch-model qwen2.5-coder-0.5b-instruct`), so not part of the default suite.
+#[test]
+#[ignore]
+fn a_qwen2_hugging_face_folder_tokenises_and_exports_as_its_gguf() {
+    let b = rner::baseline::Baseline::load(&crate::util::root().join("baselines"), "qwen2.5-coder-0.5b-instruct").unwrap();
+    let path = rner::baseline::fetch_model(&b, &crate::util::root().join("models")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    check_hf_folder_of(&path, dir.path());
 }
 
 /// Real SmolLM2, short sequences: an uninterrupted run and one stopped after its second update
