@@ -51,11 +51,11 @@ impl ExportType {
 pub fn write(source: &Path, weights: &[(String, Tensor)], ty: ExportType, out: &Path) -> Result<()> {
     let by_name: std::collections::HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let (order, mut meta, source_types, heads) = if source.is_dir() {
-        let hf = super::hf_meta::config(source)?;
+        let hf = super::safetensors::read_config(source)?;
         let mut order: Vec<String> = weights.iter().map(|(n, _)| n.clone()).collect();
         order.sort_by_key(|n| super::safetensors::order_key(n));
         let heads = (hf.model_type == "llama").then(|| (hf.num_attention_heads, hf.num_key_value_heads.unwrap_or(hf.num_attention_heads)));
-        (order, super::hf_meta::metadata(source)?, None, heads)
+        (order, super::hf_meta::metadata(source, &hf)?, None, heads)
     } else {
         let content = read_content(source)?;
         let order = tensor_order(&content);

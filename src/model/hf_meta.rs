@@ -27,12 +27,6 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
     Error::Model { path: path.into(), msg: msg.into() }
 }
 
-/// The folder's `config.json`.
-pub fn config(dir: &Path) -> Result<HfConfig> {
-    let path = dir.join("config.json");
-    serde_json::from_value(read_json(&path)?).map_err(|e| Error::Json { path, err: e })
-}
-
 /// llama.cpp's pre-tokenizer name for a `tokenizer.json` pre-tokenizer, recognised by its shape
 /// (the converter hashes a tokenisation instead; the shapes below are the ones it maps).
 pub fn pre_tokenizer(pre: &Json) -> Option<&'static str> {
@@ -92,9 +86,9 @@ fn chat_template(dir: &Path, cfg: &Json) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// GGUF metadata (sorted by key) for the folder `dir`: architecture hyperparameters and tokenizer.
-pub fn metadata(dir: &Path) -> Result<Vec<(String, Value)>> {
-    let hf = config(dir)?;
+/// GGUF metadata (sorted by key) for the folder `dir` whose `config.json` is `hf`
+/// ([`super::safetensors::read_config`]): architecture hyperparameters and tokenizer.
+pub fn metadata(dir: &Path, hf: &HfConfig) -> Result<Vec<(String, Value)>> {
     let arch = hf.model_type.as_str();
     if !matches!(arch, "llama" | "qwen2" | "qwen3") {
         return Err(bad(&dir.join("config.json"), format!("model_type {arch:?}: llama, qwen2 and qwen3 folders can be read")));
@@ -259,7 +253,7 @@ mod tests {
     fn a_qwen3_folder_gives_the_converters_metadata() {
         let dir = tempfile::tempdir().unwrap();
         tiny_qwen3(dir.path(), 9);
-        let meta = metadata(dir.path()).unwrap();
+        let meta = metadata(dir.path(), &super::super::safetensors::read_config(dir.path()).unwrap()).unwrap();
         assert!(meta.windows(2).all(|w| w[0].0 < w[1].0), "sorted, no key twice");
         assert!(matches!(get(&meta, "general.architecture"), Value::String(s) if s == "qwen3"));
         assert!(matches!(get(&meta, "tokenizer.ggml.pre"), Value::String(s) if s == "qwen2"));
@@ -287,12 +281,12 @@ mod tests {
         let tok = dir.path().join("tokenizer.json");
         let text = std::fs::read_to_string(&tok).unwrap();
         std::fs::write(&tok, text.replace("\"BPE\"", "\"Unigram\"")).unwrap();
-        let err = metadata(dir.path()).unwrap_err().to_string();
+        let err = metadata(dir.path(), &super::super::safetensors::read_config(dir.path()).unwrap()).unwrap_err().to_string();
         assert!(err.contains("tokenizer.json") && err.contains("--tokenizer"), "{err}");
         std::fs::write(&tok, &text).unwrap();
         let cfg = dir.path().join("tokenizer_config.json");
         std::fs::write(&cfg, json!({"eos_token": "</s>"}).to_string()).unwrap();
-        let err = metadata(dir.path()).unwrap_err().to_string();
+        let err = metadata(dir.path(), &super::super::safetensors::read_config(dir.path()).unwrap()).unwrap_err().to_string();
         assert!(err.contains("tokenizer_config.json") && err.contains("</s>"), "{err}");
     }
 }

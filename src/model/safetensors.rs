@@ -87,11 +87,17 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{g}.{kind}"))
 }
 
+/// A folder's `config.json`.
+pub fn read_config(dir: &Path) -> Result<HfConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Json { path, err: e })
+}
+
 /// Load a Hugging Face folder.
 pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Config, Params)> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let hf: HfConfig = serde_json::from_str(&text).map_err(|e| Error::Json { path: cfg_path.clone(), err: e })?;
+    let hf = read_config(dir)?;
     let config = match hf.model_type.as_str() {
         "llama" => llama::from_hf(&hf)?,
         "qwen2" => qwen2::from_hf(&hf)?,

@@ -28,7 +28,7 @@ impl Tokenizer {
     /// converter builds it (the one an export of a model trained from the folder carries).
     pub fn load(path: &Path) -> Result<Tokenizer> {
         if path.is_dir() {
-            let meta = super::hf_meta::metadata(path)?;
+            let meta = super::hf_meta::metadata(path, &super::safetensors::read_config(path)?)?;
             let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
             let tmp = std::env::temp_dir().join(format!("rner-vocab-{}-{nanos}.gguf", std::process::id()));
             super::hf_meta::write_vocab_only(&meta, &tmp)?;
