@@ -321,16 +321,19 @@ fn serve(g: &Global, a: ServeBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The same sentences under each decoding mode, one engine, in one process.
+/// The same sentences under each decoding mode, in one process: the constrained modes twice, with
+/// the grammar masking the whole vocabulary at every step and checking the model's first choice
+/// first (the default), whose texts must be the same.
 fn decoding(g: &Global, a: DecodingBenchArgs) -> anyhow::Result<ExitCode> {
     use crate::prompt::grammar::{constraint, Decoding};
     let (m, examples) = a.sample.examples(g)?;
     let spec = PromptSpec { template: m.template, add_source: false };
-    let mut engine = LlamaEngine::load(&m.path, LlamaSettings { parallel: a.parallel, ctx_per_seq: 2048, ..LlamaSettings::default() })?;
+    let settings = |check_first| LlamaSettings { parallel: a.parallel, ctx_per_seq: 2048, grammar_check_first: check_first, ..LlamaSettings::default() };
     let mut md = format!(
         "## Decoding modes (grammar sampler cost)\n\nCommand: `{}`  \nModel: `{}`; {} sentences of `{}` test (seed {}), paper prompt, greedy, max {} new tokens, \
          {} sequences per batch with prefix reuse.  \nMachine: {} ({} threads), release build with `-C target-cpu=native`.  \nMeasured: {}\n\n\
-         | decoding | seconds | sentences/s | generated tokens | generated tok/s | ms per generated token | parse failures | hit the cap |\n|---|---|---|---|---|---|---|---|\n",
+         | decoding | grammar | seconds | sentences/s | generated tokens | generated tok/s | ms per generated token | full-vocabulary masks | same text as mask-every-step | parse failures | hit the cap |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         command_line(), m.name, examples.len(), a.sample.dataset, a.sample.seed, a.max_tokens, a.parallel, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
     );
     let mut rows = Vec::new();
@@ -342,21 +345,42 @@ fn decoding(g: &Global, a: DecodingBenchArgs) -> anyhow::Result<ExitCode> {
                 crate::engine::GenRequest { prompt: prompt::render(e, &spec), sampling }
             })
             .collect();
-        let t = Instant::now();
-        let outs = engine.generate(&reqs)?;
-        let secs = t.elapsed().as_secs_f64();
-        let gen: usize = outs.iter().map(|o| o.gen_tokens).sum();
-        let failures = outs.iter().filter(|o| crate::parse::prediction(&o.text).error.is_some_and(|e| e.is_failure())).count();
-        let capped = outs.iter().filter(|o| o.finish == crate::engine::Finish::Length).count();
-        md.push_str(&format!(
-            "| {} | {:.1} | {:.3} | {} | {:.1} | {:.2} | {} | {} |\n",
-            d.name(), secs, outs.len() as f64 / secs, gen, gen as f64 / secs, 1000.0 * secs / gen.max(1) as f64, failures, capped
-        ));
-        eprintln!("{}: {:.2} sentences/s", d.name(), outs.len() as f64 / secs);
-        rows.push(serde_json::json!({"decoding": d.name(), "seconds": secs, "sentences": outs.len(), "gen_tokens": gen, "parse_failures": failures, "capped": capped}));
+        let ways: &[(&str, bool)] = if d.is_free() { &[("none", true)] } else { &[("mask every step", false), ("check first", true)] };
+        let mut reference: Option<Vec<String>> = None;
+        for &(way, check_first) in ways {
+            let mut engine = LlamaEngine::load(&m.path, settings(check_first))?;
+            let t = Instant::now();
+            let outs = engine.generate(&reqs)?;
+            let secs = t.elapsed().as_secs_f64();
+            let steps = engine.take_step_times();
+            let texts: Vec<String> = outs.iter().map(|o| o.text.clone()).collect();
+            let same = match &reference {
+                None if !d.is_free() => {
+                    reference = Some(texts);
+                    "(reference)".to_string()
+                }
+                None => "".to_string(),
+                Some(r) => format!("{}/{}", r.iter().zip(&texts).filter(|(x, y)| x == y).count(), r.len()),
+            };
+            let gen: usize = outs.iter().map(|o| o.gen_tokens).sum();
+            let failures = outs.iter().filter(|o| crate::parse::prediction(&o.text).error.is_some_and(|e| e.is_failure())).count();
+            let capped = outs.iter().filter(|o| o.finish == crate::engine::Finish::Length).count();
+            let masks = if d.is_free() { String::new() } else { format!("{} of {}", steps.grammar_full_masks, steps.grammar_tokens) };
+            md.push_str(&format!(
+                "| {} | {way} | {:.1} | {:.3} | {} | {:.1} | {:.2} | {masks} | {same} | {} | {} |\n",
+                d.name(), secs, outs.len() as f64 / secs, gen, gen as f64 / secs, 1000.0 * secs / gen.max(1) as f64, failures, capped
+            ));
+            eprintln!("{} ({way}): {:.2} sentences/s", d.name(), outs.len() as f64 / secs);
+            rows.push(serde_json::json!({"decoding": d.name(), "grammar": way, "seconds": secs, "sentences": outs.len(), "gen_tokens": gen,
+                "grammar_tokens": steps.grammar_tokens, "grammar_full_masks": steps.grammar_full_masks, "same_text": same,
+                "parse_failures": failures, "capped": capped}));
+        }
     }
     md.push_str("\nms per generated token includes prompt prefill, so it compares the modes' cost per token only roughly; \
-                 sentences/s is what a run feels. The grammar sampler checks candidate tokens against the grammar at every step.\n");
+                 sentences/s is what a run feels. *Mask every step*: llama.cpp's grammar sampler checks every token of the vocabulary \
+                 against the grammar at every step. *Check first* (the default, `LlamaSettings::grammar_check_first`): the model's greedy \
+                 choice is checked alone and the vocabulary is masked only when the grammar rejects it; the chosen token is the same, \
+                 so the texts must match.\n");
     crate::util::write_section(&g.reports.join("perf.md"), "decoding", &md)?;
     crate::util::write_json(&g.results.join("bench").join("decoding.json"), &rows)?;
     println!("{md}");

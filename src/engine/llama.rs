@@ -18,6 +18,8 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +46,16 @@ pub struct LlamaSettings {
     /// every token then attends over every sequence's cells (masked), so a step costs O(parallel²);
     /// with one stream per sequence the prefix is copied once per sentence, which is cheap.
     pub kv_unified: bool,
+    /// under a grammar, choose each token from the raw logits first and only check it against
+    /// the grammar, masking the whole vocabulary only when it is rejected (as llama.cpp's common
+    /// sampler does). The same tokens as masking every step, where the sampler allows it (greedy
+    /// or plain temperature sampling); off = always mask, for comparison.
+    #[serde(default = "yes")]
+    pub grammar_check_first: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for LlamaSettings {
@@ -56,6 +68,7 @@ impl Default for LlamaSettings {
             n_batch: 2048,
             flash_attn: false,
             kv_unified: false,
+            grammar_check_first: true,
         }
     }
 }
@@ -113,6 +126,10 @@ pub struct StepTimes {
     pub full: StepBucket,
     /// pure decode steps with fewer busy slots (the tail of a run, when the queue is empty)
     pub partial: StepBucket,
+    /// constrained tokens chosen (grammar active), and how many of them needed the grammar
+    /// applied to the whole vocabulary (the first choice was rejected, or no check-first)
+    pub grammar_tokens: usize,
+    pub grammar_full_masks: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -291,6 +308,7 @@ fn worker_main(
             "parallel": settings.parallel, "prefix_reuse": settings.prefix_reuse,
             "ctx_per_seq": settings.ctx_per_seq, "threads": threads, "n_batch": settings.n_batch,
             "kv_unified": settings.kv_unified, "flash_attn": settings.flash_attn, "llama_cpp_2": "0.1.160",
+            "grammar_check_first": settings.grammar_check_first,
         }),
         price: None,
     };
@@ -356,9 +374,69 @@ struct Slot {
     streamed: usize,
     n_gen: usize,
     prompt_tokens: usize,
-    sampler: LlamaSampler,
+    sampler: Picker,
     sampling: Sampling,
     started: Instant,
+}
+
+/// How one sequence's tokens are chosen.
+enum Picker {
+    /// one llama.cpp sampler chain; `grammar`: it ends in a grammar that masks every candidate
+    Chain { chain: LlamaSampler, grammar: bool },
+    /// a grammar checked after the rest of the chain has chosen from the raw logits: the
+    /// vocabulary is masked only when the choice is rejected. For greedy decoding the token is the
+    /// masked argmax; for temperature sampling, a rejected draw redrawn from the masked
+    /// distribution has exactly the masked distribution.
+    CheckFirst { grammar: LlamaSampler, rest: LlamaSampler, cur: Vec<LlamaTokenData> },
+}
+
+impl Picker {
+    /// The next token from output `idx` of the last decode, accepted by every sampler; counts
+    /// constrained tokens and full-vocabulary masks into `st`.
+    fn pick(&mut self, ctx: &LlamaContext<'_>, idx: i32, st: &std::sync::Mutex<StepTimes>) -> LlamaToken {
+        match self {
+            Picker::Chain { chain, grammar } => {
+                let token = chain.sample(ctx, idx);
+                if *grammar {
+                    let mut st = st.lock().expect("step times");
+                    st.grammar_tokens += 1;
+                    st.grammar_full_masks += 1;
+                }
+                token
+            }
+            Picker::CheckFirst { grammar, rest, cur } => {
+                let logits = ctx.get_logits_ith(idx);
+                let fill = |cur: &mut Vec<LlamaTokenData>| {
+                    cur.clear();
+                    cur.extend(logits.iter().enumerate().map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)));
+                };
+                fill(cur);
+                let mut arr = LlamaTokenDataArray::new(std::mem::take(cur), false);
+                rest.apply(&mut arr);
+                let first = arr.selected_token().expect("the sampler chain ends in a selecting sampler");
+                let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(first, logits[first.0 as usize], 0.0)], false);
+                grammar.apply(&mut one);
+                let allowed = one.data[0].logit() > f32::NEG_INFINITY;
+                let token = if allowed {
+                    first
+                } else {
+                    let mut buf = arr.data;
+                    fill(&mut buf);
+                    arr = LlamaTokenDataArray::new(buf, false);
+                    grammar.apply(&mut arr);
+                    rest.apply(&mut arr);
+                    arr.selected_token().expect("the grammar leaves a token")
+                };
+                *cur = arr.data;
+                grammar.accept(token);
+                rest.accept(token);
+                let mut st = st.lock().expect("step times");
+                st.grammar_tokens += 1;
+                st.grammar_full_masks += usize::from(!allowed);
+                token
+            }
+        }
+    }
 }
 
 impl<'m> Worker<'m> {
@@ -397,19 +475,26 @@ impl<'m> Worker<'m> {
         prompt_text(self.model, r)
     }
 
-    fn sampler(&self, s: &Sampling) -> Result<LlamaSampler> {
+    fn sampler(&self, s: &Sampling) -> Result<Picker> {
         let mut chain = Vec::new();
         if s.repeat_penalty != 1.0 {
             chain.push(LlamaSampler::penalties(self.model.n_vocab(), 64, s.repeat_penalty, 0.0, 0.0));
         }
-        if let Some(c) = &s.constraint {
-            let g = match &c.after {
-                None => LlamaSampler::grammar(self.model, &c.gbnf, "root"),
-                Some(trigger) => LlamaSampler::grammar_lazy(self.model, &c.gbnf, "root", [trigger.as_bytes()], &[]),
-            };
-            chain.push(g.map_err(|e| Error::Engine(format!("llama.cpp rejects the {} grammar: {e}", c.decoding.name())))?);
+        let Some(c) = &s.constraint else {
+            return Ok(Picker::Chain { chain: Self::finish_chain(s, chain), grammar: false });
+        };
+        let grammar = match &c.after {
+            None => LlamaSampler::grammar(self.model, &c.gbnf, "root"),
+            Some(trigger) => LlamaSampler::grammar_lazy(self.model, &c.gbnf, "root", [trigger.as_bytes()], &[]),
         }
-        Ok(Self::finish_chain(s, chain))
+        .map_err(|e| Error::Engine(format!("llama.cpp rejects the {} grammar: {e}", c.decoding.name())))?;
+        // top-k / top-p over all tokens then a check is not top-k / top-p over the allowed ones
+        let exact = s.temperature <= 0.0 || (s.top_k <= 0 && s.top_p >= 1.0);
+        if self.settings.grammar_check_first && exact {
+            return Ok(Picker::CheckFirst { grammar, rest: Self::finish_chain(s, chain), cur: Vec::new() });
+        }
+        chain.push(grammar);
+        Ok(Picker::Chain { chain: Self::finish_chain(s, chain), grammar: true })
     }
 
     fn finish_chain(s: &Sampling, mut chain: Vec<LlamaSampler>) -> LlamaSampler {
@@ -671,7 +756,7 @@ impl<'m> Worker<'m> {
                     *slot = None;
                     continue;
                 }
-                let token = s.sampler.sample(&*ctx, s.logits_at);
+                let token = s.sampler.pick(&*ctx, s.logits_at, &self.steps);
                 let mut finish = None;
                 s.n_gen += 1;
                 if vocab.is_eog(token) {

@@ -1,6 +1,6 @@
 //! Vars → GGUF: the source GGUF's metadata and tensor order, trained weights quantised to F16
 //! or Q8_0 (vectors stay F32, as converters write them), so llama.cpp loads the result.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -49,66 +49,98 @@ impl ExportType {
 /// `Source` writes F16, and a llama's Q/K rows move from HF's half-split RoPE layout to the
 /// interleaved one llama.cpp applies to llama.
 pub fn write(source: &Path, weights: &[(String, Tensor)], ty: ExportType, out: &Path) -> Result<()> {
-    let by_name: std::collections::HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let (order, mut meta, source_types, heads) = if source.is_dir() {
-        let hf = super::safetensors::read_config(source)?;
-        let mut order: Vec<String> = weights.iter().map(|(n, _)| n.clone()).collect();
-        order.sort_by_key(|n| super::safetensors::order_key(n));
-        let heads = (hf.model_type == "llama").then(|| (hf.num_attention_heads, hf.num_key_value_heads.unwrap_or(hf.num_attention_heads)));
-        (order, super::hf_meta::metadata(source, &hf)?, None, heads)
-    } else {
-        let content = read_content(source)?;
-        let order = tensor_order(&content);
-        let types: std::collections::HashMap<String, GgmlDType> = content.tensor_infos.iter().map(|(n, i)| (n.clone(), i.ggml_dtype)).collect();
-        let mut meta: Vec<(String, Value)> = content.metadata.into_iter().collect();
-        meta.sort_by(|a, b| a.0.cmp(&b.0));
-        (order, meta, Some(types), None)
-    };
-    let mut tensors = Vec::new();
-    for name in order {
-        let t = by_name
-            .get(name.as_str())
-            .ok_or_else(|| Error::Model { path: source.into(), msg: format!("the checkpoint has no tensor {name}") })?;
-        let mut t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-        if let Some((h, kv)) = heads {
-            if name.ends_with(".attn_q.weight") {
-                t = half_split_to_interleaved(&t, h)?;
-            } else if name.ends_with(".attn_k.weight") {
-                t = half_split_to_interleaved(&t, kv)?;
-            }
+    Target::read(source)?.write(weights, ty, out)
+}
+
+/// What an export copies from its source, read once: a run that exports many snapshots of one
+/// model (GRPO's rollout policy, every step) reads the tokenizer and metadata only once.
+pub struct Target {
+    source: PathBuf,
+    /// the source GGUF's tensor order (HF folders: the converter's, from the weights' names)
+    order: Option<Vec<String>>,
+    meta: Vec<(String, Value)>,
+    source_types: Option<std::collections::HashMap<String, GgmlDType>>,
+    /// a llama from an HF folder: (heads, kv heads), whose Q/K rows are permuted
+    heads: Option<(usize, usize)>,
+}
+
+impl Target {
+    pub fn read(source: &Path) -> Result<Target> {
+        let source = source.to_path_buf();
+        if source.is_dir() {
+            let hf = super::safetensors::read_config(&source)?;
+            let heads = (hf.model_type == "llama").then(|| (hf.num_attention_heads, hf.num_key_value_heads.unwrap_or(hf.num_attention_heads)));
+            let meta = super::hf_meta::metadata(&source, &hf)?;
+            Ok(Target { source, order: None, meta, source_types: None, heads })
+        } else {
+            let content = read_content(&source)?;
+            let order = tensor_order(&content);
+            let types = content.tensor_infos.iter().map(|(n, i)| (n.clone(), i.ggml_dtype)).collect();
+            let mut meta: Vec<(String, Value)> = content.metadata.into_iter().collect();
+            meta.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(Target { source, order: Some(order), meta, source_types: Some(types), heads: None })
         }
-        let cols = *t.dims().last().unwrap_or(&0);
-        let ggml = match (&source_types, ty) {
-            (Some(types), ExportType::Source) => types[&name],
-            _ if t.rank() < 2 => GgmlDType::F32,
-            (None, ExportType::Source) => GgmlDType::F16,
-            _ if ty == ExportType::Q8_0 && cols % 32 != 0 => GgmlDType::F16,
-            _ => ty.ggml(),
+    }
+
+    /// Write `weights` as [`write`] does.
+    pub fn write(&self, weights: &[(String, Tensor)], ty: ExportType, out: &Path) -> Result<()> {
+        let (source, source_types, heads) = (&self.source, &self.source_types, self.heads);
+        let by_name: std::collections::HashMap<&str, &Tensor> = weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let order = match &self.order {
+            Some(o) => o.clone(),
+            None => {
+                let mut order: Vec<String> = weights.iter().map(|(n, _)| n.clone()).collect();
+                order.sort_by_key(|n| super::safetensors::order_key(n));
+                order
+            }
         };
-        tensors.push((name, QTensor::quantize(&t, ggml)?));
+        let mut tensors = Vec::new();
+        for name in order {
+            let t = by_name
+                .get(name.as_str())
+                .ok_or_else(|| Error::Model { path: source.into(), msg: format!("the checkpoint has no tensor {name}") })?;
+            let mut t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+            if let Some((h, kv)) = heads {
+                if name.ends_with(".attn_q.weight") {
+                    t = half_split_to_interleaved(&t, h)?;
+                } else if name.ends_with(".attn_k.weight") {
+                    t = half_split_to_interleaved(&t, kv)?;
+                }
+            }
+            let cols = *t.dims().last().unwrap_or(&0);
+            let ggml = match (&source_types, ty) {
+                (Some(types), ExportType::Source) => types[&name],
+                _ if t.rank() < 2 => GgmlDType::F32,
+                (None, ExportType::Source) => GgmlDType::F16,
+                _ if ty == ExportType::Q8_0 && cols % 32 != 0 => GgmlDType::F16,
+                _ => ty.ggml(),
+            };
+            tensors.push((name, QTensor::quantize(&t, ggml)?));
+        }
+        let file_type = match (&source_types, ty) {
+            (None, ExportType::Source) => ExportType::F16.file_type(),
+            _ => ty.file_type(),
+        };
+        let file_type = file_type.map(Value::U32);
+        let mut m: Vec<(&str, &Value)> =
+            self.meta.iter().filter(|(k, _)| file_type.is_none() || k != "general.file_type").map(|(k, v)| (k.as_str(), v)).collect();
+        if let Some(ft) = &file_type {
+            m.push(("general.file_type", ft));
+        }
+        let tmp = out.with_extension("gguf.tmp");
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        {
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+            let t: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            candle_core::quantized::gguf_file::write(&mut f, &m, &t)?;
+            use std::io::Write;
+            f.flush().map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+        Ok(())
     }
-    let file_type = match (&source_types, ty) {
-        (None, ExportType::Source) => ExportType::F16.file_type(),
-        _ => ty.file_type(),
-    };
-    if let Some(ft) = file_type {
-        meta.retain(|(k, _)| k != "general.file_type");
-        meta.push(("general.file_type".into(), Value::U32(ft)));
-    }
-    let tmp = out.with_extension("gguf.tmp");
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
-        let m: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let t: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        candle_core::quantized::gguf_file::write(&mut f, &m, &t)?;
-        use std::io::Write;
-        f.flush().map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
-    Ok(())
 }
 
 /// Rows of a Q or K projection `[heads · head_dim, n]` from HF's RoPE layout (each head's first

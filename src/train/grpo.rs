@@ -377,6 +377,7 @@ pub fn train(
         checkpoint::save(&dirs.ckpt_dir, step, policy, opt, &state, dirs.keep)
     };
     let snapshot = dirs.ckpt_dir.join("policy-snapshot.gguf");
+    let target = crate::model::export::Target::read(&source)?;
     let pad = tok.eos();
     let bar = crate::util::progress(!quiet, "grpo", "steps", cfg.steps, start);
     let mut last = None;
@@ -387,7 +388,7 @@ pub fn train(
         let prompts: Vec<&crate::data::Example> = (0..cfg.prompts_per_step).map(|i| &pool[(step * cfg.prompts_per_step + i) % pool.len()]).collect();
         // 1. rollouts from a snapshot of the policy, in llama.cpp
         let t0 = Instant::now();
-        crate::model::export::write(&source, &policy.snapshot()?, crate::model::export::ExportType::F16, &snapshot)?;
+        target.write(&policy.snapshot()?, crate::model::export::ExportType::F16, &snapshot)?;
         let g = cfg.num_generations;
         let reqs: Vec<GenRequest> = prompts
             .iter()

@@ -59,6 +59,38 @@ fn odd_labels_and_sentences_give_grammars_llama_cpp_accepts_and_answers_that_obe
 }
 
 #[test]
+fn checking_the_greedy_choice_first_gives_the_texts_of_masking_every_step() {
+    // the default (check the model's choice, mask the vocabulary only when the grammar rejects
+    // it) must choose the very tokens llama.cpp's mask-every-candidate sampler chooses
+    let reg = rner::data::Registry::new(&crate::util::data_dir()).unwrap();
+    let mut cases: Vec<Example> = reg.load("crossner_ai", "test").unwrap()[..12].to_vec();
+    cases.push(example(&["music genre", "o\"k \\ label", "país", "名前"], "Los \"Lobos\" played C:\\path in São Paulo 東京 ."));
+    let run = |check_first: bool, d: Decoding| {
+        let settings = LlamaSettings { parallel: 8, ctx_per_seq: 1024, threads: 2, grammar_check_first: check_first, ..Default::default() };
+        let mut engine = LlamaEngine::load(&default_model(), settings).unwrap();
+        let reqs: Vec<GenRequest> = cases
+            .iter()
+            .map(|ex| {
+                let sampling = Sampling { max_tokens: 160, constraint: constraint(d, ex, false), ..Sampling::default() };
+                GenRequest { prompt: rner::prompt::render(ex, &Default::default()), sampling }
+            })
+            .collect();
+        let texts: Vec<String> = engine.generate(&reqs).unwrap().into_iter().map(|o| o.text).collect();
+        (texts, engine.take_step_times())
+    };
+    for d in [Decoding::Json, Decoding::Schema] {
+        let (masked, every) = run(false, d);
+        let (checked, first) = run(true, d);
+        assert_eq!(every.grammar_full_masks, every.grammar_tokens, "{d:?}: masking every step masks every token");
+        assert_eq!(first.grammar_tokens, every.grammar_tokens, "{d:?}: the same number of constrained tokens");
+        assert!(first.grammar_full_masks < first.grammar_tokens / 2, "{d:?}: the check spares most masks ({first:?})");
+        for (i, (a, b)) in masked.iter().zip(&checked).enumerate() {
+            assert_eq!(a, b, "{d:?}: sentence {i} differs");
+        }
+    }
+}
+
+#[test]
 fn schema_decoding_never_fails_to_parse_or_leaves_the_schema_over_a_full_dataset() {
     // CrossNER-AI's train split: 100 sentences, 13 labels
     let tmp = tempfile::tempdir().unwrap();
