@@ -423,18 +423,21 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     let before = done_before(&log)?;
     let ctx = Ctx { g, p: &p, threads: a.threads, checkpoints: a.checkpoints.clone() };
     let pending: Vec<bool> = steps.iter().map(|s| !ctx.already_done(s, &before)).collect();
-    let left: f64 = steps.iter().zip(&pending).filter(|(_, p)| **p).map(|(s, _)| s.estimate_s).sum();
+    // a low-resource grid always reruns (its cells resume on their own): once it has finished in an
+    // earlier session, what is left of it is only the check that every cell is done
+    let finished = |s: &Step| matches!(s.kind, StepKind::LowResource { .. }) && before.contains(&s.id);
+    let left: f64 = steps.iter().zip(&pending).filter(|(s, p)| **p && !finished(s)).map(|(s, _)| s.estimate_s).sum();
     let total: f64 = steps.iter().map(|s| s.estimate_s).sum();
     println!("rner reproduce --preset {} ({}): {}", p.name, path.display(), p.description);
     println!("{:>3}  {:<44} {:>12}  {}", "#", "step", "estimate", "what");
     for (i, (s, todo)) in steps.iter().zip(&pending).enumerate() {
-        println!("{:>3}  {:<44} {:>12}  {}{}", i + 1, s.id, human_time(s.estimate_s), s.what, if *todo { "" } else { "  [done]" });
+        println!("{:>3}  {:<44} {:>12}  {}{}", i + 1, s.id, human_time(s.estimate_s), s.what, if !*todo { "  [done]" } else if finished(s) { "  [done; its cells are rechecked]" } else { "" });
     }
     println!(
         "estimated: {} for the whole preset, {} for the {} steps left (rates measured on a 2-core CPU for SmolLM2-135M, scaled by model size; see src/run/preset.rs)",
         human_time(total),
         human_time(left),
-        pending.iter().filter(|x| **x).count()
+        steps.iter().zip(&pending).filter(|(s, p)| **p && !finished(s)).count()
     );
     if a.dry_run {
         return Ok(ExitCode::SUCCESS);
