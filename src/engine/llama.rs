@@ -787,8 +787,10 @@ impl<'m> Worker<'m> {
                     if let Some(cut) = find_stop(&text, &s.sampling.stop) {
                         text.truncate(cut);
                     }
-                    // a constrained answer cut by the cap is closed, so that it always parses
-                    if let (Finish::Length, Some(c)) = (finish, &s.sampling.constraint) {
+                    // a constrained answer cut by the cap or by a stop string (a completion prompt's
+                    // "\n\n" may fall between its brackets) is closed, so that it always parses; one
+                    // the grammar ended is complete and stays as it is
+                    if let Some(c) = &s.sampling.constraint {
                         if let Some(closed) = crate::prompt::grammar::close_answer(&text, c.after.as_deref()) {
                             text = closed;
                         }

@@ -91,6 +91,28 @@ fn checking_the_greedy_choice_first_gives_the_texts_of_masking_every_step() {
 }
 
 #[test]
+fn a_constrained_answer_cut_by_a_stop_string_is_closed_and_parses() {
+    // a completion prompt stops at "\n\n", which the grammar's whitespace allows between brackets
+    // (Gemma-3 270M wrote one there); here every answer is cut at its first list
+    let reg = rner::data::Registry::new(&crate::util::data_dir()).unwrap();
+    let cases: Vec<Example> = reg.load("crossner_ai", "test").unwrap()[..4].to_vec();
+    let mut engine = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 4, ctx_per_seq: 1024, threads: 2, ..Default::default() }).unwrap();
+    let reqs: Vec<GenRequest> = cases
+        .iter()
+        .map(|ex| {
+            let sampling = Sampling { max_tokens: 64, stop: vec!["[".into()], constraint: constraint(Decoding::Json, ex, false), ..Sampling::default() };
+            GenRequest { prompt: rner::prompt::render(ex, &Default::default()), sampling }
+        })
+        .collect();
+    for o in engine.generate(&reqs).unwrap() {
+        assert_eq!(o.finish, rner::engine::Finish::Stop);
+        let pred = rner::parse::prediction(&o.text);
+        assert!(pred.error.is_none(), "{:?}: {}", pred.error, o.text);
+        assert!(o.text.ends_with('}') && !o.text.contains('['), "{}", o.text);
+    }
+}
+
+#[test]
 fn schema_decoding_never_fails_to_parse_or_leaves_the_schema_over_a_full_dataset() {
     // CrossNER-AI's train split: 100 sentences, 13 labels
     let tmp = tempfile::tempdir().unwrap();
