@@ -126,8 +126,9 @@ pub struct StepTimes {
     pub full: StepBucket,
     /// pure decode steps with fewer busy slots (the tail of a run, when the queue is empty)
     pub partial: StepBucket,
-    /// constrained tokens chosen (grammar active), and how many of them needed the grammar
-    /// applied to the whole vocabulary (the first choice was rejected, or no check-first)
+    /// tokens chosen under a grammar (a lazy one's included before its trigger), and how many of
+    /// them had the grammar applied to the whole vocabulary (the first choice was rejected, or
+    /// check-first was off or inexact for the sampler)
     pub grammar_tokens: usize,
     pub grammar_full_masks: usize,
 }
