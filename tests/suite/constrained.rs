@@ -26,23 +26,29 @@ fn spans(text: &str) -> Vec<String> {
     (0..w.len()).flat_map(|i| (i + 1..=w.len()).map(move |j| (i, j))).map(|(i, j)| w[i..j].join(" ")).collect()
 }
 
+/// The paper prompt of each case, under `d`'s constraint, with `base`'s other sampling settings.
+fn requests(cases: &[Example], d: Decoding, base: &Sampling) -> Vec<GenRequest> {
+    cases
+        .iter()
+        .map(|ex| GenRequest { prompt: rner::prompt::render(ex, &Default::default()), sampling: Sampling { constraint: constraint(d, ex, false), ..base.clone() } })
+        .collect()
+}
+
+/// Labels and a sentence with spaces, quotes, backslashes and non-ASCII text.
+fn odd_example() -> Example {
+    example(&["music genre", "o\"k \\ label", "país", "名前"], "Los \"Lobos\" played C:\\path in São Paulo 東京 .")
+}
+
 #[test]
 fn odd_labels_and_sentences_give_grammars_llama_cpp_accepts_and_answers_that_obey_them() {
     let cases = [
-        example(&["music genre", "o\"k \\ label", "país", "名前"], "Los \"Lobos\" played C:\\path in São Paulo 東京 ."),
+        odd_example(),
         example(&["person"], "\"\" \\ { } [ ] : ,"),
         example(&[], "Nothing to see ."),
     ];
     let mut engine = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 3, ctx_per_seq: 1024, threads: 2, ..Default::default() }).unwrap();
     for d in [Decoding::Json, Decoding::Schema] {
-        let reqs: Vec<GenRequest> = cases
-            .iter()
-            .map(|ex| {
-                let mut sampling = Sampling { max_tokens: 200, ..Sampling::default() };
-                sampling.constraint = constraint(d, ex, false);
-                GenRequest { prompt: rner::prompt::render(ex, &Default::default()), sampling }
-            })
-            .collect();
+        let reqs = requests(&cases, d, &Sampling { max_tokens: 200, ..Sampling::default() });
         let outs = engine.generate(&reqs).unwrap();
         for (ex, o) in cases.iter().zip(&outs) {
             let pred = rner::parse::prediction(&o.text);
@@ -64,17 +70,11 @@ fn checking_the_greedy_choice_first_gives_the_texts_of_masking_every_step() {
     // it) must choose the very tokens llama.cpp's mask-every-candidate sampler chooses
     let reg = rner::data::Registry::new(&crate::util::data_dir()).unwrap();
     let mut cases: Vec<Example> = reg.load("crossner_ai", "test").unwrap()[..12].to_vec();
-    cases.push(example(&["music genre", "o\"k \\ label", "país", "名前"], "Los \"Lobos\" played C:\\path in São Paulo 東京 ."));
+    cases.push(odd_example());
     let run = |check_first: bool, d: Decoding| {
         let settings = LlamaSettings { parallel: 8, ctx_per_seq: 1024, threads: 2, grammar_check_first: check_first, ..Default::default() };
         let mut engine = LlamaEngine::load(&default_model(), settings).unwrap();
-        let reqs: Vec<GenRequest> = cases
-            .iter()
-            .map(|ex| {
-                let sampling = Sampling { max_tokens: 160, constraint: constraint(d, ex, false), ..Sampling::default() };
-                GenRequest { prompt: rner::prompt::render(ex, &Default::default()), sampling }
-            })
-            .collect();
+        let reqs = requests(&cases, d, &Sampling { max_tokens: 160, ..Sampling::default() });
         let texts: Vec<String> = engine.generate(&reqs).unwrap().into_iter().map(|o| o.text).collect();
         (texts, engine.take_step_times())
     };
@@ -97,13 +97,7 @@ fn a_constrained_answer_cut_by_a_stop_string_is_closed_and_parses() {
     let reg = rner::data::Registry::new(&crate::util::data_dir()).unwrap();
     let cases: Vec<Example> = reg.load("crossner_ai", "test").unwrap()[..4].to_vec();
     let mut engine = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 4, ctx_per_seq: 1024, threads: 2, ..Default::default() }).unwrap();
-    let reqs: Vec<GenRequest> = cases
-        .iter()
-        .map(|ex| {
-            let sampling = Sampling { max_tokens: 64, stop: vec!["[".into()], constraint: constraint(Decoding::Json, ex, false), ..Sampling::default() };
-            GenRequest { prompt: rner::prompt::render(ex, &Default::default()), sampling }
-        })
-        .collect();
+    let reqs = requests(&cases, Decoding::Json, &Sampling { max_tokens: 64, stop: vec!["[".into()], ..Sampling::default() });
     for o in engine.generate(&reqs).unwrap() {
         assert_eq!(o.finish, rner::engine::Finish::Stop);
         let pred = rner::parse::prediction(&o.text);
