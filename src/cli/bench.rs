@@ -127,6 +127,9 @@ pub struct GenerateArgs {
     pub parallel: usize,
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
+    /// prompt-lookup draft tokens per sequence in the last setting
+    #[arg(long, default_value_t = 8)]
+    pub draft_max: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +137,12 @@ struct Measured {
     setting: String,
     parallel: usize,
     prefix_reuse: bool,
+    /// prompt-lookup draft tokens per sequence at most (0 = off)
+    #[serde(default)]
+    draft_max: usize,
+    /// answers identical to the same setting's without drafts (None where it has no drafts)
+    #[serde(default)]
+    same_texts: Option<usize>,
     seconds: f64,
     sentences_per_s: f64,
     gen_tokens: usize,
@@ -156,20 +165,35 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let (m, prompts) = a.sample.load(g)?;
     let sampling = Sampling { max_tokens: a.max_tokens, ..Sampling::default() };
     let reqs: Vec<_> = prompts.into_iter().map(|prompt| crate::engine::GenRequest { prompt, sampling: sampling.clone() }).collect();
-    let settings = [(1, false, "plain: 1 sequence, no prefix reuse"), (1, true, "1 sequence + prefix reuse"), (a.parallel, false, "batched, no prefix reuse"), (a.parallel, true, "batched + prefix reuse")];
+    let d = a.draft_max;
+    let settings = [
+        (1, false, 0, "plain: 1 sequence, no prefix reuse"),
+        (1, true, 0, "1 sequence + prefix reuse"),
+        (a.parallel, false, 0, "batched, no prefix reuse"),
+        (a.parallel, true, 0, "batched + prefix reuse"),
+        (a.parallel, true, d, "batched + prefix reuse + prompt lookup"),
+    ];
     let mut rows = Vec::new();
-    for (parallel, prefix_reuse, name) in settings {
-        let mut engine = LlamaEngine::load(&m.path, LlamaSettings { parallel, prefix_reuse, ctx_per_seq: 2048, ..LlamaSettings::default() })?;
+    let mut texts: Vec<Vec<String>> = Vec::new();
+    for (parallel, prefix_reuse, draft_max, name) in settings {
+        let mut engine =
+            LlamaEngine::load(&m.path, LlamaSettings { parallel, prefix_reuse, draft_max, ctx_per_seq: 2048, ..LlamaSettings::default() })?;
         engine.take_step_times();
         let t = Instant::now();
         let outs = engine.generate(&reqs)?;
         let secs = t.elapsed().as_secs_f64();
         let gen: usize = outs.iter().map(|o| o.gen_tokens).sum();
+        let these: Vec<String> = outs.iter().map(|o| o.text.clone()).collect();
+        // the same setting without drafts ran just before
+        let same_texts = (draft_max > 0).then(|| texts.last().map_or(0, |prev| prev.iter().zip(&these).filter(|(x, y)| x == y).count()));
+        texts.push(these);
         let row = Measured {
             steps: engine.take_step_times(),
             setting: name.into(),
             parallel,
             prefix_reuse,
+            draft_max,
+            same_texts,
             seconds: secs,
             sentences_per_s: reqs.len() as f64 / secs,
             gen_tokens: gen,
@@ -183,13 +207,31 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut md = format!(
         "## Generation (llama.cpp engine)\n\nCommand: `{}`  \nModel: `{}`; {} sentences of `{}` test (seed {}), paper prompt, greedy, max {} new tokens.  \n\
          Machine: {} ({} threads). Build: release, `RUSTFLAGS=-C target-cpu=native` (set in .cargo/config.toml), llama-cpp-2 0.1.160.  \nMeasured: {}\n\n\
-         | setting | sequences/batch | prefix reuse | seconds | sentences/s | generated tok/s | speed-up |\n|---|---|---|---|---|---|---|\n",
+         | setting | sequences/batch | prefix reuse | draft tokens | seconds | sentences/s | generated tok/s | speed-up |\n|---|---|---|---|---|---|---|---|\n",
         command_line(), m.name, reqs.len(), a.sample.dataset, a.sample.seed, a.max_tokens, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
     );
     for r in &rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {:.1} | {:.3} | {:.1} | {:.2}× |\n",
-            r.setting, r.parallel, if r.prefix_reuse { "on" } else { "off" }, r.seconds, r.sentences_per_s, r.gen_tokens_per_s, r.sentences_per_s / base
+            "| {} | {} | {} | {} | {:.1} | {:.3} | {:.1} | {:.2}× |\n",
+            r.setting,
+            r.parallel,
+            if r.prefix_reuse { "on" } else { "off" },
+            if r.draft_max > 0 { format!("≤ {}", r.draft_max) } else { "off".into() },
+            r.seconds,
+            r.sentences_per_s,
+            r.gen_tokens_per_s,
+            r.sentences_per_s / base
+        ));
+    }
+    for r in rows.iter().filter(|r| r.draft_max > 0) {
+        md.push_str(&format!(
+            "\nPrompt lookup (`{}`): {} draft tokens fed, {} confirmed by the model ({:.0}%); {} of {} answers identical to the same setting without drafts.\n",
+            r.setting,
+            r.steps.draft_tokens,
+            r.steps.draft_accepted,
+            100.0 * r.steps.draft_accepted as f64 / r.steps.draft_tokens.max(1) as f64,
+            r.same_texts.unwrap_or(0),
+            reqs.len()
         ));
     }
     md.push_str("\nEvery setting generates the same sentences; greedy text can differ slightly between batch settings (llama.cpp's batched kernels round differently), so token counts differ a little.\n");

@@ -64,6 +64,10 @@ pub struct EvalArgs {
     /// llama.cpp flash attention (slower on this CPU; for experiments)
     #[arg(long)]
     pub flash_attn: bool,
+    /// prompt-lookup drafts in free greedy decoding: up to N tokens that followed the answer's last
+    /// tokens in its prompt are fed with each step and kept where the model's argmax agrees (0 = off)
+    #[arg(long, default_value_t = 0)]
+    pub draft_max: usize,
     /// CPU threads (0 = all)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -221,6 +225,7 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
         ctx_per_seq: a.ctx,
         threads: a.threads,
         kv_unified: a.kv_unified,
+        draft_max: a.draft_max,
         flash_attn: a.flash_attn,
         ..LlamaSettings::default()
     };

@@ -52,6 +52,22 @@ pub struct LlamaSettings {
     /// or plain temperature sampling); off = always mask, for comparison.
     #[serde(default = "yes")]
     pub grammar_check_first: bool,
+    /// prompt-lookup drafting for free greedy decoding: each step, a sequence whose last tokens
+    /// occur earlier in its prompt or answer also feeds up to this many of the tokens that followed
+    /// them there, and keeps those the model's own argmax confirms (0 = off). The same greedy
+    /// choices up to the rounding of multi-token steps, in fewer steps: NER answers copy spans,
+    /// labels and JSON from the prompt. Slower on a 2-core CPU, where a step's cost grows with
+    /// every token in it (reports/perf.md).
+    #[serde(default)]
+    pub draft_max: usize,
+    /// drafted tokens in one decode step at most, shared by the sequences in it: a full batch
+    /// gets short drafts (its step is already compute-bound), the run's tail long ones
+    #[serde(default = "draft_budget")]
+    pub draft_budget: usize,
+}
+
+fn draft_budget() -> usize {
+    64
 }
 
 fn yes() -> bool {
@@ -69,6 +85,8 @@ impl Default for LlamaSettings {
             flash_attn: false,
             kv_unified: false,
             grammar_check_first: true,
+            draft_max: 0,
+            draft_budget: draft_budget(),
         }
     }
 }
@@ -131,6 +149,9 @@ pub struct StepTimes {
     /// check-first was off or inexact for the sampler)
     pub grammar_tokens: usize,
     pub grammar_full_masks: usize,
+    /// prompt-lookup tokens fed as drafts, and how many of them the model confirmed
+    pub draft_tokens: usize,
+    pub draft_accepted: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -375,6 +396,13 @@ struct Slot {
     streamed: usize,
     n_gen: usize,
     prompt_tokens: usize,
+    /// prompt and generated tokens, for prompt-lookup drafts (empty when this sequence does not draft)
+    hist: Vec<LlamaToken>,
+    /// tokens fed after `next` in the current step, to be confirmed
+    draft: Vec<LlamaToken>,
+    /// draft length to try next: doubled after a fully confirmed draft, cut to what was confirmed
+    /// (at least one) after a rejection
+    draft_want: usize,
     sampler: Picker,
     sampling: Sampling,
     started: Instant,
@@ -650,13 +678,24 @@ impl<'m> Worker<'m> {
             }
             batch.clear();
             let mut used = 0usize;
-            // continue every active sequence by one token
+            // continue every active sequence by one token, and drafts where it has them
+            let active = slots.iter().flatten().filter(|s| s.next.is_some()).count();
+            let draft_len = self.settings.draft_budget.checked_div(active).map_or(0, |share| self.settings.draft_max.min(share));
             for s in slots.iter_mut().flatten() {
                 if let Some(t) = s.next.take() {
                     s.logits_at = batch.n_tokens();
                     batch.add(t, s.pos, &[s.seq], true).map_err(|e| engine_err(&e))?;
                     s.pos += 1;
                     used += 1;
+                    if !s.hist.is_empty() {
+                        let room = s.sampling.max_tokens.saturating_sub(s.n_gen + 1);
+                        lookup_draft(&s.hist, draft_len.min(room).min(s.draft_want), &mut s.draft);
+                        for &d in &s.draft {
+                            batch.add(d, s.pos, &[s.seq], true).map_err(|e| engine_err(&e))?;
+                            s.pos += 1;
+                        }
+                        used += s.draft.len();
+                    }
                 }
             }
             let mut continued = used;
@@ -728,6 +767,11 @@ impl<'m> Worker<'m> {
                     pos += 1;
                 }
                 used += rest.len();
+                // drafts are confirmed by the argmax alone: free greedy decoding with a stateless sampler
+                let drafts = self.settings.draft_max > 0
+                    && st.sampling.temperature <= 0.0
+                    && st.sampling.repeat_penalty == 1.0
+                    && st.sampling.constraint.is_none();
                 slots[si] = Some(Slot {
                     tag: st.tag,
                     seq,
@@ -738,6 +782,9 @@ impl<'m> Worker<'m> {
                     streamed: 0,
                     n_gen: 0,
                     prompt_tokens: st.tokens.len(),
+                    hist: if drafts { st.tokens.clone() } else { Vec::new() },
+                    draft: Vec::new(),
+                    draft_want: 1,
                     sampler,
                     sampling: st.sampling,
                     started: Instant::now(),
@@ -746,7 +793,7 @@ impl<'m> Worker<'m> {
             if batch.n_tokens() == 0 {
                 break;
             }
-            let kind = if batch.n_tokens() as usize > continued { Step::Prompt } else { Step::Decode { active: continued } };
+            let kind = if batch.n_tokens() as usize > continued { Step::Prompt } else { Step::Decode { active } };
             self.timed_decode(ctx, &mut batch, kind)?;
             let vocab = self.model.vocab();
             for slot in slots.iter_mut() {
@@ -757,30 +804,56 @@ impl<'m> Worker<'m> {
                     *slot = None;
                     continue;
                 }
-                let token = s.sampler.pick(&*ctx, s.logits_at, &self.steps);
+                // the token after `next`, then after each draft token the model confirms
                 let mut finish = None;
-                s.n_gen += 1;
-                if vocab.is_eog(token) {
-                    finish = Some(Finish::Stop);
-                } else {
-                    vocab.token_to_piece_into(token, &mut s.bytes, false, None);
-                    if !s.sampling.stop.is_empty() && find_stop(&lossy(&s.bytes), &s.sampling.stop).is_some() {
+                let mut confirmed = 0;
+                loop {
+                    let token = s.sampler.pick(&*ctx, s.logits_at + confirmed as i32, &self.steps);
+                    s.n_gen += 1;
+                    if vocab.is_eog(token) {
                         finish = Some(Finish::Stop);
-                    } else if s.sampling.stop_at_json && crate::prompt::grammar::json_object_end(&lossy(&s.bytes)).is_some() {
-                        finish = Some(Finish::Stop);
-                    } else if s.n_gen >= s.sampling.max_tokens {
-                        finish = Some(Finish::Length);
                     } else {
-                        s.next = Some(token);
-                        if src.streams(s.tag) {
-                            let upto = streamable(&s.bytes, &s.sampling.stop);
-                            if upto > s.streamed {
-                                let delta = String::from_utf8_lossy(&s.bytes[s.streamed..upto]).into_owned();
-                                s.streamed = upto;
-                                src.delta(s.tag, delta);
-                            }
+                        vocab.token_to_piece_into(token, &mut s.bytes, false, None);
+                        let stopped = !s.sampling.stop.is_empty() && find_stop(&lossy(&s.bytes), &s.sampling.stop).is_some();
+                        if stopped || s.sampling.stop_at_json && crate::prompt::grammar::json_object_end(&lossy(&s.bytes)).is_some() {
+                            finish = Some(Finish::Stop);
+                        } else if s.n_gen >= s.sampling.max_tokens {
+                            finish = Some(Finish::Length);
                         }
                     }
+                    if finish.is_some() {
+                        break;
+                    }
+                    if !s.hist.is_empty() {
+                        s.hist.push(token);
+                    }
+                    if s.draft.get(confirmed) == Some(&token) {
+                        // already in the KV cache, its logits in this batch
+                        confirmed += 1;
+                        continue;
+                    }
+                    s.next = Some(token);
+                    let rejected = s.draft.len() - confirmed;
+                    if rejected > 0 {
+                        s.pos -= rejected as i32;
+                        ctx.clear_kv_cache_seq(Some(s.seq as u32), Some(s.pos as u32), None).map_err(|e| engine_err(&e))?;
+                    }
+                    if src.streams(s.tag) {
+                        let upto = streamable(&s.bytes, &s.sampling.stop);
+                        if upto > s.streamed {
+                            let delta = String::from_utf8_lossy(&s.bytes[s.streamed..upto]).into_owned();
+                            s.streamed = upto;
+                            src.delta(s.tag, delta);
+                        }
+                    }
+                    break;
+                }
+                if !s.draft.is_empty() {
+                    let mut st = self.steps.lock().expect("step times");
+                    st.draft_tokens += s.draft.len();
+                    st.draft_accepted += confirmed;
+                    s.draft_want = if confirmed == s.draft.len() { 2 * s.draft.len() } else { confirmed.max(1) };
+                    s.draft.clear();
                 }
                 if let Some(finish) = finish {
                     let s = slot.take().expect("slot is active");
@@ -822,6 +895,29 @@ fn engine_err(e: &dyn std::fmt::Display) -> Error {
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Prompt-lookup drafting: the tokens that followed the latest earlier occurrence of `hist`'s last
+/// three tokens (or, failing that, two) in `hist`, at most `max` of them, into `out`.
+fn lookup_draft(hist: &[LlamaToken], max: usize, out: &mut Vec<LlamaToken>) {
+    out.clear();
+    if max == 0 {
+        return;
+    }
+    for n in (LOOKUP_MIN_NGRAM..=LOOKUP_MAX_NGRAM).rev() {
+        if hist.len() <= n {
+            continue;
+        }
+        let key = &hist[hist.len() - n..];
+        if let Some(j) = (0..hist.len() - n).rev().find(|&j| &hist[j..j + n] == key) {
+            let from = j + n;
+            out.extend_from_slice(&hist[from..(from + max).min(hist.len())]);
+            return;
+        }
+    }
+}
+
+const LOOKUP_MIN_NGRAM: usize = 2;
+const LOOKUP_MAX_NGRAM: usize = 3;
 
 /// Tokens two prompts share from the start.
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -1028,5 +1124,27 @@ mod tests {
         // a stop string of 3 bytes may begin in the last 2
         assert_eq!(streamable(b"hello", &["END".to_string()]), 3);
         assert_eq!(streamable("aé".as_bytes(), &["xy".to_string()]), 1);
+    }
+
+    #[test]
+    fn lookup_drafts_follow_the_latest_earlier_match_of_the_last_tokens() {
+        let t = |v: &[i32]| v.iter().map(|&x| LlamaToken(x)).collect::<Vec<_>>();
+        let mut out = Vec::new();
+        // last three tokens 1 2 3 occur at 0 and 5; the later match is followed by 9 9
+        lookup_draft(&t(&[1, 2, 3, 4, 5, 1, 2, 3, 9, 9, 7, 1, 2, 3]), 4, &mut out);
+        assert_eq!(out, t(&[9, 9, 7, 1]));
+        // capped by `max`, and by the history's end
+        lookup_draft(&t(&[1, 2, 3, 4, 5, 1, 2, 3, 9, 9, 7, 1, 2, 3]), 1, &mut out);
+        assert_eq!(out, t(&[9]));
+        lookup_draft(&t(&[5, 6, 7, 5, 6]), 8, &mut out);
+        assert_eq!(out, t(&[7, 5, 6]));
+        // no three-token match: the last two tokens (8 6) decide
+        lookup_draft(&t(&[8, 6, 1, 4, 8, 6]), 3, &mut out);
+        assert_eq!(out, t(&[1, 4, 8]));
+        // a single shared token is not enough; nothing to draft, or drafting off
+        lookup_draft(&t(&[3, 1, 4, 1]), 3, &mut out);
+        assert_eq!(out, t(&[]));
+        lookup_draft(&t(&[5, 6, 7, 5, 6]), 0, &mut out);
+        assert!(out.is_empty());
     }
 }

@@ -186,3 +186,29 @@ fn prefix_reuse_gives_the_same_greedy_text_as_full_prompts() {
     assert!(full_steps.prompt.tokens >= prompt_total, "{full_steps:?}");
     assert!(shared_steps.prompt.tokens < full_steps.prompt.tokens, "{shared_steps:?} vs {full_steps:?}");
 }
+
+#[test]
+fn prompt_lookup_drafts_are_confirmed_by_the_model_and_keep_its_answers() {
+    let reqs = requests("crossner_ai", 4, 64);
+    let run = |draft_max: usize| {
+        let settings = LlamaSettings { parallel: 2, draft_max, ctx_per_seq: 1024, threads: 2, ..Default::default() };
+        let mut e = LlamaEngine::load(&default_model(), settings).unwrap();
+        let outs = e.generate(&reqs).unwrap();
+        (outs, e.take_step_times())
+    };
+    let ((plain, plain_steps), (drafted, steps)) = (run(0), run(8));
+    assert_eq!((plain_steps.draft_tokens, plain_steps.draft_accepted), (0, 0));
+    // SmolLM2 echoes the prompt's template: lookup finds drafts and the model confirms some
+    assert!(steps.draft_accepted > 0 && steps.draft_accepted < steps.draft_tokens, "{steps:?}");
+    let generated: usize = drafted.iter().map(|o| o.gen_tokens).sum();
+    let decode_steps = steps.full.steps + steps.partial.steps + steps.prompt.steps;
+    assert!(decode_steps < generated, "confirmed drafts save steps: {decode_steps} steps for {generated} tokens");
+    for (a, b) in plain.iter().zip(&drafted) {
+        assert!(a.gen_tokens <= 64 && b.gen_tokens <= 64, "the token cap holds with drafts");
+        // a draft's tokens are checked in one multi-token step, whose kernels round differently
+        // from one-token steps, so a near-tie may later go the other way; a wrong logits index or
+        // a stale KV cell would change the answer at its first draft
+        let same = a.text.bytes().zip(b.text.bytes()).take_while(|(x, y)| x == y).count();
+        assert!(same >= a.text.len().min(b.text.len()).min(64), "{:?}\nvs\n{:?}", a.text, b.text);
+    }
+}
