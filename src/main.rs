@@ -1,10 +1,6 @@
 //! `rner`: parse arguments, run one command, print errors once.
 use std::process::ExitCode;
 
-// Training allocates and frees activation-sized buffers every step; glibc hands large blocks
-// back to the kernel and faults them in again (a third of a step's time, measured with perf).
-// mimalloc keeps and reuses them.
-
 /// Training allocates and frees activation-sized buffers every step; glibc returns large blocks
 /// to the kernel and faults them in again, which perf showed as a fifth of a step. Keep freed
 /// memory in one heap for reuse instead (the same as GLIBC_TUNABLES mmap_max=0, trim_threshold

@@ -130,6 +130,31 @@ pub struct GenerateArgs {
     /// prompt-lookup draft tokens per sequence in the last setting
     #[arg(long, default_value_t = 8)]
     pub draft_max: usize,
+    /// which settings to run (the plain one is the baseline of the speed-ups). A subset, e.g. for a
+    /// larger sample whose all-settings run would take long, writes its own section of perf.md
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = GenSetting::all())]
+    pub settings: Vec<GenSetting>,
+}
+
+/// The settings `rner bench generate` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenSetting {
+    /// one sequence, no prefix reuse
+    Plain,
+    /// one sequence + prefix reuse
+    Prefix,
+    /// N sequences, no prefix reuse
+    Batched,
+    /// N sequences + prefix reuse
+    BatchedPrefix,
+    /// N sequences + prefix reuse + prompt-lookup drafts
+    Lookup,
+}
+
+impl GenSetting {
+    fn all() -> Vec<GenSetting> {
+        vec![GenSetting::Plain, GenSetting::Prefix, GenSetting::Batched, GenSetting::BatchedPrefix, GenSetting::Lookup]
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -138,10 +163,8 @@ struct Measured {
     parallel: usize,
     prefix_reuse: bool,
     /// prompt-lookup draft tokens per sequence at most (0 = off)
-    #[serde(default)]
     draft_max: usize,
     /// answers identical to the same setting's without drafts (None where it has no drafts)
-    #[serde(default)]
     same_texts: Option<usize>,
     seconds: f64,
     sentences_per_s: f64,
@@ -165,17 +188,21 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let (m, prompts) = a.sample.load(g)?;
     let sampling = Sampling { max_tokens: a.max_tokens, ..Sampling::default() };
     let reqs: Vec<_> = prompts.into_iter().map(|prompt| crate::engine::GenRequest { prompt, sampling: sampling.clone() }).collect();
-    let d = a.draft_max;
-    let settings = [
-        (1, false, 0, "plain: 1 sequence, no prefix reuse"),
-        (1, true, 0, "1 sequence + prefix reuse"),
-        (a.parallel, false, 0, "batched, no prefix reuse"),
-        (a.parallel, true, 0, "batched + prefix reuse"),
-        (a.parallel, true, d, "batched + prefix reuse + prompt lookup"),
-    ];
+    if !a.settings.contains(&GenSetting::Plain) {
+        anyhow::bail!("--settings must include `plain`: it is the baseline of the speed-ups");
+    }
+    let all = GenSetting::all();
+    let chosen: Vec<GenSetting> = all.iter().copied().filter(|s| a.settings.contains(s)).collect();
     let mut rows = Vec::new();
     let mut texts: Vec<Vec<String>> = Vec::new();
-    for (parallel, prefix_reuse, draft_max, name) in settings {
+    for setting in &chosen {
+        let (parallel, prefix_reuse, draft_max, name) = match setting {
+            GenSetting::Plain => (1, false, 0, "plain: 1 sequence, no prefix reuse"),
+            GenSetting::Prefix => (1, true, 0, "1 sequence + prefix reuse"),
+            GenSetting::Batched => (a.parallel, false, 0, "batched, no prefix reuse"),
+            GenSetting::BatchedPrefix => (a.parallel, true, 0, "batched + prefix reuse"),
+            GenSetting::Lookup => (a.parallel, true, a.draft_max, "batched + prefix reuse + prompt lookup"),
+        };
         let mut engine =
             LlamaEngine::load(&m.path, LlamaSettings { parallel, prefix_reuse, draft_max, ctx_per_seq: 2048, ..LlamaSettings::default() })?;
         engine.take_step_times();
@@ -184,8 +211,9 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
         let secs = t.elapsed().as_secs_f64();
         let gen: usize = outs.iter().map(|o| o.gen_tokens).sum();
         let these: Vec<String> = outs.iter().map(|o| o.text.clone()).collect();
-        // the same setting without drafts ran just before
-        let same_texts = (draft_max > 0).then(|| texts.last().map_or(0, |prev| prev.iter().zip(&these).filter(|(x, y)| x == y).count()));
+        // the same setting without drafts ran just before, when it was chosen
+        let prev = (chosen.contains(&GenSetting::BatchedPrefix)).then(|| texts.last()).flatten();
+        let same_texts = (draft_max > 0).then(|| prev.map(|p| p.iter().zip(&these).filter(|(x, y)| x == y).count())).flatten();
         texts.push(these);
         let row = Measured {
             steps: engine.take_step_times(),
@@ -225,14 +253,16 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     }
     for r in rows.iter().filter(|r| r.draft_max > 0) {
         md.push_str(&format!(
-            "\nPrompt lookup (`{}`): {} draft tokens fed, {} confirmed by the model ({:.0}%); {} of {} answers identical to the same setting without drafts.\n",
+            "\nPrompt lookup (`{}`): {} draft tokens fed, {} confirmed by the model ({:.0}%)",
             r.setting,
             r.steps.draft_tokens,
             r.steps.draft_accepted,
             100.0 * r.steps.draft_accepted as f64 / r.steps.draft_tokens.max(1) as f64,
-            r.same_texts.unwrap_or(0),
-            reqs.len()
         ));
+        match r.same_texts {
+            Some(n) => md.push_str(&format!("; {n} of {} answers identical to the same setting without drafts.\n", reqs.len())),
+            None => md.push_str(".\n"),
+        }
     }
     md.push_str("\nEvery setting generates the same sentences; greedy text can differ slightly between batch settings (llama.cpp's batched kernels round differently), so token counts differ a little.\n");
     md.push_str(
@@ -257,8 +287,10 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
             other
         ));
     }
-    crate::util::write_section(&g.reports.join("perf.md"), "generation", &md)?;
-    crate::util::write_json(&g.results.join("bench").join("generation.json"), &rows)?;
+    // the full comparison has its own section; a subset (a larger sample, say) one per sample size
+    let name = if chosen == all { "generation".to_string() } else { format!("generation-n{}", reqs.len()) };
+    crate::util::write_section(&g.reports.join("perf.md"), &name, &md)?;
+    crate::util::write_json(&g.results.join("bench").join(format!("{name}.json")), &rows)?;
     println!("{md}");
     Ok(ExitCode::SUCCESS)
 }
