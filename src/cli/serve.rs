@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// decode every prompt from scratch instead of reusing the KV of a prefix shared with earlier ones
     #[arg(long)]
     pub no_prefix_reuse: bool,
+    /// prompt-lookup drafts for greedy requests without a grammar (as `rner eval --draft-max`; 0 = off)
+    #[arg(long, default_value_t = 0)]
+    pub draft_max: usize,
 }
 
 impl ServeArgs {
@@ -44,6 +47,7 @@ impl ServeArgs {
             ctx_per_seq: self.ctx,
             threads: self.threads,
             prefix_reuse: !self.no_prefix_reuse,
+            draft_max: self.draft_max,
             ..LlamaSettings::default()
         }
     }
