@@ -194,7 +194,8 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let all = GenSetting::all();
     let chosen: Vec<GenSetting> = all.iter().copied().filter(|s| a.settings.contains(s)).collect();
     let mut rows = Vec::new();
-    let mut texts: Vec<Vec<String>> = Vec::new();
+    // answers of `batched + prefix reuse`, which the drafting setting (run after it) is compared with
+    let mut undrafted: Option<Vec<String>> = None;
     for setting in &chosen {
         let (parallel, prefix_reuse, draft_max, name) = match setting {
             GenSetting::Plain => (1, false, 0, "plain: 1 sequence, no prefix reuse"),
@@ -211,10 +212,13 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
         let secs = t.elapsed().as_secs_f64();
         let gen: usize = outs.iter().map(|o| o.gen_tokens).sum();
         let these: Vec<String> = outs.iter().map(|o| o.text.clone()).collect();
-        // the same setting without drafts ran just before, when it was chosen
-        let prev = (chosen.contains(&GenSetting::BatchedPrefix)).then(|| texts.last()).flatten();
-        let same_texts = (draft_max > 0).then(|| prev.map(|p| p.iter().zip(&these).filter(|(x, y)| x == y).count())).flatten();
-        texts.push(these);
+        let same_texts = match setting {
+            GenSetting::Lookup => undrafted.as_ref().map(|u| u.iter().zip(&these).filter(|(x, y)| x == y).count()),
+            _ => None,
+        };
+        if *setting == GenSetting::BatchedPrefix {
+            undrafted = Some(these);
+        }
         let row = Measured {
             steps: engine.take_step_times(),
             setting: name.into(),

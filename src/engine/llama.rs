@@ -396,8 +396,8 @@ struct Slot {
     streamed: usize,
     n_gen: usize,
     prompt_tokens: usize,
-    /// prompt and generated tokens, for prompt-lookup drafts (empty when this sequence does not draft)
-    hist: Vec<LlamaToken>,
+    /// prompt and generated tokens, for prompt-lookup drafts (None when this sequence does not draft)
+    hist: Option<Vec<LlamaToken>>,
     /// tokens fed after `next` in the current step, to be confirmed
     draft: Vec<LlamaToken>,
     /// draft length to try next: doubled after a fully confirmed draft, cut to what was confirmed
@@ -687,9 +687,9 @@ impl<'m> Worker<'m> {
                     batch.add(t, s.pos, &[s.seq], true).map_err(|e| engine_err(&e))?;
                     s.pos += 1;
                     used += 1;
-                    if !s.hist.is_empty() {
+                    if let Some(hist) = &s.hist {
                         let room = s.sampling.max_tokens.saturating_sub(s.n_gen + 1);
-                        lookup_draft(&s.hist, draft_len.min(room).min(s.draft_want), &mut s.draft);
+                        lookup_draft(hist, draft_len.min(room).min(s.draft_want), &mut s.draft);
                         for &d in &s.draft {
                             batch.add(d, s.pos, &[s.seq], true).map_err(|e| engine_err(&e))?;
                             s.pos += 1;
@@ -782,7 +782,7 @@ impl<'m> Worker<'m> {
                     streamed: 0,
                     n_gen: 0,
                     prompt_tokens: st.tokens.len(),
-                    hist: if drafts { st.tokens.clone() } else { Vec::new() },
+                    hist: drafts.then(|| st.tokens.clone()),
                     draft: Vec::new(),
                     draft_want: 1,
                     sampler,
@@ -824,8 +824,8 @@ impl<'m> Worker<'m> {
                     if finish.is_some() {
                         break;
                     }
-                    if !s.hist.is_empty() {
-                        s.hist.push(token);
+                    if let Some(hist) = &mut s.hist {
+                        hist.push(token);
                     }
                     if s.draft.get(confirmed) == Some(&token) {
                         // already in the KV cache, its logits in this batch
