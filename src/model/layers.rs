@@ -77,10 +77,10 @@ impl Lin {
     /// `(dx, dw, db)` for `y = x·wᵀ + b` given `dy`.
     fn bwd(&self, x: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
         let dx = dy.matmul(&self.w)?;
-        // gemm re-packs its left operand for every block of the right one's columns: keep the
-        // wide side (the output projection's 49k rows) on the right
-        let (out, inp) = self.w.dims2()?;
-        let dw = if out > inp { x.t()?.matmul(dy)?.t()?.contiguous()? } else { dy.t()?.matmul(x)? };
+        // dyᵀ·x straight into the weight's layout: computing (xᵀ·dy)ᵀ instead and copying it
+        // was 2.3× slower for the 49k-row output projection (455 ms against 194 at 256 tokens,
+        // AMD EPYC, 2 threads), the strided copy costing more than the product
+        let dw = dy.t()?.matmul(x)?;
         let db = match self.b {
             Some(_) => Some(dy.sum(0)?),
             None => None,
@@ -384,10 +384,11 @@ impl Decoder {
             let s = saved.pop().expect("one saved state per block");
             dx = blk.backward(&d, s, dx, &cos, &sin, i, &mut grads)?;
         }
-        let dembed = Tensor::zeros(embed.shape(), embed.dtype(), &dev)?.index_add(&flat_ids, &dx, 0)?;
         if cfg.tied {
-            grads.push(("token_embd.weight".into(), (dembed + dhead)?));
+            // the lookup's gradient added onto the output projection's (one 49k-row buffer)
+            grads.push(("token_embd.weight".into(), dhead.index_add(&flat_ids, &dx, 0)?));
         } else {
+            let dembed = Tensor::zeros(embed.shape(), embed.dtype(), &dev)?.index_add(&flat_ids, &dx, 0)?;
             grads.push(("token_embd.weight".into(), dembed));
             grads.push(("output.weight".into(), dhead));
         }

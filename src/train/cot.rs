@@ -386,6 +386,30 @@ pub struct CotConfig {
     /// (not written when `free`, as builds made before the option)
     #[serde(default, skip_serializing_if = "Decoding::is_free")]
     pub decoding: Decoding,
+    /// entity-less sentences are tried only while they stay at most this share of all tried
+    /// (None: every sentence, as builds made before the option)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_empty_share: Option<f64>,
+}
+
+/// The examples still to try, in order, holding back an entity-less one whenever trying it would
+/// raise the entity-less share of everything tried (`tried`, of which `tried_empty` had no gold
+/// entity) above `cap`. Held-back sentences are tried by a later session once the share allows.
+pub fn cap_empty_share<'a>(todo: Vec<&'a Example>, tried: usize, tried_empty: usize, cap: Option<f64>) -> Vec<&'a Example> {
+    let Some(cap) = cap else { return todo };
+    let (mut n, mut empty) = (tried, tried_empty);
+    todo.into_iter()
+        .filter(|e| {
+            if e.gold.is_empty() {
+                if (empty + 1) as f64 > cap * (n + 1) as f64 {
+                    return false;
+                }
+                empty += 1;
+            }
+            n += 1;
+            true
+        })
+        .collect()
 }
 
 /// One working session on a build.
@@ -443,6 +467,8 @@ pub struct CotOutcome {
     pub kept: usize,
     pub rejected: usize,
     pub skipped: usize,
+    /// entity-less sentences left untried by `max_empty_share`
+    pub held_back: usize,
     pub interrupted: bool,
 }
 
@@ -478,6 +504,9 @@ pub fn build(
                 msg: format!("this set was built with --decoding {}, not {}: pass another --out", m.config.decoding.name(), cfg.decoding.name()),
             });
         }
+        // the selection rule in force now (each session's command shows the one it used)
+        let mut m = m;
+        m.config.max_empty_share = cfg.max_empty_share;
         m
     } else {
         CotManifest { config: cfg.clone(), teacher_info: teacher.info().clone(), machine: crate::run::Machine::this(), sessions: Vec::new() }
@@ -498,8 +527,12 @@ pub fn build(
     let open = |p: &Path| std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| Error::io(p, e));
     let (mut kept_file, mut rej_file) = (open(out)?, open(&rejected_path)?);
     let todo: Vec<&Example> = examples.iter().filter(|e| !done.contains(&e.id)).collect();
-    let mut outcome = CotOutcome { skipped: examples.len() - todo.len(), ..Default::default() };
-    let bar = crate::util::progress(progress, "cot", "examples", examples.len(), outcome.skipped);
+    let skipped = examples.len() - todo.len();
+    let tried_empty = examples.iter().filter(|e| e.gold.is_empty() && done.contains(&e.id)).count();
+    let n_todo = todo.len();
+    let todo = cap_empty_share(todo, skipped, tried_empty, cfg.max_empty_share);
+    let mut outcome = CotOutcome { skipped, held_back: n_todo - todo.len(), ..Default::default() };
+    let bar = crate::util::progress(progress, "cot", "examples", skipped + todo.len(), skipped);
     let t0 = Instant::now();
     for part in todo.chunks(chunk.max(1)) {
         let reqs: Vec<GenRequest> = part
@@ -688,6 +721,31 @@ mod tests {
     }
 
     const GOOD: &str = "Candidates: \"EU\", \"German\" and \"British\". \"EU\" is the European Union, a political and economic union, so it is an organization. \"German\" and \"British\" are adjectives of nationality, not entities of the schema.";
+
+    #[test]
+    fn the_empty_share_cap_holds_back_entity_less_sentences_until_the_share_allows() {
+        let mk = |i: usize, has: bool| {
+            let mut e = ex();
+            e.id = format!("s{i}");
+            if !has {
+                e.gold.clear();
+            }
+            e
+        };
+        // pattern: empty, empty, entity, empty, entity, entity, empty, empty
+        let all: Vec<Example> = [false, false, true, false, true, true, false, false].iter().enumerate().map(|(i, &h)| mk(i, h)).collect();
+        let ids = |v: Vec<&Example>| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let refs = || all.iter().collect::<Vec<_>>();
+        assert_eq!(ids(cap_empty_share(refs(), 0, 0, None)).len(), 8);
+        // share 0.5 from scratch: s0 (1/1 > 0.5) held, s1 held, s2 kept (0/1), s3 (1/2) kept,
+        // s4, s5 kept (1/4), s6 (2/5) kept, s7 (3/6) kept
+        assert_eq!(ids(cap_empty_share(refs(), 0, 0, Some(0.5))), ["s2", "s3", "s4", "s5", "s6", "s7"]);
+        // earlier sessions count: 10 tried, 6 of them empty, so no empty one fits until 2 entity ones
+        assert_eq!(ids(cap_empty_share(refs(), 10, 6, Some(0.5))), ["s2", "s4", "s5", "s6"]);
+        // 0 keeps only sentences with entities; 1 keeps all
+        assert_eq!(ids(cap_empty_share(refs(), 0, 0, Some(0.0))), ["s2", "s4", "s5"]);
+        assert_eq!(cap_empty_share(refs(), 3, 3, Some(1.0)).len(), 8);
+    }
 
     #[test]
     fn a_faithful_rationale_is_kept() {
