@@ -253,10 +253,30 @@ fn negation_at(c: &str) -> Option<usize> {
     NEGATIONS.iter().filter_map(|n| [format!(" {n} "), format!(" {n},")].iter().filter_map(|p| c.find(p.as_str())).min()).min()
 }
 
+/// The words a rationale may name normalised label `l` by: the label, its plural, and the
+/// irregular plural or British spelling of the labels that have one ("people" for person, as in
+/// "they are both people"; "organisation").
+fn label_forms(l: &str) -> Vec<String> {
+    let mut forms = vec![l.to_string(), format!("{l}s")];
+    let extra: &[&str] = match l {
+        "person" => &["people", "persons"],
+        "organization" => &["organisation", "organisations"],
+        "organisation" => &["organization", "organizations"],
+        _ => &[],
+    };
+    forms.extend(extra.iter().map(|s| s.to_string()));
+    forms
+}
+
+/// Where, in a normalised, space-padded clause, a form of label `l` first occurs as a word.
+fn label_at(c: &str, l: &str) -> Option<usize> {
+    label_forms(l).iter().flat_map(|f| [format!(" {f} "), format!(" {f},"), format!("\"{f}\"")]).filter_map(|p| c.find(p.as_str())).min()
+}
+
 /// The gold entity no clause types. A clause types `e` when it contains `e`'s text and its label
-/// (or the label's plural), the label coming before any negation word in the clause: "\"EU\" is an
-/// organization, not a location" types EU; "\"Peter Blackburn\" is not an entity of the types
-/// location, organization or person" does not type Peter Blackburn.
+/// (or a form of it, see `label_forms`), the label coming before any negation word in the clause:
+/// "\"EU\" is an organization, not a location" types EU; "\"Peter Blackburn\" is not an entity of
+/// the types location, organization or person" does not type Peter Blackburn.
 pub fn untyped_gold(cot: &str, ex: &Example) -> Option<String> {
     let cs: Vec<String> = clauses(cot).iter().map(|c| format!(" {} ", normalize(c))).collect();
     ex.gold
@@ -267,10 +287,7 @@ pub fn untyped_gold(cot: &str, ex: &Example) -> Option<String> {
                 if !c.contains(&t) {
                     return false;
                 }
-                let at = [format!(" {l} "), format!(" {l}s "), format!(" {l},"), format!(" {l}s,"), format!("\"{l}\"")]
-                    .iter()
-                    .filter_map(|p| c.find(p.as_str()))
-                    .min();
+                let at = label_at(c, &l);
                 match (at, negation_at(c)) {
                     (Some(a), Some(n)) => a < n,
                     (Some(_), None) => true,
@@ -294,7 +311,7 @@ pub fn extra_entity(cot: &str, ex: &Example) -> Option<String> {
     let labels: Vec<String> = ex.labels.iter().map(|l| normalize(l)).collect();
     for clause in clauses(cot) {
         let c = format!(" {} ", normalize(clause));
-        let has_label = labels.iter().any(|l| c.contains(&format!(" {l} ")) || c.contains(&format!(" {l}s ")));
+        let has_label = labels.iter().any(|l| label_at(&c, l).is_some());
         if !has_label || negation_at(&c).is_some() {
             continue;
         }
@@ -776,6 +793,19 @@ mod tests {
         // the same candidate, negated, is fine
         let negated = "\"EU\" is an organization. \"British\" is not a location here, only an adjective.";
         assert!(validate(&out(negated), &ex(), b, false, false).is_ok());
+        // irregular plurals and British spellings name the label too
+        let mut two = ex();
+        two.text = "Sandrine Testud beat Ai Sugiyama at the EU open .".into();
+        two.gold = vec![Entity::new("Sandrine Testud", "person"), Entity::new("Ai Sugiyama", "person"), Entity::new("EU", "organization")];
+        let people = "The sentence reports a tennis match. \"Sandrine Testud\" and \"Ai Sugiyama\" are the players, so they are both people. \"EU\" is an organisation.";
+        assert!(validate(&out(people), &two, b, false, false).is_ok());
+        let unnamed = "\"Sandrine Testud\" and \"Ai Sugiyama\" are the players, both individuals. \"EU\" is an organisation.";
+        assert_eq!(validate(&out(unnamed), &two, b, false, false).unwrap_err(), (Check::UntypedGold, "Sandrine Testud: person".into()));
+        // and a clause naming a label through such a form can present an extra entity
+        let extra_people = "\"Sandrine Testud\", \"Ai Sugiyama\" and \"tennis\" are people. \"EU\" is an organisation.";
+        let mut three = two.clone();
+        three.text = "Sandrine Testud beat Ai Sugiyama at the EU tennis open .".into();
+        assert_eq!(validate(&out(extra_people), &three, b, false, false).unwrap_err(), (Check::ExtraEntity, "tennis".into()));
     }
 
     #[test]
