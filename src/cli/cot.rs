@@ -24,6 +24,9 @@ pub struct CotCmd {
 pub enum CotSub {
     /// Kept rate per check and source, rationale lengths (plot), label coverage of a CoT set.
     Stats(StatsArgs),
+    /// Check every decided row of a set again under the current validation rules (after a rule
+    /// changes): rejects that pass now are kept, kept rows that fail now are rejected
+    Revalidate(StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -144,8 +147,10 @@ fn examples(reg: &Registry, a: &CotArgs) -> anyhow::Result<(Vec<String>, Vec<Exa
 }
 
 pub fn run(g: &Global, c: CotCmd) -> anyhow::Result<ExitCode> {
-    if let Some(CotSub::Stats(s)) = c.sub {
-        return stats(g, &s.file);
+    match c.sub {
+        Some(CotSub::Stats(s)) => return stats(g, &s.file),
+        Some(CotSub::Revalidate(s)) => return revalidate(g, &s.file),
+        None => {}
     }
     let a = c.build;
     let reg = Registry::new(&g.data_dir)?;
@@ -203,6 +208,31 @@ pub fn run(g: &Global, c: CotCmd) -> anyhow::Result<ExitCode> {
     Ok(if o.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }
 
+/// `abc1234`, or `abc1234 plus uncommitted changes` for a `-dirty` working tree.
+fn short_commit(c: &str) -> String {
+    let (hash, dirty) = match c.strip_suffix("-dirty") {
+        Some(h) => (h, " plus uncommitted changes"),
+        None => (c, ""),
+    };
+    format!("{}{dirty}", hash.get(..7).unwrap_or(hash))
+}
+
+fn revalidate(g: &Global, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let mpath = cot::sibling(file, "manifest.json");
+    let m: cot::CotManifest = crate::util::read_json(&mpath).map_err(|e| anyhow::anyhow!("{e} (revalidate needs the set's manifest, written by `rner cot`)"))?;
+    let reg = Registry::new(&g.data_dir)?;
+    let mut examples = Vec::new();
+    for s in &m.config.sources {
+        examples.extend(reg.load(s, &m.config.split)?);
+    }
+    let r = cot::revalidate(file, &examples, &command_line())?;
+    eprintln!(
+        "rechecked {}: {} rejected → kept, {} kept → rejected, {} rejects under another check or detail",
+        r.rechecked, r.rejected_to_kept, r.kept_to_rejected, r.reasons_changed
+    );
+    stats(g, file)
+}
+
 /// Stats JSON beside the set, `reports/cot-<stem>.md` and a rationale-length plot.
 fn stats(g: &Global, file: &std::path::Path) -> anyhow::Result<ExitCode> {
     let (s, kept) = cot::stats(file)?;
@@ -229,6 +259,17 @@ fn stats(g: &Global, file: &std::path::Path) -> anyhow::Result<ExitCode> {
             md.push_str(&format!(
                 "- `{}` — {} kept, {} rejected, {:.0} s, {:.0} rationales/hour\n",
                 ses.command, ses.kept, ses.rejected, ses.seconds, ses.rationales_per_hour
+            ));
+        }
+        for r in &m.revalidations {
+            md.push_str(&format!(
+                "- `{}` ({}, commit {}) — rechecked {} rows under that commit's rules: {} rejected → kept, {} kept → rejected\n",
+                r.command,
+                r.date.get(..10).unwrap_or(&r.date),
+                r.git_commit.as_deref().map(short_commit).unwrap_or_else(|| "unknown".into()),
+                r.rechecked,
+                r.rejected_to_kept,
+                r.kept_to_rejected
             ));
         }
     }

@@ -311,7 +311,9 @@ pub fn extra_entity(cot: &str, ex: &Example) -> Option<String> {
     let labels: Vec<String> = ex.labels.iter().map(|l| normalize(l)).collect();
     for clause in clauses(cot) {
         let c = format!(" {} ", normalize(clause));
-        let has_label = labels.iter().any(|l| label_at(&c, l).is_some());
+        // a label word inside a quoted candidate ("Some people fail …") does not name the label
+        let unquoted = format!(" {} ", normalize(&quoted.replace_all(clause, " ")));
+        let has_label = labels.iter().any(|l| label_at(&unquoted, l).is_some());
         if !has_label || negation_at(&c).is_some() {
             continue;
         }
@@ -450,7 +452,117 @@ pub struct CotManifest {
     pub teacher_info: crate::engine::EngineInfo,
     pub machine: crate::run::Machine,
     pub sessions: Vec<CotSession>,
+    /// `rner cot revalidate` passes over the set, oldest first
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revalidations: Vec<Revalidation>,
 }
+
+/// One `rner cot revalidate` pass: every decided row checked again under the rules of its commit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Revalidation {
+    pub command: String,
+    pub git_commit: Option<String>,
+    pub date: String,
+    /// rows checked again (kept rows, and rejects whose check can be rerun from the stored text)
+    pub rechecked: usize,
+    /// rejects that pass now, appended to the kept file
+    pub rejected_to_kept: usize,
+    /// kept rows that fail now, moved to the rejected file
+    pub kept_to_rejected: usize,
+    /// rejects that still fail, now under another check or detail
+    pub reasons_changed: usize,
+}
+
+/// Holds a build's lock file (`X.lock`) for as long as it lives: one build or revalidation of a
+/// set at a time (the lock is the OS's, so a crashed holder leaves nothing to clean up).
+pub struct SetLock(#[allow(dead_code)] std::fs::File);
+
+impl SetLock {
+    pub fn take(out: &Path) -> Result<SetLock> {
+        let path = sibling(out, "lock");
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(SetLock(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Run {
+                dir: path,
+                msg: format!("another `rner cot` process is building or revalidating {} now: wait for it, or stop it", out.display()),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+/// Check every decided row of the set at `out` again under the current rules, as a rule change
+/// would: kept rationales (their text as the teacher's output), and rejected outputs whose check
+/// can be rerun from the stored text (not `truncated`, which needs the finish reason, nor the
+/// judge's). `examples` gives each rejected row's sentence and gold by guid; a reject whose guid it
+/// lacks stays as it is. Both files are rewritten atomically (kept rows keep their order, newly
+/// kept ones come last) and the pass is recorded in the manifest.
+pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Revalidation> {
+    let _lock = SetLock::take(out)?;
+    let manifest_path = sibling(out, "manifest.json");
+    let rejected_path = sibling(out, "rejected.jsonl");
+    let mut manifest: CotManifest = util::read_json(&manifest_path)?;
+    let cfg = &manifest.config;
+    if cfg.use_reasoning {
+        return Err(Error::Run { dir: manifest_path, msg: "this set took an API's reasoning as the rationale, which the rejected file does not store: it cannot be revalidated".into() });
+    }
+    let answer_required = cfg.decoding != Decoding::Free;
+    let as_output = |text: &str| GenOutput { text: text.into(), reasoning: None, prompt_tokens: 0, gen_tokens: 0, finish: Finish::Stop, latency_ms: 0.0 };
+    let by_id: std::collections::HashMap<&str, &Example> = examples.iter().map(|e| (e.id.as_str(), e)).collect();
+    let mut r = Revalidation { command: command.into(), git_commit: util::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))), date: util::now(), ..Default::default() };
+    let (mut kept, mut rejected) = (Vec::new(), Vec::new());
+    for rec in read_records(out)? {
+        r.rechecked += 1;
+        let cot = rec.cot.clone().unwrap_or_default();
+        // the kept text had its answer block cut off (and checked) when it was kept
+        match validate(&as_output(&cot), &rec.example(), cfg.bounds, false, false) {
+            Ok(_) => kept.push(rec),
+            Err((check, detail)) => {
+                r.kept_to_rejected += 1;
+                rejected.push(Rejected { guid: rec.guid, dataset: rec.dataset.unwrap_or_default(), check, detail, output: cot });
+            }
+        }
+    }
+    let mut newly_kept = Vec::new();
+    let kept_ids: HashSet<String> = kept.iter().map(|k| k.guid.clone()).collect();
+    for rej in util::read_jsonl::<Rejected>(&rejected_path)? {
+        // a pass cut short between its two writes leaves a newly kept row in both files
+        if kept_ids.contains(&rej.guid) {
+            continue;
+        }
+        let ex = by_id.get(rej.guid.as_str());
+        let rerun = !matches!(rej.check, Check::Truncated | Check::JudgeLow | Check::JudgeUnparsable);
+        let (Some(ex), true) = (ex, rerun) else {
+            rejected.push(rej);
+            continue;
+        };
+        r.rechecked += 1;
+        match validate(&as_output(&rej.output), ex, cfg.bounds, false, answer_required) {
+            Ok(cot) if cfg.judge.is_none() => {
+                r.rejected_to_kept += 1;
+                newly_kept.push(CotRecord { guid: ex.id.clone(), dataset: Some(ex.dataset.clone()), sentence: ex.text.clone(), schema: ex.labels.clone(), cot: Some(cot), entities: ex.gold.clone() });
+            }
+            // passing the rules is not enough where a judge decides next: left as it was
+            Ok(_) => rejected.push(rej),
+            Err((check, detail)) => {
+                r.reasons_changed += usize::from(check != rej.check || detail != rej.detail);
+                rejected.push(Rejected { check, detail, ..rej });
+            }
+        }
+    }
+    kept.extend(newly_kept);
+    let lines = |v: Vec<String>| v.into_iter().map(|l| l + "\n").collect::<String>();
+    // kept first: a crash before the second write leaves rows in both files, which a rerun mends
+    let kept_text = lines(kept.iter().map(|x| serde_json::to_string(x).map_err(|e| Error::Json { path: out.into(), err: e })).collect::<Result<_>>()?);
+    let rej_text = lines(rejected.iter().map(|x| serde_json::to_string(x).map_err(|e| Error::Json { path: rejected_path.clone(), err: e })).collect::<Result<_>>()?);
+    util::write_atomic(out, kept_text.as_bytes())?;
+    util::write_atomic(&rejected_path, rej_text.as_bytes())?;
+    manifest.revalidations.push(r.clone());
+    util::write_json(&manifest_path, &manifest)?;
+    Ok(r)
+}
+
 
 /// The files of a build: `X.jsonl` (kept), `X.rejected.jsonl`, `X.manifest.json`, `X.stats.json`.
 pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
@@ -506,6 +618,7 @@ pub fn build(
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
+    let _lock = SetLock::take(out)?;
     let rejected_path = sibling(out, "rejected.jsonl");
     let manifest_path = sibling(out, "manifest.json");
     let mut done: HashSet<String> = HashSet::new();
@@ -526,7 +639,7 @@ pub fn build(
         m.config.max_empty_share = cfg.max_empty_share;
         m
     } else {
-        CotManifest { config: cfg.clone(), teacher_info: teacher.info().clone(), machine: crate::run::Machine::this(), sessions: Vec::new() }
+        CotManifest { config: cfg.clone(), teacher_info: teacher.info().clone(), machine: crate::run::Machine::this(), sessions: Vec::new(), revalidations: Vec::new() }
     };
     let mut session = CotSession {
         command: command.into(),
@@ -806,6 +919,11 @@ mod tests {
         let mut three = two.clone();
         three.text = "Sandrine Testud beat Ai Sugiyama at the EU tennis open .".into();
         assert_eq!(validate(&out(extra_people), &three, b, false, false).unwrap_err(), (Check::ExtraEntity, "tennis".into()));
+        // but a label word inside the quoted candidate itself does not
+        let mut four = two.clone();
+        four.text = "Some people say Sandrine Testud beat Ai Sugiyama at the EU open .".into();
+        let inside = format!("{people} \"Some people say\" is an opinion, without a type.");
+        assert!(validate(&out(&inside), &four, b, false, false).is_ok());
     }
 
     #[test]
@@ -866,6 +984,64 @@ mod tests {
         empty.gold.clear();
         assert!(teacher_prompt(&empty, Template::Completion, Decoding::Free).text.unwrap().contains("Correct entities: none"));
         assert!(judge_prompt(&ex(), "R", Template::Model).messages[0].content.contains("Reasoning:\nR"));
+    }
+
+    #[test]
+    fn revalidation_moves_rows_whose_verdict_the_current_rules_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("set.jsonl");
+        let cfg = CotConfig {
+            teacher: "t".into(),
+            teacher_sha256: String::new(),
+            engine: "llama.cpp".into(),
+            template: Template::Model,
+            sampling: Sampling::default(),
+            bounds: Bounds::default(),
+            use_reasoning: false,
+            judge: None,
+            min_score: 9,
+            sources: vec!["conll2003".into()],
+            split: "train".into(),
+            per_source: None,
+            seed: 42,
+            decoding: Decoding::Free,
+            max_empty_share: None,
+        };
+        let m = CotManifest { config: cfg, teacher_info: Default::default(), machine: crate::run::Machine::this(), sessions: Vec::new(), revalidations: Vec::new() };
+        util::write_json(&sibling(&out, "manifest.json"), &m).unwrap();
+        let mk = |id: &str| {
+            let mut e = ex();
+            e.id = id.into();
+            e
+        };
+        let (a, b, c, d) = (mk("a"), mk("b"), mk("c"), mk("d"));
+        let rec = |e: &Example, cot: &str| CotRecord { guid: e.id.clone(), dataset: Some(e.dataset.clone()), sentence: e.text.clone(), schema: e.labels.clone(), cot: Some(cot.into()), entities: e.gold.clone() };
+        let rej = |e: &Example, check: Check, output: &str| Rejected { guid: e.id.clone(), dataset: e.dataset.clone(), check, detail: "old".into(), output: output.into() };
+        // a: kept and still fine; b: kept but (say, under an older rule) never typed EU
+        let kept = [rec(&a, GOOD), rec(&b, "\"EU\" is mentioned first in the sentence, before the verb rejects.")];
+        // c: rejected by a rule that has since changed; d: truncated (not rerun); e: unknown guid
+        let rejected = [
+            rej(&c, Check::UntypedGold, "\"EU\" and the European Commission are both organisations of the schema, found by their names."),
+            rej(&d, Check::Truncated, GOOD),
+            Rejected { guid: "e".into(), dataset: "conll2003".into(), check: Check::MissingGold, detail: "old".into(), output: GOOD.into() },
+        ];
+        let lines = |v: Vec<String>| v.join("\n") + "\n";
+        std::fs::write(&out, lines(kept.iter().map(|r| serde_json::to_string(r).unwrap()).collect())).unwrap();
+        std::fs::write(sibling(&out, "rejected.jsonl"), lines(rejected.iter().map(|r| serde_json::to_string(r).unwrap()).collect())).unwrap();
+        let r = revalidate(&out, &[a, b, c.clone(), d], "rner cot revalidate set.jsonl").unwrap();
+        assert_eq!((r.rechecked, r.rejected_to_kept, r.kept_to_rejected, r.reasons_changed), (3, 1, 1, 0));
+        let kept_now: Vec<String> = read_records(&out).unwrap().into_iter().map(|r| r.guid).collect();
+        assert_eq!(kept_now, ["a", "c"]);
+        let rej_now: Vec<Rejected> = util::read_jsonl(&sibling(&out, "rejected.jsonl")).unwrap();
+        assert_eq!(rej_now.iter().map(|r| (r.guid.as_str(), r.check)).collect::<Vec<_>>(), [("b", Check::UntypedGold), ("d", Check::Truncated), ("e", Check::MissingGold)]);
+        let m: CotManifest = util::read_json(&sibling(&out, "manifest.json")).unwrap();
+        assert_eq!(m.revalidations, [r]);
+        // a second pass changes nothing; a held lock refuses it
+        let again = revalidate(&out, &[mk("a"), mk("b"), mk("c"), mk("d")], "again").unwrap();
+        assert_eq!((again.rejected_to_kept, again.kept_to_rejected), (0, 0));
+        let _held = SetLock::take(&out).unwrap();
+        let e = revalidate(&out, &[], "locked").unwrap_err().to_string();
+        assert!(e.contains("another `rner cot` process"), "{e}");
     }
 
     #[test]
