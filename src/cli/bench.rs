@@ -472,8 +472,9 @@ fn reset_peak_rss() {
 }
 
 /// f32 GFLOP/s of large square matmuls in candle: the ceiling the training step is judged by.
-/// The best of 6 runs at each of 1024², 2048² and 3072² after a warm-up, as one size or few
-/// runs read the ceiling low (117 to 153 GFLOP/s from best-of-4 at 2048² on one machine).
+/// The best of 6 runs at each of 1024², 2048² and 3072² after a warm-up: more samples of a
+/// machine whose speed drifts (best-of-4 at 2048² read 117 and about 153 GFLOP/s minutes apart
+/// on one VM), though no count of runs removes the drift between this and the steps.
 fn matmul_peak() -> anyhow::Result<(f64, usize)> {
     use candle_core::{Device, Tensor};
     let mut best = (0.0, 0);
@@ -506,6 +507,9 @@ struct TrainPoint {
     tokens_per_s: f64,
     gflops: f64,
     peak_rss_mb: f64,
+    /// the matmul peak measured in the same process, and the size it was reached at
+    matmul_peak_gflops: f64,
+    matmul_peak_n: usize,
 }
 
 fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
@@ -550,7 +554,7 @@ fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
             let (gr, op) = runs.iter().fold((0.0, 0.0), |acc, r| (acc.0 + r.0 / k, acc.1 + r.1 / k));
             let step = gr + op;
             let gflops = model.config.train_flops(len, len) / step / 1e9;
-            let p = TrainPoint { backward: method, tokens: len, grad_s: gr, optimizer_s: op, step_s: step, tokens_per_s: len as f64 / step, gflops, peak_rss_mb: peak_rss_mb() };
+            let p = TrainPoint { backward: method, tokens: len, grad_s: gr, optimizer_s: op, step_s: step, tokens_per_s: len as f64 / step, gflops, peak_rss_mb: peak_rss_mb(), matmul_peak_gflops: peak, matmul_peak_n: peak_n };
             eprintln!("{method}, {len} tokens: gradients {gr:.2}s optimizer {op:.2}s — {:.0} tok/s, {gflops:.1} GFLOP/s, peak {:.0} MiB", p.tokens_per_s, p.peak_rss_mb);
             points.push(p);
         }

@@ -78,8 +78,9 @@ impl Lin {
     fn bwd(&self, x: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
         let dx = dy.matmul(&self.w)?;
         // dyᵀ·x straight into the weight's layout: computing (xᵀ·dy)ᵀ instead and copying it
-        // was 2.3× slower for the 49k-row output projection (455 ms against 194 at 256 tokens,
-        // AMD EPYC, 2 threads), the strided copy costing more than the product
+        // was 2.2× slower for the 49k-row output projection (353 ms against 159 at 256 tokens,
+        // AMD EPYC, 2 threads; `cargo bench --bench weight_grad`), the copy costing more than
+        // the product
         let dw = dy.t()?.matmul(x)?;
         let db = match self.b {
             Some(_) => Some(dy.sum(0)?),
@@ -385,7 +386,8 @@ impl Decoder {
             dx = blk.backward(&d, s, dx, &cos, &sin, i, &mut grads)?;
         }
         if cfg.tied {
-            // the lookup's gradient added onto the output projection's (one 49k-row buffer)
+            // the lookup's gradient added onto (a copy of) the output projection's, without the
+            // zeroed 49k-row buffer and the sum of the two
             grads.push(("token_embd.weight".into(), dhead.index_add(&flat_ids, &dx, 0)?));
         } else {
             let dembed = Tensor::zeros(embed.shape(), embed.dtype(), &dev)?.index_add(&flat_ids, &dx, 0)?;

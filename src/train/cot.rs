@@ -512,7 +512,10 @@ pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Rev
     let by_id: std::collections::HashMap<&str, &Example> = examples.iter().map(|e| (e.id.as_str(), e)).collect();
     let mut r = Revalidation { command: command.into(), git_commit: util::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))), date: util::now(), ..Default::default() };
     let (mut kept, mut rejected) = (Vec::new(), Vec::new());
-    for rec in read_records(out)? {
+    let records = read_records(out)?;
+    // a pass cut short between its writes can leave a row in both files: the kept one decides
+    let kept_ids: HashSet<String> = records.iter().map(|k| k.guid.clone()).collect();
+    for rec in records {
         r.rechecked += 1;
         let cot = rec.cot.clone().unwrap_or_default();
         // the kept text had its answer block cut off (and checked) when it was kept
@@ -520,14 +523,16 @@ pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Rev
             Ok(_) => kept.push(rec),
             Err((check, detail)) => {
                 r.kept_to_rejected += 1;
-                rejected.push(Rejected { guid: rec.guid, dataset: rec.dataset.unwrap_or_default(), check, detail, output: cot });
+                // as the teacher's output would read, so that a later pass checks it the same way
+                let output = if answer_required { format!("{cot}\n</think>\n{}", prompt::answer_json(&rec.entities)) } else { cot };
+                rejected.push(Rejected { guid: rec.guid, dataset: rec.dataset.unwrap_or_default(), check, detail, output });
             }
         }
     }
     let mut newly_kept = Vec::new();
-    let kept_ids: HashSet<String> = kept.iter().map(|k| k.guid.clone()).collect();
+    // newly kept rows stay in the rejected file until the kept file holds them
+    let mut interim = Vec::new();
     for rej in util::read_jsonl::<Rejected>(&rejected_path)? {
-        // a pass cut short between its two writes leaves a newly kept row in both files
         if kept_ids.contains(&rej.guid) {
             continue;
         }
@@ -541,6 +546,7 @@ pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Rev
         match validate(&as_output(&rej.output), ex, cfg.bounds, false, answer_required) {
             Ok(cot) if cfg.judge.is_none() => {
                 r.rejected_to_kept += 1;
+                interim.push(rej);
                 newly_kept.push(CotRecord { guid: ex.id.clone(), dataset: Some(ex.dataset.clone()), sentence: ex.text.clone(), schema: ex.labels.clone(), cot: Some(cot), entities: ex.gold.clone() });
             }
             // passing the rules is not enough where a judge decides next: left as it was
@@ -552,12 +558,17 @@ pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Rev
         }
     }
     kept.extend(newly_kept);
-    let lines = |v: Vec<String>| v.into_iter().map(|l| l + "\n").collect::<String>();
-    // kept first: a crash before the second write leaves rows in both files, which a rerun mends
-    let kept_text = lines(kept.iter().map(|x| serde_json::to_string(x).map_err(|e| Error::Json { path: out.into(), err: e })).collect::<Result<_>>()?);
-    let rej_text = lines(rejected.iter().map(|x| serde_json::to_string(x).map_err(|e| Error::Json { path: rejected_path.clone(), err: e })).collect::<Result<_>>()?);
-    util::write_atomic(out, kept_text.as_bytes())?;
-    util::write_atomic(&rejected_path, rej_text.as_bytes())?;
+    // Three writes, so that a crash between any two loses no row: the rejected file gains the
+    // rows leaving the kept file (still holding those about to be kept), then the kept file is
+    // written, then the rejected file loses the rows now kept. A row left in both files by a
+    // crash is mended by the next pass (the kept copy decides).
+    fn jsonl<T: Serialize>(rows: &[T], path: &Path) -> Result<String> {
+        rows.iter().map(|x| serde_json::to_string(x).map(|l| l + "\n").map_err(|e| Error::Json { path: path.into(), err: e })).collect()
+    }
+    let with_interim: Vec<Rejected> = rejected.iter().cloned().chain(interim).collect();
+    util::write_atomic(&rejected_path, jsonl(&with_interim, &rejected_path)?.as_bytes())?;
+    util::write_atomic(out, jsonl(&kept, out)?.as_bytes())?;
+    util::write_atomic(&rejected_path, jsonl(&rejected, &rejected_path)?.as_bytes())?;
     manifest.revalidations.push(r.clone());
     util::write_json(&manifest_path, &manifest)?;
     Ok(r)
@@ -870,7 +881,7 @@ mod tests {
         // share 0.5 from scratch: s0 (1/1 > 0.5) held, s1 held, s2 kept (0/1), s3 (1/2) kept,
         // s4, s5 kept (1/4), s6 (2/5) kept, s7 (3/6) kept
         assert_eq!(ids(cap_empty_share(refs(), 0, 0, Some(0.5))), ["s2", "s3", "s4", "s5", "s6", "s7"]);
-        // earlier sessions count: 10 tried, 6 of them empty, so no empty one fits until 2 entity ones
+        // earlier sessions count: 10 tried, 6 of them empty, so no empty one fits until 3 entity ones
         assert_eq!(ids(cap_empty_share(refs(), 10, 6, Some(0.5))), ["s2", "s4", "s5", "s6"]);
         // 0 keeps only sentences with entities; 1 keeps all
         assert_eq!(ids(cap_empty_share(refs(), 0, 0, Some(0.0))), ["s2", "s4", "s5"]);
@@ -1014,31 +1025,39 @@ mod tests {
             e.id = id.into();
             e
         };
-        let (a, b, c, d) = (mk("a"), mk("b"), mk("c"), mk("d"));
+        let (a, b, c, d, f, g) = (mk("a"), mk("b"), mk("c"), mk("d"), mk("f"), mk("g"));
         let rec = |e: &Example, cot: &str| CotRecord { guid: e.id.clone(), dataset: Some(e.dataset.clone()), sentence: e.text.clone(), schema: e.labels.clone(), cot: Some(cot.into()), entities: e.gold.clone() };
         let rej = |e: &Example, check: Check, output: &str| Rejected { guid: e.id.clone(), dataset: e.dataset.clone(), check, detail: "old".into(), output: output.into() };
         // a: kept and still fine; b: kept but (say, under an older rule) never typed EU
-        let kept = [rec(&a, GOOD), rec(&b, "\"EU\" is mentioned first in the sentence, before the verb rejects.")];
-        // c: rejected by a rule that has since changed; d: truncated (not rerun); e: unknown guid
+        // f: kept, and left in the rejected file too by a pass cut short
+        let kept = [rec(&a, GOOD), rec(&b, "\"EU\" is mentioned first in the sentence, before the verb rejects."), rec(&f, GOOD)];
+        // c: rejected by a rule that has since changed; d: truncated (not rerun); e: unknown guid;
+        // g: still rejected, by another check now
         let rejected = [
             rej(&c, Check::UntypedGold, "\"EU\" and the European Commission are both organisations of the schema, found by their names."),
             rej(&d, Check::Truncated, GOOD),
             Rejected { guid: "e".into(), dataset: "conll2003".into(), check: Check::MissingGold, detail: "old".into(), output: GOOD.into() },
+            rej(&f, Check::UntypedGold, "old"),
+            rej(&g, Check::MissingGold, "\"EU\" is mentioned first in the sentence, before the verb rejects."),
         ];
         let lines = |v: Vec<String>| v.join("\n") + "\n";
         std::fs::write(&out, lines(kept.iter().map(|r| serde_json::to_string(r).unwrap()).collect())).unwrap();
         std::fs::write(sibling(&out, "rejected.jsonl"), lines(rejected.iter().map(|r| serde_json::to_string(r).unwrap()).collect())).unwrap();
-        let r = revalidate(&out, &[a, b, c.clone(), d], "rner cot revalidate set.jsonl").unwrap();
-        assert_eq!((r.rechecked, r.rejected_to_kept, r.kept_to_rejected, r.reasons_changed), (3, 1, 1, 0));
+        let all = [a, b, c, d, f, g];
+        let r = revalidate(&out, &all, "rner cot revalidate set.jsonl").unwrap();
+        assert_eq!((r.rechecked, r.rejected_to_kept, r.kept_to_rejected, r.reasons_changed), (5, 1, 1, 1));
         let kept_now: Vec<String> = read_records(&out).unwrap().into_iter().map(|r| r.guid).collect();
-        assert_eq!(kept_now, ["a", "c"]);
+        assert_eq!(kept_now, ["a", "f", "c"]);
         let rej_now: Vec<Rejected> = util::read_jsonl(&sibling(&out, "rejected.jsonl")).unwrap();
-        assert_eq!(rej_now.iter().map(|r| (r.guid.as_str(), r.check)).collect::<Vec<_>>(), [("b", Check::UntypedGold), ("d", Check::Truncated), ("e", Check::MissingGold)]);
+        let rows = |v: &[Rejected]| v.iter().map(|r| (r.guid.clone(), r.check)).collect::<Vec<_>>();
+        let expect = [("b", Check::UntypedGold), ("d", Check::Truncated), ("e", Check::MissingGold), ("g", Check::UntypedGold)].map(|(g, c)| (g.to_string(), c));
+        assert_eq!(rows(&rej_now), expect);
         let m: CotManifest = util::read_json(&sibling(&out, "manifest.json")).unwrap();
         assert_eq!(m.revalidations, [r]);
         // a second pass changes nothing; a held lock refuses it
-        let again = revalidate(&out, &[mk("a"), mk("b"), mk("c"), mk("d")], "again").unwrap();
-        assert_eq!((again.rejected_to_kept, again.kept_to_rejected), (0, 0));
+        let again = revalidate(&out, &all, "again").unwrap();
+        assert_eq!((again.rejected_to_kept, again.kept_to_rejected, again.reasons_changed), (0, 0, 0));
+        assert_eq!(rows(&util::read_jsonl::<Rejected>(&sibling(&out, "rejected.jsonl")).unwrap()), expect);
         let _held = SetLock::take(&out).unwrap();
         let e = revalidate(&out, &[], "locked").unwrap_err().to_string();
         assert!(e.contains("another `rner cot` process"), "{e}");
