@@ -574,7 +574,6 @@ pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Rev
     Ok(r)
 }
 
-
 /// The files of a build: `X.jsonl` (kept), `X.rejected.jsonl`, `X.manifest.json`, `X.stats.json`.
 pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
     let stem = out.file_name().and_then(|n| n.to_str()).unwrap_or("cot.jsonl");
