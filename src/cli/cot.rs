@@ -81,6 +81,10 @@ pub struct CotArgs {
     /// (CoNLL-2003 and WNUT-17 are about half entity-less; default: try every sentence)
     #[arg(long, value_parser = share)]
     pub max_empty_share: Option<f64>,
+    /// the teacher's instruction from a file instead of the built-in one (with the placeholders
+    /// {{SENTENCE}}, {{SCHEMA}} and {{GOLD}}; recorded in the manifest)
+    #[arg(long)]
+    pub teacher_prompt: Option<PathBuf>,
     /// use an API's separate reasoning (`reasoning_content`) as the rationale
     #[arg(long)]
     pub use_reasoning: bool,
@@ -153,6 +157,15 @@ pub fn run(g: &Global, c: CotCmd) -> anyhow::Result<ExitCode> {
         None => {}
     }
     let a = c.build;
+    // read before the teacher loads, so a bad file fails at once
+    let custom_prompt = match &a.teacher_prompt {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("--teacher-prompt {}: {e}", p.display()))?;
+            cot::check_teacher_prompt(&text, p)?;
+            Some(text.trim_end().to_string())
+        }
+        None => None,
+    };
     let reg = Registry::new(&g.data_dir)?;
     let (sources, examples) = examples(&reg, &a)?;
     let m = resolve_with_api(g, &a.teacher, &a.api)?;
@@ -191,6 +204,7 @@ pub fn run(g: &Global, c: CotCmd) -> anyhow::Result<ExitCode> {
         seed: a.seed,
         decoding: a.decoding,
         max_empty_share: a.max_empty_share,
+        teacher_prompt: custom_prompt,
     };
     eprintln!("cot: {} examples, teacher {} → {}", examples.len(), m.name, out.display());
     let o = cot::build(

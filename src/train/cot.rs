@@ -28,22 +28,14 @@ macro_rules! static_regex {
     }};
 }
 
-
 /// Ours (the paper's is unpublished). The gold answer is shown; the teacher explains it. The
 /// instruction and a worked example come first so that every prompt shares them (the engine decodes
 /// a shared prefix once); the example sentence is made up, from no corpus of the registry.
-pub const TEACHER_PROMPT: &str = "You write the reasoning for a named entity recognition dataset. Given a sentence, its entity types and its correct entities, explain step by step how the correct entities are found, as if you were finding them yourself. Quote every entity in double quotes and say why it has its type; then say which other candidates are not entities of the given types, and why. Do not write a JSON answer. Write one paragraph of at most 100 words.
-
-Example
-Sentence: Apple opened a new store in Paris on Monday , said Tim Cook .
-Entity types: [\"location\", \"organization\", \"person\"]
-Correct entities: \"Apple\": organization; \"Paris\": location; \"Tim Cook\": person
-Reasoning: The sentence reports a store opening. \"Apple\" is the company that opened the store, so it is an organization. The store is in \"Paris\", a city, so \"Paris\" is a location. \"Tim Cook\" is the name of the man who is quoted, so he is a person. \"Monday\" is a date and \"store\" a common noun; neither is one of the entity types.
-
-Now this one
-Sentence: {{SENTENCE}}
-Entity types: {{SCHEMA}}
-Correct entities: {{GOLD}}";
+/// Each gold entity gets one sentence "\"ENTITY\" is a TYPE, because …": on the same 50
+/// entity-bearing CoNLL-2003/WNUT-17 sentences the 1.5B teacher had 41 kept against 23 under the
+/// earlier free-form instruction (`assets/cot/teacher-v1.txt`, this constant until then), whose
+/// rationales often never named a type (`results/cot/ab-prompt-*`).
+pub const TEACHER_PROMPT: &str = include_str!("../../assets/cot/teacher-typed.txt");
 
 /// Ours. The judge sees the example and the rationale and answers with one number.
 pub const JUDGE_PROMPT: &str = "Rate a reasoning chain written for a named entity recognition example.
@@ -200,15 +192,38 @@ const EXAMPLE_ANSWER: &str = "\n</think>\n{\"entities\": {\"location\": [\"Paris
 /// The teacher's instruction: [`TEACHER_PROMPT`], or under constrained decoding its variant that
 /// ends the rationale with `</think>` and the JSON answer.
 pub fn teacher_template(decoding: Decoding) -> String {
+    teacher_template_from(TEACHER_PROMPT, decoding)
+}
+
+/// [`teacher_template`] from another instruction (`--teacher-prompt`): the constrained variant
+/// swaps the same phrases, where the instruction has them.
+pub fn teacher_template_from(base: &str, decoding: Decoding) -> String {
+    let base = base.trim_end();
     match decoding {
-        Decoding::Free => TEACHER_PROMPT.to_string(),
-        _ => TEACHER_PROMPT.replace(NO_ANSWER_RULE, ANSWER_RULE).replace(EXAMPLE_END, &format!("{EXAMPLE_END}{EXAMPLE_ANSWER}")),
+        Decoding::Free => base.to_string(),
+        _ => base.replace(NO_ANSWER_RULE, ANSWER_RULE).replace(EXAMPLE_END, &format!("{EXAMPLE_END}{EXAMPLE_ANSWER}")),
     }
 }
 
 /// The teacher's prompt for one example.
 pub fn teacher_prompt(ex: &Example, template: Template, decoding: Decoding) -> Rendered {
-    wrap(fill(&teacher_template(decoding), ex), template, "Reasoning")
+    teacher_prompt_from(TEACHER_PROMPT, ex, template, decoding)
+}
+
+/// The teacher's prompt for one example from instruction `base` (with `{{SENTENCE}}`,
+/// `{{SCHEMA}}` and `{{GOLD}}` in it).
+pub fn teacher_prompt_from(base: &str, ex: &Example, template: Template, decoding: Decoding) -> Rendered {
+    wrap(fill(&teacher_template_from(base, decoding), ex), template, "Reasoning")
+}
+
+/// Checks an instruction given with `--teacher-prompt` has the three placeholders.
+pub fn check_teacher_prompt(text: &str, path: &Path) -> Result<()> {
+    let missing: Vec<&str> = ["{{SENTENCE}}", "{{SCHEMA}}", "{{GOLD}}"].into_iter().filter(|p| !text.contains(p)).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::data(path, 1, format!("a teacher prompt needs the placeholders {{{{SENTENCE}}}}, {{{{SCHEMA}}}} and {{{{GOLD}}}}; this one lacks {}", missing.join(", "))))
+    }
 }
 
 /// The judge's prompt for one example and rationale.
@@ -409,6 +424,9 @@ pub struct CotConfig {
     /// (None: every sentence, as builds made before the option)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_empty_share: Option<f64>,
+    /// the teacher's instruction when not the built-in [`TEACHER_PROMPT`] (`--teacher-prompt`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_prompt: Option<String>,
 }
 
 /// The examples still to try, in order, holding back an entity-less one whenever trying it would
@@ -444,6 +462,10 @@ pub struct CotSession {
     pub seconds: f64,
     /// kept + rejected per hour
     pub rationales_per_hour: f64,
+    /// the teacher's instruction in this session (absent in sessions made before it was recorded:
+    /// the built-in one of their commit)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_prompt: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -647,6 +669,7 @@ pub fn build(
         // the selection rule in force now (each session's command shows the one it used)
         let mut m = m;
         m.config.max_empty_share = cfg.max_empty_share;
+        m.config.teacher_prompt = cfg.teacher_prompt.clone();
         m
     } else {
         CotManifest { config: cfg.clone(), teacher_info: teacher.info().clone(), machine: crate::run::Machine::this(), sessions: Vec::new(), revalidations: Vec::new() }
@@ -661,6 +684,7 @@ pub fn build(
         gen_tokens: 0,
         seconds: 0.0,
         rationales_per_hour: 0.0,
+        teacher_prompt: Some(cfg.teacher_prompt.as_deref().unwrap_or(TEACHER_PROMPT).trim_end().to_string()),
     };
     manifest.sessions.push(session.clone());
     util::write_json(&manifest_path, &manifest)?;
@@ -678,7 +702,7 @@ pub fn build(
         let reqs: Vec<GenRequest> = part
             .iter()
             .map(|e| GenRequest {
-                prompt: teacher_prompt(e, cfg.template, cfg.decoding),
+                prompt: teacher_prompt_from(cfg.teacher_prompt.as_deref().unwrap_or(TEACHER_PROMPT), e, cfg.template, cfg.decoding),
                 sampling: Sampling { constraint: prompt::grammar::constraint(cfg.decoding, e, true), ..cfg.sampling.clone() },
             })
             .collect();
@@ -1016,6 +1040,7 @@ mod tests {
             seed: 42,
             decoding: Decoding::Free,
             max_empty_share: None,
+            teacher_prompt: None,
         };
         let m = CotManifest { config: cfg, teacher_info: Default::default(), machine: crate::run::Machine::this(), sessions: Vec::new(), revalidations: Vec::new() };
         util::write_json(&sibling(&out, "manifest.json"), &m).unwrap();
@@ -1060,6 +1085,22 @@ mod tests {
         let _held = SetLock::take(&out).unwrap();
         let e = revalidate(&out, &[], "locked").unwrap_err().to_string();
         assert!(e.contains("another `rner cot` process"), "{e}");
+    }
+
+    #[test]
+    fn a_teacher_prompt_from_a_file_is_filled_like_the_built_in_one() {
+        let custom = "Explain {{GOLD}} in {{SENTENCE}} ({{SCHEMA}}). Do not write a JSON answer. Write one paragraph of at most 100 words.\n";
+        let p = teacher_prompt_from(custom, &ex(), Template::Model, Decoding::Free);
+        assert_eq!(p.messages[0].content, "Explain \"EU\": organization in EU rejects German call to boycott British lamb . ([\"location\", \"organization\", \"person\"]). Do not write a JSON answer. Write one paragraph of at most 100 words.");
+        // the constrained variant swaps the same phrase
+        assert!(teacher_prompt_from(custom, &ex(), Template::Model, Decoding::Schema).messages[0].content.contains("then </think>, then the correct entities as JSON"));
+        // the built-in one is the shipped file, and the earlier one still fills
+        assert_eq!(teacher_prompt(&ex(), Template::Model, Decoding::Free), teacher_prompt_from(include_str!("../../assets/cot/teacher-typed.txt"), &ex(), Template::Model, Decoding::Free));
+        assert!(teacher_prompt_from(include_str!("../../assets/cot/teacher-v1.txt"), &ex(), Template::Model, Decoding::Free).messages[0].content.ends_with("Correct entities: \"EU\": organization"));
+        let path = Path::new("prompt.txt");
+        assert!(check_teacher_prompt(custom, path).is_ok());
+        let e = check_teacher_prompt("Explain {{GOLD}}.", path).unwrap_err().to_string();
+        assert!(e.contains("prompt.txt") && e.contains("{{SENTENCE}}, {{SCHEMA}}") && !e.contains("{{GOLD}}, "), "{e}");
     }
 
     #[test]
