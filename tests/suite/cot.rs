@@ -51,6 +51,23 @@ fn cot_build_writes_kept_and_rejected_rows_with_reasons_and_resumes() {
     let sessions = m["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions[1]["kept"].as_u64().unwrap() + sessions[1]["rejected"].as_u64().unwrap(), 0);
+    // each session records the instruction it used
+    assert_eq!(sessions[0]["teacher_prompt"].as_str().unwrap(), rner::train::cot::TEACHER_PROMPT.trim_end());
+}
+
+#[test]
+fn a_bad_teacher_prompt_file_is_refused_before_the_teacher_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = rner().args(["cot", "--limit", "1", "--teacher-prompt"]).arg(tmp.path().join("absent.txt")).output().unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--teacher-prompt") && e.contains("absent.txt"), "{e}");
+    let p = tmp.path().join("p.txt");
+    std::fs::write(&p, "Explain {{GOLD}} for {{SENTENCE}}.").unwrap();
+    let o = rner().args(["cot", "--limit", "1", "--teacher-prompt"]).arg(&p).output().unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("p.txt") && e.contains("lacks {{SCHEMA}}"), "{e}");
 }
 
 #[test]
