@@ -81,6 +81,16 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>>
     Ok(out)
 }
 
+/// Write rows as JSON lines, atomically (a temp file beside it, then rename).
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&serde_json::to_string(r).map_err(|e| Error::Json { path: path.into(), err: e })?);
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())
+}
+
 /// Append one JSON line; a torn last line left by a crash is cut off first, so the log stays
 /// readable line by line.
 pub fn append_jsonl<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {

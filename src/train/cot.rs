@@ -400,6 +400,13 @@ pub fn validate(out: &GenOutput, ex: &Example, bounds: Bounds, use_reasoning: bo
     Ok(cot)
 }
 
+/// [`validate`] on a stored text (a kept rationale, or a rejected output) that the teacher finished
+/// normally, as `revalidate` and the checked-in sample's test recheck it.
+pub fn validate_stored(text: &str, ex: &Example, bounds: Bounds, answer_required: bool) -> std::result::Result<String, (Check, String)> {
+    let out = GenOutput { text: text.into(), reasoning: None, prompt_tokens: 0, gen_tokens: 0, finish: Finish::Stop, latency_ms: 0.0 };
+    validate(&out, ex, bounds, false, answer_required)
+}
+
 /// Everything that decides a CoT build (recorded in `<out>.manifest.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CotConfig {
@@ -497,14 +504,16 @@ pub struct Revalidation {
 
 /// Holds a build's lock file (`X.lock`) for as long as it lives: one build or revalidation of a
 /// set at a time (the lock is the OS's, so a crashed holder leaves nothing to clean up).
-pub struct SetLock(#[allow(dead_code)] std::fs::File);
+pub struct SetLock {
+    _file: std::fs::File,
+}
 
 impl SetLock {
     pub fn take(out: &Path) -> Result<SetLock> {
         let path = sibling(out, "lock");
         let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         match f.try_lock() {
-            Ok(()) => Ok(SetLock(f)),
+            Ok(()) => Ok(SetLock { _file: f }),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Run {
                 dir: path,
                 msg: format!("another `rner cot` process is building or revalidating {} now: wait for it, or stop it", out.display()),
@@ -530,7 +539,6 @@ pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Rev
         return Err(Error::Run { dir: manifest_path, msg: "this set took an API's reasoning as the rationale, which the rejected file does not store: it cannot be revalidated".into() });
     }
     let answer_required = cfg.decoding != Decoding::Free;
-    let as_output = |text: &str| GenOutput { text: text.into(), reasoning: None, prompt_tokens: 0, gen_tokens: 0, finish: Finish::Stop, latency_ms: 0.0 };
     let by_id: std::collections::HashMap<&str, &Example> = examples.iter().map(|e| (e.id.as_str(), e)).collect();
     let mut r = Revalidation { command: command.into(), git_commit: util::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))), date: util::now(), ..Default::default() };
     let (mut kept, mut rejected) = (Vec::new(), Vec::new());
@@ -541,7 +549,7 @@ pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Rev
         r.rechecked += 1;
         let cot = rec.cot.clone().unwrap_or_default();
         // the kept text had its answer block cut off (and checked) when it was kept
-        match validate(&as_output(&cot), &rec.example(), cfg.bounds, false, false) {
+        match validate_stored(&cot, &rec.example(), cfg.bounds, false) {
             Ok(_) => kept.push(rec),
             Err((check, detail)) => {
                 r.kept_to_rejected += 1;
@@ -565,7 +573,7 @@ pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Rev
             continue;
         };
         r.rechecked += 1;
-        match validate(&as_output(&rej.output), ex, cfg.bounds, false, answer_required) {
+        match validate_stored(&rej.output, ex, cfg.bounds, answer_required) {
             Ok(cot) if cfg.judge.is_none() => {
                 r.rejected_to_kept += 1;
                 interim.push(rej);
@@ -584,13 +592,10 @@ pub fn revalidate(out: &Path, examples: &[Example], command: &str) -> Result<Rev
     // rows leaving the kept file (still holding those about to be kept), then the kept file is
     // written, then the rejected file loses the rows now kept. A row left in both files by a
     // crash is mended by the next pass (the kept copy decides).
-    fn jsonl<T: Serialize>(rows: &[T], path: &Path) -> Result<String> {
-        rows.iter().map(|x| serde_json::to_string(x).map(|l| l + "\n").map_err(|e| Error::Json { path: path.into(), err: e })).collect()
-    }
     let with_interim: Vec<Rejected> = rejected.iter().cloned().chain(interim).collect();
-    util::write_atomic(&rejected_path, jsonl(&with_interim, &rejected_path)?.as_bytes())?;
-    util::write_atomic(out, jsonl(&kept, out)?.as_bytes())?;
-    util::write_atomic(&rejected_path, jsonl(&rejected, &rejected_path)?.as_bytes())?;
+    util::write_jsonl(&rejected_path, &with_interim)?;
+    util::write_jsonl(out, &kept)?;
+    util::write_jsonl(&rejected_path, &rejected)?;
     manifest.revalidations.push(r.clone());
     util::write_json(&manifest_path, &manifest)?;
     Ok(r)

@@ -85,15 +85,7 @@ fn the_checked_in_sample_of_the_committed_set_passes_the_checks_again() {
     for r in records {
         assert!(r.dataset.is_some());
         let ex = r.example();
-        let out = rner::engine::GenOutput {
-            text: r.cot.clone().unwrap(),
-            reasoning: None,
-            prompt_tokens: 0,
-            gen_tokens: 0,
-            finish: rner::engine::Finish::Stop,
-            latency_ms: 0.0,
-        };
-        assert_eq!(rner::train::cot::validate(&out, &ex, Default::default(), false, false).unwrap(), r.cot.unwrap());
+        assert_eq!(rner::train::cot::validate_stored(r.cot.as_deref().unwrap(), &ex, Default::default(), false).unwrap(), r.cot.unwrap());
     }
 }
 
