@@ -52,6 +52,10 @@ pub struct CotArgs {
     /// stop after N examples in all (sources interleaved), for quick runs
     #[arg(long)]
     pub limit: Option<usize>,
+    /// stop once the set holds N kept examples, earlier sessions included (never more: the last
+    /// batches ask only for the rows still wanted)
+    #[arg(long)]
+    pub until_kept: Option<usize>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// the kept records (NER-CoT JSONL); .rejected.jsonl, .manifest.json, .stats.json go beside it
@@ -214,10 +218,24 @@ pub fn run(g: &Global, c: CotCmd) -> anyhow::Result<ExitCode> {
         &examples,
         &out,
         a.chunk,
+        a.until_kept,
         &command_line(),
         !g.quiet,
     )?;
-    eprintln!("kept {}, rejected {} this session ({} done before, {} entity-less held back)", o.kept, o.rejected, o.skipped, o.held_back);
+    eprintln!(
+        "kept {}, rejected {} this session ({} done before, {} entity-less held back); the set holds {} kept{}",
+        o.kept,
+        o.rejected,
+        o.skipped,
+        o.held_back,
+        o.kept_total,
+        match a.until_kept {
+            Some(n) if o.kept_total >= n => format!(", the --until-kept {n} target"),
+            Some(n) if o.interrupted => format!(" of the {n} wanted (rerun to go on)"),
+            Some(n) => format!(", short of --until-kept {n}: no sentence is left to try"),
+            None => String::new(),
+        }
+    );
     stats(g, &out)?;
     Ok(if o.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
 }

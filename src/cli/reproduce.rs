@@ -150,6 +150,12 @@ impl Ctx<'_> {
         if let Some(n) = p.cot.limit {
             argv.extend(["--limit".into(), n.to_string()]);
         }
+        if let Some(n) = p.cot.until_kept {
+            argv.extend(["--until-kept".into(), n.to_string()]);
+        }
+        if let Some(x) = p.cot.max_empty_share {
+            argv.extend(["--max-empty-share".into(), x.to_string()]);
+        }
         argv.extend(["--max-cot-tokens".into(), p.cot.max_cot_tokens.to_string(), "--parallel".into(), p.cot.parallel.to_string(), "--out".into(), out.display().to_string()]);
         decoding_flag(p.cot.decoding, &mut argv);
         if self.threads > 0 {
@@ -551,6 +557,9 @@ mod tests {
             assert_eq!(s.max_len, p.sft.max_len);
             let l: super::super::train::SftArgs = parse_flags(&all[4]).unwrap();
             assert_eq!((l.train_set.as_deref(), l.fraction), (Some("crossner_ai"), 0.1));
+            // the cpu preset continues the committed set under its selection rule, to its kept target
+            let cot: super::super::cot::CotCmd = parse_flags(&all[0]).unwrap();
+            assert_eq!((cot.build.until_kept, cot.build.max_empty_share, cot.build.limit), (Some(2000), Some(0.25), None));
         }
 
         p.cot.decoding = Decoding::Json;

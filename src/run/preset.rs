@@ -50,6 +50,13 @@ pub struct CotStep {
     /// examples asked of the teacher at most, over all sources
     #[serde(default)]
     pub limit: Option<usize>,
+    /// stop once the set holds this many kept examples (`rner cot --until-kept`)
+    #[serde(default)]
+    pub until_kept: Option<usize>,
+    /// try an entity-less sentence only while such sentences stay at most this share of all
+    /// tried (`rner cot --max-empty-share`)
+    #[serde(default)]
+    pub max_empty_share: Option<f64>,
     pub max_cot_tokens: usize,
     #[serde(default = "parallel16")]
     pub parallel: usize,
@@ -382,7 +389,9 @@ impl Preset {
                 Some(k) => k * self.cot.sources.iter().map(|s| if s == "zero-shot" { 2 } else { 1 }).sum::<usize>(),
                 None => per,
             };
-            self.cot.limit.map(|l| l.min(per)).unwrap_or(per)
+            let asked = self.cot.limit.map(|l| l.min(per)).unwrap_or(per);
+            // a kept target needs about target / 0.73 sentences (the committed set's kept share)
+            self.cot.until_kept.map(|n| asked.min((n as f64 / 0.73).ceil() as usize)).unwrap_or(asked)
         };
         let teacher_s = asked as f64 * self.cot.max_cot_tokens as f64 * 0.6 * sizes(&self.cot.teacher) / r.gen_tok_s;
         steps.push(Step {

@@ -636,11 +636,15 @@ pub struct CotOutcome {
     /// entity-less sentences left untried by `max_empty_share`
     pub held_back: usize,
     pub interrupted: bool,
+    /// kept rows in the set after this session, earlier sessions included
+    pub kept_total: usize,
 }
 
 /// Build (or resume) a CoT set at `out` from `examples`: teacher requests in chunks of `chunk`
 /// (each chunk one batched call), each output validated, then judged if a judge is given, and
-/// appended to the kept or rejected file as it is decided.
+/// appended to the kept or rejected file as it is decided. With `until_kept`, the build stops once
+/// the set (earlier sessions included) holds that many kept rows; chunks shrink to the rows still
+/// wanted, so it never holds more.
 #[allow(clippy::too_many_arguments)]
 pub fn build(
     cfg: &CotConfig,
@@ -649,6 +653,7 @@ pub fn build(
     examples: &[Example],
     out: &Path,
     chunk: usize,
+    until_kept: Option<usize>,
     command: &str,
     progress: bool,
 ) -> Result<CotOutcome> {
@@ -659,8 +664,11 @@ pub fn build(
     let rejected_path = sibling(out, "rejected.jsonl");
     let manifest_path = sibling(out, "manifest.json");
     let mut done: HashSet<String> = HashSet::new();
+    let mut kept_before = 0;
     if out.exists() {
-        done.extend(read_records(out)?.into_iter().map(|r| r.guid));
+        let records = read_records(out)?;
+        kept_before = records.len();
+        done.extend(records.into_iter().map(|r| r.guid));
     }
     done.extend(util::read_jsonl::<Rejected>(&rejected_path)?.into_iter().map(|r| r.guid));
     let mut manifest: CotManifest = if manifest_path.exists() {
@@ -703,7 +711,15 @@ pub fn build(
     let mut outcome = CotOutcome { skipped, held_back: n_todo - todo.len(), ..Default::default() };
     let bar = crate::util::progress(progress, "cot", "examples", skipped + todo.len(), skipped);
     let t0 = Instant::now();
-    for part in todo.chunks(chunk.max(1)) {
+    let mut rest: &[&Example] = &todo;
+    while !rest.is_empty() {
+        // with a kept target, ask no more than the rows still wanted, so the set never passes it
+        let wanted = until_kept.map_or(usize::MAX, |n| n.saturating_sub(kept_before + outcome.kept));
+        if wanted == 0 {
+            break;
+        }
+        let (part, tail) = rest.split_at(chunk.max(1).min(wanted).min(rest.len()));
+        rest = tail;
         let reqs: Vec<GenRequest> = part
             .iter()
             .map(|e| GenRequest {
@@ -786,6 +802,7 @@ pub fn build(
     if let Some(b) = &bar {
         b.finish();
     }
+    outcome.kept_total = kept_before + outcome.kept;
     finish(&mut manifest, session, t0, &manifest_path)?;
     Ok(outcome)
 }

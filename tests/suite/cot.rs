@@ -153,3 +153,37 @@ fn an_api_teacher_and_an_api_judge_build_a_set_and_low_scores_are_rejected() {
     assert_eq!(m["config"]["judge"], "judge");
     assert_eq!(m["config"]["engine"], "openai");
 }
+
+#[test]
+fn until_kept_stops_the_build_at_its_kept_target_and_a_rerun_goes_on_to_a_higher_one() {
+    let (url, _rt) = teacher_and_judge_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("set.jsonl");
+    let run = |target: &str| {
+        let o = rner()
+            .args(["--quiet", "--reports"])
+            .arg(tmp.path())
+            .args(["cot", "--teacher", "m", "--base-url", &url, "--limit", "40", "--chunk", "8", "--until-kept", target, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let tried = || lines(&out).len() + lines(&tmp.path().join("set.rejected.jsonl")).len();
+    let err = run("5");
+    // exactly the target: the last batch asks only for the rows still wanted
+    assert_eq!(lines(&out).len(), 5, "{err}");
+    assert!(tried() < 40, "{}", tried());
+    assert!(err.contains("the set holds 5 kept, the --until-kept 5 target"), "{err}");
+    run("9");
+    assert_eq!(lines(&out).len(), 9);
+    // reached already: nothing is asked
+    let before = tried();
+    run("9");
+    assert_eq!(tried(), before);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("set.manifest.json")).unwrap()).unwrap();
+    let s = m["sessions"].as_array().unwrap();
+    assert_eq!(s.len(), 3);
+    assert_eq!((s[1]["kept"].as_u64(), s[2]["kept"].as_u64(), s[2]["rejected"].as_u64()), (Some(4), Some(0), Some(0)));
+}
