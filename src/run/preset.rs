@@ -68,6 +68,10 @@ pub struct CotStep {
     pub decoding: Decoding,
 }
 
+/// The share of asked sentences a CoT build keeps (about that of the committed set), which the
+/// plan's stage-1 and stage-2 estimates both use.
+const KEPT_SHARE: f64 = 0.73;
+
 fn parallel16() -> usize {
     16
 }
@@ -390,8 +394,8 @@ impl Preset {
                 None => per,
             };
             let asked = self.cot.limit.map(|l| l.min(per)).unwrap_or(per);
-            // a kept target needs about target / 0.73 sentences (the committed set's kept share)
-            self.cot.until_kept.map(|n| asked.min((n as f64 / 0.73).ceil() as usize)).unwrap_or(asked)
+            // a kept target needs about target / KEPT_SHARE sentences
+            self.cot.until_kept.map(|n| asked.min((n as f64 / KEPT_SHARE).ceil() as usize)).unwrap_or(asked)
         };
         let teacher_s = asked as f64 * self.cot.max_cot_tokens as f64 * 0.6 * sizes(&self.cot.teacher) / r.gen_tok_s;
         steps.push(Step {
@@ -400,8 +404,8 @@ impl Preset {
             what: format!("stage 1: teacher {} writes rationales for {asked} training sentences of {}", self.cot.teacher, self.cot.sources.join(", ")),
             estimate_s: teacher_s + 20.0,
         });
-        // stage 2: the kept share is about 0.73 (the committed set); the estimate uses it
-        let mut kept = asked as f64 * 0.73 + self.sft.extra_data.len() as f64 * 300.0;
+        // stage 2: the estimate trains on the kept share of the asked sentences
+        let mut kept = asked as f64 * KEPT_SHARE + self.sft.extra_data.len() as f64 * 300.0;
         if let Some(l) = self.sft.limit {
             kept = kept.min(l as f64);
         }
