@@ -28,6 +28,9 @@ pub enum BenchWhat {
     Decoding(DecodingBenchArgs),
     /// Seconds, tokens/s, FLOP/s and peak memory of a candle training step at several lengths.
     Train(TrainBenchArgs),
+    /// SFT updates on the real training set with each forward pass's shared prompt start run
+    /// once against every sequence fed whole: seconds, tokens, peak memory, and loss agreement.
+    Sft(SftBenchArgs),
     /// Load time of the report site's sample browser in headless Chromium, on the largest run.
     Site(SiteBenchArgs),
 }
@@ -54,6 +57,29 @@ pub struct TrainBenchArgs {
     /// backward passes to measure: candle's autograd, the hand-written pass SFT uses on CPU, or both
     #[arg(long, value_enum, default_value = "both")]
     pub backward: BackwardChoice,
+}
+
+#[derive(Debug, Args)]
+pub struct SftBenchArgs {
+    #[arg(long, default_value = crate::baseline::DEFAULT_MODEL)]
+    pub model: String,
+    /// NER-CoT JSONL (stage 1's output)
+    #[arg(long, default_value = "results/cot/qwen2.5-coder-1.5b-instruct-conll2003+wnut17.jsonl")]
+    pub data: std::path::PathBuf,
+    /// SFT targets to measure (`direct`: the answer alone; `cot`: rationale + answer)
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![crate::train::sft::Target::Direct, crate::train::sft::Target::Cot])]
+    pub targets: Vec<crate::train::sft::Target>,
+    /// updates measured per target and setting (the first updates of `rner sft`'s seeded order),
+    /// after one warm-up update
+    #[arg(long, default_value_t = 3)]
+    pub updates: usize,
+    /// sequences per update
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2048)]
+    pub micro_tokens: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -180,6 +206,7 @@ pub fn run(g: &Global, a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::Serve(a) => serve(g, a),
         BenchWhat::Decoding(a) => decoding(g, a),
         BenchWhat::Train(a) => train(g, a),
+        BenchWhat::Sft(a) => sft(g, a),
         BenchWhat::Site(a) => site(g, a),
     }
 }
@@ -541,7 +568,8 @@ fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
             for i in 0..=a.steps {
                 let seq: Vec<u32> = (0..len).map(|_| rng.gen_range(100..model.config.vocab as u32)).collect();
                 let t0 = Instant::now();
-                let grads = if method == "autograd" { autograd_grads } else { batch_grads }(&model, &[(seq, 1)], 0, 1.0 / (len - 1) as f64)?.2;
+                let (seqs, scale) = ([(seq, 1)], 1.0 / (len - 1) as f64);
+                let grads = if method == "autograd" { autograd_grads(&model, &seqs, 0, scale) } else { batch_grads(&model, &seqs, 0, scale, false) }?.2;
                 let (_, f) = clip_factor(&grads, 1.0)?;
                 let t1 = Instant::now();
                 opt.step(&grads, 1e-7, f)?;
@@ -580,6 +608,117 @@ fn train(g: &Global, a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
     }
     crate::util::write_section(&g.reports.join("perf.md"), "train", &md)?;
     crate::util::write_json(&g.results.join("bench").join("train.json"), &points)?;
+    println!("{md}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One setting of `rner bench sft` on one target, averaged over the measured updates.
+#[derive(Debug, Serialize)]
+struct SftPoint {
+    target: crate::train::sft::Target,
+    shared: bool,
+    updates: usize,
+    /// forward + backward of one update (no optimiser step: both settings see the same weights)
+    grad_s: f64,
+    /// tokens through the model per update
+    tokens: f64,
+    /// the sequences' own tokens per update
+    seq_tokens: f64,
+    seq_tokens_per_s: f64,
+    peak_rss_mb: f64,
+    /// per update: summed loss and gradient norm, to compare the settings
+    losses: Vec<f64>,
+    grad_norms: Vec<f64>,
+}
+
+fn sft(g: &Global, a: SftBenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::model::Model;
+    use crate::train::optim::clip_factor;
+    use crate::train::sft::{plan, sequences, update_grads, SftConfig, Target};
+    use candle_core::{DType, Device};
+    if a.updates == 0 || a.batch == 0 {
+        anyhow::bail!("--updates and --batch must be at least 1");
+    }
+    let m = resolve_model(g, &a.model)?;
+    let records = crate::train::cot::read_records(&a.data)?;
+    let tok = crate::model::tokenizer::Tokenizer::load(&m.path)?;
+    let model = Model::load(&m.path, &Device::Cpu, DType::F32)?;
+    let cfg = SftConfig { epochs: 1, batch: a.batch, micro_tokens: a.micro_tokens, seed: a.seed, ..SftConfig::default() };
+    let mut points = Vec::new();
+    for &target in &a.targets {
+        let (samples, _) = super::train::encode(&tok, &records, target, m.template)?;
+        let usable = sequences(&samples, cfg.max_len);
+        let steps = plan(usable.len(), &cfg);
+        if steps.len() < a.updates + 1 {
+            anyhow::bail!("--data {}: {} updates of {} sequences, fewer than --updates {} + 1", a.data.display(), steps.len(), a.batch, a.updates);
+        }
+        // the smaller first: freed memory stays with the process (see `rner bench train`)
+        for shared in [true, false] {
+            update_grads(&model, &usable, &steps[0], a.micro_tokens, tok.eos(), shared)?;
+            reset_peak_rss();
+            let (mut secs, mut tokens, mut seq_tokens, mut losses, mut norms) = (0.0, 0usize, 0usize, Vec::new(), Vec::new());
+            for step in &steps[1..=a.updates] {
+                let t0 = Instant::now();
+                let u = update_grads(&model, &usable, step, a.micro_tokens, tok.eos(), shared)?;
+                let (norm, _) = clip_factor(&u.grads, 1.0)?;
+                secs += t0.elapsed().as_secs_f64();
+                (tokens, seq_tokens) = (tokens + u.tokens, seq_tokens + u.seq_tokens);
+                losses.push(u.loss);
+                norms.push(norm);
+            }
+            let k = a.updates as f64;
+            let name = if target == Target::Cot { "cot" } else { "direct" };
+            eprintln!("{name}, shared {shared}: {:.2} s per update, {:.0} tokens through the model of {:.0}", secs / k, tokens as f64 / k, seq_tokens as f64 / k);
+            points.push(SftPoint {
+                target,
+                shared,
+                updates: a.updates,
+                grad_s: secs / k,
+                tokens: tokens as f64 / k,
+                seq_tokens: seq_tokens as f64 / k,
+                seq_tokens_per_s: seq_tokens as f64 / secs,
+                peak_rss_mb: crate::train::sft::peak_rss_mb(),
+                losses,
+                grad_norms: norms,
+            });
+        }
+    }
+    let mut md = String::from("## SFT update: the shared prompt start run once (candle, CPU)\n\n");
+    md.push_str(&format!(
+        "Command: `{}` — {} ({} threads), model {} (f32, hand-written backward), data `{}`, updates 2–{} of `rner sft`'s seeded order (seed {}, {} sequences each, micro-batches of at most {} tokens; update 1 is a warm-up). \
+         *whole*: every sequence fed with its prompt, micro-batches bucketed by length (`rner sft --no-share-prefix`). *shared*: micro-batches grouped by prompt, and the start their sequences share (chat header, instruction, schema) run once, its keys and values seen by each sequence (the default). \
+         Seconds = forward + backward + gradient norm of one update, no optimiser step, so both settings see the same weights. Tokens = through the model per update (padding included); sequence tokens = the sequences' own. Δ loss, Δ norm = the largest relative difference of an update's loss and gradient norm between the settings. Peak RSS is the process's, reset before each setting (shared first). Date {}.\n\n",
+        command_line(),
+        crate::util::cpu_model(),
+        crate::util::cpus(),
+        m.name,
+        a.data.display(),
+        a.updates + 1,
+        a.seed,
+        a.batch,
+        a.micro_tokens,
+        crate::util::now()
+    ));
+    md.push_str("| target | setting | s per update | tokens through the model | sequence tokens | sequence tokens/s | speed-up | Δ loss | Δ norm | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for pair in points.chunks(2) {
+        let (sh, whole) = (&pair[0], &pair[1]);
+        let rel = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| (a - b).abs() / b.abs().max(1e-12)).fold(0.0, f64::max);
+        let name = if sh.target == Target::Cot { "cot" } else { "direct" };
+        for p in [whole, sh] {
+            let (speed, dl, dn) = if p.shared { (format!("{:.2}×", whole.grad_s / sh.grad_s), format!("{:.1e}", rel(&sh.losses, &whole.losses)), format!("{:.1e}", rel(&sh.grad_norms, &whole.grad_norms))) } else { ("1×".into(), "—".into(), "—".into()) };
+            md.push_str(&format!(
+                "| {name} | {} | {:.2} | {:.0} | {:.0} | {:.0} | {speed} | {dl} | {dn} | {:.0} |\n",
+                if p.shared { "shared" } else { "whole" },
+                p.grad_s,
+                p.tokens,
+                p.seq_tokens,
+                p.seq_tokens_per_s,
+                p.peak_rss_mb
+            ));
+        }
+    }
+    crate::util::write_section(&g.reports.join("perf.md"), "sft", &md)?;
+    crate::util::write_json(&g.results.join("bench").join("sft.json"), &points)?;
     println!("{md}");
     Ok(ExitCode::SUCCESS)
 }

@@ -42,6 +42,10 @@ pub struct SftArgs {
     /// padded tokens per forward pass at most (gradient accumulation over the rest)
     #[arg(long, default_value_t = 2048)]
     pub micro_tokens: usize,
+    /// feed every sequence's whole prompt, instead of running the start that a forward pass's
+    /// sequences share once (CPU; the same loss and gradients up to float rounding)
+    #[arg(long)]
+    pub no_share_prefix: bool,
     #[arg(long, default_value_t = 2e-5)]
     pub lr: f64,
     /// warmup as a fraction of all updates
@@ -183,6 +187,7 @@ fn sft_config(a: &SftArgs) -> SftConfig {
         seed: a.seed,
         adam: AdamConfig { weight_decay: a.weight_decay, ..AdamConfig::default() },
         max_steps: None,
+        share_prefix: !a.no_share_prefix,
     }
 }
 

@@ -169,11 +169,12 @@ impl Decoder {
         })
     }
 
-    fn dims(&self, b: usize, t: usize) -> Dims {
+    fn dims(&self, b: usize, t: usize, past: usize) -> Dims {
         let cfg = &self.cfg;
         Dims {
             b,
             t,
+            past,
             hd: cfg.head_dim,
             nh: cfg.heads,
             nkv: cfg.kv_heads,
@@ -187,11 +188,11 @@ impl Decoder {
     /// autograd.
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let d = self.dims(b, t);
+        let d = self.dims(b, t, 0);
         let mut x = self.embed.embedding(&ids.flatten_all()?)?;
         let (cos, sin) = self.rope.get(t, self.embed.dtype())?;
         for blk in &self.blocks {
-            x = blk.forward(&d, x, &cos, &sin)?.0;
+            x = blk.forward(&d, x, &cos, &sin, None)?.0;
         }
         Ok(ops::rms_norm(&x, &self.norm, d.eps)?.reshape((b, t, self.cfg.hidden))?)
     }
@@ -211,7 +212,8 @@ struct Saved {
     /// q and k heads before their RMSNorm (qwen3 only)
     q0: Option<Tensor>,
     k0: Option<Tensor>,
-    /// q, k after RoPE and v, `[b, heads, t, hd]`
+    /// q after RoPE `[b, heads, t, hd]`; k after RoPE and v `[b, kv heads, past + t, hd]` (a
+    /// shared prefix's keys and values first)
     q: Tensor,
     k: Tensor,
     v: Tensor,
@@ -227,6 +229,8 @@ struct Saved {
 struct Dims {
     b: usize,
     t: usize,
+    /// keys before this pass's tokens, seen by every sequence (a shared prefix; 0 for none)
+    past: usize,
     hd: usize,
     nh: usize,
     nkv: usize,
@@ -255,16 +259,32 @@ impl Dims {
         let heads = y.dim(1)?;
         y.transpose(1, 2)?.contiguous()?.reshape((self.n(), heads * self.hd))
     }
-    /// Attention weights `[b, nkv, rep·t, t]` from roped q and k.
+    /// Attention weights `[b, nkv, rep·t, past + t]` from roped q and k.
     fn attention(&self, q: &Tensor, k: &Tensor) -> candle_core::Result<Tensor> {
         let qg = q.reshape((self.b, self.nkv, self.nh / self.nkv * self.t, self.hd))?;
-        ops::causal_softmax(&qg.matmul(&k.t()?)?, self.scale)
+        ops::causal_softmax(&qg.matmul(&k.t()?)?, self.scale, self.past)
+    }
+    /// `prefix [1, kv heads, past, hd]` repeated for each sequence, then `own [b, kv heads, t, hd]`.
+    fn after_prefix(&self, prefix: &Tensor, own: Tensor) -> candle_core::Result<Tensor> {
+        let p = prefix.broadcast_as((self.b, self.nkv, self.past, self.hd))?;
+        Tensor::cat(&[&p, &own], 2)?.contiguous()
+    }
+    /// A gradient of `[b, kv heads, past + t, hd]` keys split into the prefix's (summed over the
+    /// sequences that share it) and the pass's own.
+    fn split_prefix(&self, g: Tensor) -> candle_core::Result<(Option<Tensor>, Tensor)> {
+        if self.past == 0 {
+            return Ok((None, g));
+        }
+        Ok((Some(g.narrow(2, 0, self.past)?.sum_keepdim(0)?), g.narrow(2, self.past, self.t)?.contiguous()?))
     }
 }
 
 impl Block {
     /// One block on flat activations `x [b·t, hidden]`; also returns what its backward needs.
-    fn forward(&self, d: &Dims, x: Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<(Tensor, Saved)> {
+    /// `prefix`: this block's saved state of a shared prefix (`d.past` tokens) every sequence
+    /// continues, whose keys and values the attention sees first; `cos`/`sin` cover the pass's
+    /// own positions.
+    fn forward(&self, d: &Dims, x: Tensor, cos: &Tensor, sin: &Tensor, prefix: Option<&Saved>) -> candle_core::Result<(Tensor, Saved)> {
         let xn = ops::rms_norm(&x, &self.attn_norm, d.eps)?;
         let q0 = d.heads(&self.q.fwd(&xn)?, d.nh)?;
         let k0 = d.heads(&self.k.fwd(&xn)?, d.nkv)?;
@@ -273,7 +293,11 @@ impl Block {
             (Some(qn), Some(kn)) => (ops::rms_norm(&q0, qn, d.eps)?, ops::rms_norm(&k0, kn, d.eps)?),
             _ => (q0.clone(), k0.clone()),
         };
-        let (q, k) = (d.rope(&q1, cos, sin)?, d.rope(&k1, cos, sin)?);
+        let (q, mut k) = (d.rope(&q1, cos, sin)?, d.rope(&k1, cos, sin)?);
+        let mut v = v;
+        if let Some(p) = prefix {
+            (k, v) = (d.after_prefix(&p.k, k)?, d.after_prefix(&p.v, v)?);
+        }
         let att = d.attention(&q, &k)?;
         let y = d.flat(&att.matmul(&v)?.reshape((d.b, d.nh, d.t, d.hd))?)?;
         drop(att);
@@ -287,8 +311,22 @@ impl Block {
         Ok((out, saved))
     }
 
-    /// `dx` of the block input and the weights' gradients under their GGUF names.
-    fn backward(&self, d: &Dims, s: Saved, dout: Tensor, cos: &Tensor, sin: &Tensor, i: usize, grads: &mut Vec<(String, Tensor)>) -> candle_core::Result<Tensor> {
+    /// `dx` of the block input and the weights' gradients under their GGUF names. With a shared
+    /// prefix (`d.past > 0`) also the gradient of the prefix's roped keys and values, summed over
+    /// the sequences; `into_kv` is such a gradient arriving at this pass's own keys and values
+    /// (when this pass is the prefix).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        d: &Dims,
+        s: Saved,
+        dout: Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        i: usize,
+        grads: &mut Vec<(String, Tensor)>,
+        into_kv: Option<(Tensor, Tensor)>,
+    ) -> candle_core::Result<(Tensor, Option<(Tensor, Tensor)>)> {
         let mut put = |name: &str, g: Tensor| grads.push((format!("blk.{i}.{name}"), g));
         // MLP: out = x2 + down(swiglu(gate(xn2), up(xn2)))
         let (dm, dwd, _) = self.down.bwd(&s.m, &dout)?;
@@ -309,12 +347,15 @@ impl Block {
         let dyh = d.heads(&dy, d.nh)?.reshape(g)?;
         let att = d.attention(&s.q, &s.k)?;
         let datt = dyh.matmul(&s.v.t()?)?;
-        let dv = att.t()?.matmul(&dyh)?;
-        let ds = ops::bwd::causal_softmax(&att, &datt, d.scale)?;
+        let (dv_past, mut dv) = d.split_prefix(att.t()?.matmul(&dyh)?)?;
+        let ds = ops::bwd::causal_softmax(&att, &datt, d.scale, d.past)?;
         drop((att, datt));
         let qg = s.q.reshape(g)?;
         let dq = ds.matmul(&s.k)?.reshape((d.b, d.nh, d.t, d.hd))?;
-        let dk = ds.t()?.matmul(&qg)?;
+        let (dk_past, mut dk) = d.split_prefix(ds.t()?.matmul(&qg)?)?;
+        if let Some((ek, ev)) = into_kv {
+            (dk, dv) = ((dk + ek)?, (dv + ev)?);
+        }
         let (mut dq, mut dk) = (ops::bwd::rope(&dq, cos, sin, d.interleaved)?, ops::bwd::rope(&dk, cos, sin, d.interleaved)?);
         if let (Some(qn), Some(kn), Some(q0), Some(k0)) = (&self.q_norm, &self.k_norm, &s.q0, &s.k0) {
             let (a, dqn) = ops::bwd::rms_norm(q0, qn, &dq, d.eps)?;
@@ -338,7 +379,7 @@ impl Block {
         let dxn = dxn.expect("three projections");
         let (dxa, dan) = ops::bwd::rms_norm(&s.x, &self.attn_norm, &dxn, d.eps)?;
         put("attn_norm.weight", dan);
-        dx2 + dxa
+        Ok(((dx2 + dxa)?, dk_past.zip(dv_past)))
     }
 }
 
@@ -348,19 +389,39 @@ impl Decoder {
     /// backward pass (CPU f32): no autograd graph, each gradient written once, each block's
     /// activations freed as soon as its backward is done, attention weights recomputed rather
     /// than kept. Gradients come under the weights' GGUF names (the tied embedding once).
-    pub fn nll_grads(&self, ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<(String, Tensor)>)> {
+    ///
+    /// `prefix`: tokens every sequence of `ids` continues (a shared prompt start, no target among
+    /// them). They run once, as a sequence of their own whose keys and values each sequence's
+    /// attention sees first, and gradients flow back into them summed over the sequences: the
+    /// same loss and gradients as with the prefix written before each sequence, for
+    /// `|prefix|·(b−1)` fewer tokens through the model.
+    pub fn nll_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<(String, Tensor)>)> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.cfg;
-        let d = self.dims(b, t);
+        let past = prefix.len();
+        let (dp, d) = (self.dims(1, past, 0), self.dims(b, t, past));
         let dev = self.embed.device().clone();
         let embed = self.embed.detach();
         let flat_ids = ids.flatten_all()?;
-        let (cos, sin) = self.rope.get(t, embed.dtype())?;
+        let pre_ids = Tensor::from_vec(prefix.to_vec(), past, &dev)?;
+        let (cos_all, sin_all) = self.rope.get(past + t, embed.dtype())?;
+        let (cos_p, sin_p) = (cos_all.narrow(0, 0, past)?, sin_all.narrow(0, 0, past)?);
+        let (cos, sin) = (cos_all.narrow(0, past, t)?, sin_all.narrow(0, past, t)?);
         let blocks: Vec<Block> = self.blocks.iter().map(Block::detached).collect();
+        // the prefix through every block first (its keys and values are the sequences' context)
+        let mut saved_p: Vec<Saved> = Vec::new();
+        if past > 0 {
+            let mut x = embed.embedding(&pre_ids)?;
+            for blk in &blocks {
+                let (out, s) = blk.forward(&dp, x, &cos_p, &sin_p, None)?;
+                saved_p.push(s);
+                x = out;
+            }
+        }
         let mut x = embed.embedding(&flat_ids)?;
         let mut saved = Vec::with_capacity(blocks.len());
-        for blk in &blocks {
-            let (out, s) = blk.forward(&d, x, &cos, &sin)?;
+        for (i, blk) in blocks.iter().enumerate() {
+            let (out, s) = blk.forward(&d, x, &cos, &sin, saved_p.get(i))?;
             saved.push(s);
             x = out;
         }
@@ -381,16 +442,31 @@ impl Decoder {
         let (mut dx, dnorm) = ops::bwd::rms_norm(&x, &norm, &dhf, d.eps)?;
         drop((x, dhf));
         grads.push(("output_norm.weight".into(), dnorm));
+        // no target in the prefix: its gradient starts at its keys and values
+        let mut dx_p = Tensor::zeros((past, cfg.hidden), embed.dtype(), &dev)?;
         for (i, blk) in blocks.iter().enumerate().rev() {
             let s = saved.pop().expect("one saved state per block");
-            dx = blk.backward(&d, s, dx, &cos, &sin, i, &mut grads)?;
+            let (dxi, into_prefix) = blk.backward(&d, s, dx, &cos, &sin, i, &mut grads, None)?;
+            dx = dxi;
+            if let Some(kv) = into_prefix {
+                let sp = saved_p.pop().expect("one saved prefix state per block");
+                let mut gp = Vec::new();
+                dx_p = blk.backward(&dp, sp, dx_p, &cos_p, &sin_p, i, &mut gp, Some(kv))?.0;
+                // the prefix pass put the same names in the same order as the block's pass did
+                let at = grads.len() - gp.len();
+                for ((name, g), (pname, pg)) in grads[at..].iter_mut().zip(gp) {
+                    debug_assert_eq!(*name, pname);
+                    *g = (&*g + pg)?;
+                }
+            }
         }
+        let (all_ids, dx) = if past > 0 { (Tensor::cat(&[&pre_ids, &flat_ids], 0)?, Tensor::cat(&[&dx_p, &dx], 0)?) } else { (flat_ids, dx) };
         if cfg.tied {
             // the lookup's gradient added onto (a copy of) the output projection's, without the
             // zeroed 49k-row buffer and the sum of the two
-            grads.push(("token_embd.weight".into(), dhead.index_add(&flat_ids, &dx, 0)?));
+            grads.push(("token_embd.weight".into(), dhead.index_add(&all_ids, &dx, 0)?));
         } else {
-            let dembed = Tensor::zeros(embed.shape(), embed.dtype(), &dev)?.index_add(&flat_ids, &dx, 0)?;
+            let dembed = Tensor::zeros(embed.shape(), embed.dtype(), &dev)?.index_add(&all_ids, &dx, 0)?;
             grads.push(("token_embd.weight".into(), dembed));
             grads.push(("output.weight".into(), dhead));
         }
@@ -445,7 +521,40 @@ mod tests {
     }
 
     #[test]
-    fn the_hand_written_backward_matches_autograd_for_every_architecture() {
+    fn a_shared_prefix_run_once_gives_the_loss_and_gradients_of_writing_it_out() {
+        for cfg in configs() {
+            let m = tiny(&cfg);
+            let dev = Device::Cpu;
+            let prefix: Vec<u32> = vec![3, 7, 11, 2, 9];
+            // three continuations (the last right-padded), targets in each
+            let own: Vec<Vec<u32>> = vec![vec![4, 30, 8, 5], vec![12, 6, 1, 44], vec![21, 17, 0, 0]];
+            let rows_own: Vec<(usize, usize)> = vec![(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 0)];
+            let target = |b: usize, j: usize| own[b][j + 1];
+            let targets: Vec<u32> = rows_own.iter().map(|&(b, j)| target(b, j)).collect();
+            let scale = 1.0 / 6.0;
+            // shared: the continuations alone, the prefix passed once
+            let ids = Tensor::from_vec(own.concat(), (3, 4), &dev).unwrap();
+            let rows: Vec<u32> = rows_own.iter().map(|&(b, j)| (b * 4 + j) as u32).collect();
+            let (shared_loss, shared) = m.nll_grads(&prefix, &ids, &rows, &targets, scale).unwrap();
+            // written out: prefix + continuation per sequence, the same targets
+            let full: Vec<u32> = own.iter().flat_map(|o| prefix.iter().chain(o).copied().collect::<Vec<_>>()).collect();
+            let t = prefix.len() + 4;
+            let ids_full = Tensor::from_vec(full, (3, t), &dev).unwrap();
+            let rows_full: Vec<u32> = rows_own.iter().map(|&(b, j)| (b * t + prefix.len() + j) as u32).collect();
+            let (full_loss, written) = m.nll_grads(&[], &ids_full, &rows_full, &targets, scale).unwrap();
+            assert!((shared_loss - full_loss).abs() < 1e-5 * full_loss.abs().max(1.0), "{:?}: loss {shared_loss} vs {full_loss}", cfg.arch);
+            for (i, (name, _)) in m.params.iter().enumerate() {
+                let (a, b) = (shared[i].as_ref().unwrap(), written[i].as_ref().unwrap());
+                let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let size = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(size > 0.0, "{:?} {name}: no gradient to compare", cfg.arch);
+                assert!(diff <= 1e-4 * size.max(1e-3), "{:?} {name}: max |Δ| {diff} against max |g| {size}", cfg.arch);
+            }
+        }
+    }
+
+    /// The three architectures at toy size.
+    fn configs() -> [Config; 3] {
         let base = Config {
             arch: Arch::Llama,
             vocab: 50,
@@ -462,12 +571,16 @@ mod tests {
             qk_norm: false,
             tied: true,
         };
-        let cases = [
+        [
             base.clone(),
             Config { arch: Arch::Qwen2, rope_interleaved: false, qkv_bias: true, tied: false, ..base.clone() },
             Config { arch: Arch::Qwen3, rope_interleaved: false, qk_norm: true, kv_heads: 1, ..base.clone() },
-        ];
-        for cfg in cases {
+        ]
+    }
+
+    #[test]
+    fn the_hand_written_backward_matches_autograd_for_every_architecture() {
+        for cfg in configs() {
             let m = tiny(&cfg);
             // two sequences, the second right-padded; targets at some positions of each
             let ids: Vec<u32> = vec![3, 7, 11, 2, 9, 4, 30, 8, 5, 12, 0, 0];
@@ -481,7 +594,7 @@ mod tests {
             let loss = (super::ops::nll(&m.logits(&h).unwrap(), &targets).unwrap().sum_all().unwrap() * scale).unwrap();
             let store = loss.backward().unwrap();
             // by hand
-            let (manual_loss, grads) = m.nll_grads(&ids, &rows, &targets, scale).unwrap();
+            let (manual_loss, grads) = m.nll_grads(&[], &ids, &rows, &targets, scale).unwrap();
             let auto_loss = loss.to_scalar::<f32>().unwrap() as f64;
             assert!((manual_loss - auto_loss).abs() < 1e-5 * auto_loss.abs().max(1.0), "{:?}: loss {manual_loss} vs {auto_loss}", cfg.arch);
             for (i, (name, var)) in m.params.iter().enumerate() {

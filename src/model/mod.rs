@@ -214,8 +214,8 @@ impl Model {
     /// `scale` × the summed cross-entropy of `targets` at the flat positions `rows` of `ids [b, t]`,
     /// and its gradients aligned with [`Params::vars`], by the hand-written backward pass (see
     /// [`layers::Decoder::nll_grads`]; CPU f32 only).
-    pub fn nll_grads(&self, ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<Option<Tensor>>)> {
-        let (loss, named) = self.decoder.nll_grads(ids, rows, targets, scale)?;
+    pub fn nll_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<Option<Tensor>>)> {
+        let (loss, named) = self.decoder.nll_grads(prefix, ids, rows, targets, scale)?;
         let mut grads: Vec<Option<Tensor>> = vec![None; self.params.vars.len()];
         for (name, g) in named {
             let i = self.params.position(&name).ok_or_else(|| Error::Engine(format!("a gradient for {name}, which is no weight")))?;

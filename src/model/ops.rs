@@ -190,11 +190,19 @@ pub fn rope_halves(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 // ---------------------------------------------------------------- causal softmax
 
-/// softmax(scale·x) over the last dimension, keys after the query masked out; the query of a
-/// row is its index modulo `t` (rows are `[.., t queries, t keys]`).
+/// softmax(scale·x) over the last dimension, keys after the query masked out. Rows come in groups
+/// of `tq` queries over `tk = past + tq` keys: query `q` of a group sees keys `0..=past + q` (the
+/// `past` keys are a shared prefix every query follows; 0 for plain causal attention).
 struct CausalSoftmax {
     scale: f32,
-    t: usize,
+    tq: usize,
+    past: usize,
+}
+
+impl CausalSoftmax {
+    fn tk(&self) -> usize {
+        self.past + self.tq
+    }
 }
 
 impl CustomOp1 for CausalSoftmax {
@@ -203,21 +211,22 @@ impl CustomOp1 for CausalSoftmax {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = data(s, l, self.name())?;
-        let t = self.t;
+        let (tq, tk, past) = (self.tq, self.tk(), self.past);
         let mut y = vec![0f32; x.len()];
         let scale = self.scale;
-        y.par_chunks_mut(t * t).zip(x.par_chunks(t * t)).for_each(|(y, x)| {
-            for q in 0..t {
-                let (y, x) = (&mut y[q * t..(q + 1) * t], &x[q * t..(q + 1) * t]);
-                let m = x[..=q].iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) * scale;
+        y.par_chunks_mut(tq * tk).zip(x.par_chunks(tq * tk)).for_each(|(y, x)| {
+            for q in 0..tq {
+                let (y, x) = (&mut y[q * tk..(q + 1) * tk], &x[q * tk..(q + 1) * tk]);
+                let last = past + q;
+                let m = x[..=last].iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) * scale;
                 let mut sum = 0f32;
-                for k in 0..=q {
+                for k in 0..=last {
                     let e = (x[k] * scale - m).exp();
                     y[k] = e;
                     sum += e;
                 }
                 let inv = 1.0 / sum;
-                for v in y[..=q].iter_mut() {
+                for v in y[..=last].iter_mut() {
                     *v *= inv;
                 }
             }
@@ -225,13 +234,14 @@ impl CustomOp1 for CausalSoftmax {
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &CausalSoftmaxBwd { scale: self.scale, t: self.t })?))
+        Ok(Some(y.apply_op2_no_bwd(&dy.contiguous()?, &CausalSoftmaxBwd { scale: self.scale, tq: self.tq, past: self.past })?))
     }
 }
 
 struct CausalSoftmaxBwd {
     scale: f32,
-    t: usize,
+    tq: usize,
+    past: usize,
 }
 
 impl CustomOp2 for CausalSoftmaxBwd {
@@ -240,15 +250,16 @@ impl CustomOp2 for CausalSoftmaxBwd {
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (y, dy) = (data(s1, l1, self.name())?, data(s2, l2, self.name())?);
-        let t = self.t;
+        let (tq, past) = (self.tq, self.past);
+        let tk = past + tq;
         let scale = self.scale;
         let mut dx = vec![0f32; y.len()];
-        dx.par_chunks_mut(t * t).zip(y.par_chunks(t * t)).zip(dy.par_chunks(t * t)).for_each(|((dx, y), dy)| {
-            for q in 0..t {
-                let r = q * t..q * t + q + 1;
+        dx.par_chunks_mut(tq * tk).zip(y.par_chunks(tq * tk)).zip(dy.par_chunks(tq * tk)).for_each(|((dx, y), dy)| {
+            for q in 0..tq {
+                let r = q * tk..q * tk + past + q + 1;
                 let (dx, y, dy) = (&mut dx[r.clone()], &y[r.clone()], &dy[r]);
                 let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
-                for k in 0..=q {
+                for k in 0..dx.len() {
                     dx[k] = scale * y[k] * (dy[k] - dot);
                 }
             }
@@ -257,15 +268,30 @@ impl CustomOp2 for CausalSoftmaxBwd {
     }
 }
 
-/// Attention weights from raw scores `[.., t, t]`: softmax(scale·x) with future keys masked.
-pub fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
-    let t = x.dim(D::Minus1)?;
-    if fused(x) {
-        return x.contiguous()?.apply_op1(CausalSoftmax { scale: scale as f32, t });
+/// The query count of scores `[.., tk]` whose first `past` keys are a shared prefix.
+fn queries(x: &Tensor, past: usize) -> Result<usize> {
+    let tk = x.dim(D::Minus1)?;
+    if tk <= past {
+        bail!("causal softmax: {tk} keys leave no query after a {past}-key prefix");
     }
-    let mask: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
-    let mask = Tensor::from_vec(mask, (t, t), x.device())?.to_dtype(x.dtype())?;
-    candle_nn::ops::softmax(&(x * scale)?.broadcast_add(&mask)?, D::Minus1)
+    Ok(tk - past)
+}
+
+/// Attention weights from raw scores `[.., tq, past + tq]`: softmax(scale·x) with future keys
+/// masked; the first `past` keys (a shared prefix) are seen by every query. Rows may stack
+/// several `tq`-query groups (grouped heads): a row's query is its index modulo `tq`.
+pub fn causal_softmax(x: &Tensor, scale: f64, past: usize) -> Result<Tensor> {
+    let tq = queries(x, past)?;
+    if fused(x) {
+        return x.contiguous()?.apply_op1(CausalSoftmax { scale: scale as f32, tq, past });
+    }
+    let tk = past + tq;
+    let mask: Vec<f32> = (0..tq).flat_map(|i| (0..tk).map(move |j| if j <= past + i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let mask = Tensor::from_vec(mask, (tq, tk), x.device())?.to_dtype(x.dtype())?;
+    let rows = x.elem_count() / tk;
+    let lead = rows / tq;
+    let s = (x.reshape((lead, tq, tk))? * scale)?.broadcast_add(&mask)?;
+    candle_nn::ops::softmax(&s, D::Minus1)?.reshape(x.shape())
 }
 
 // ---------------------------------------------------------------- SwiGLU
@@ -428,9 +454,9 @@ pub(crate) mod bwd {
     }
 
     /// `dx` of [`causal_softmax`] from its output `y`.
-    pub fn causal_softmax(y: &Tensor, dy: &Tensor, scale: f64) -> Result<Tensor> {
-        let t = y.dim(D::Minus1)?;
-        y.apply_op2_no_bwd(&dy.contiguous()?, &CausalSoftmaxBwd { scale: scale as f32, t })
+    pub fn causal_softmax(y: &Tensor, dy: &Tensor, scale: f64, past: usize) -> Result<Tensor> {
+        let tq = queries(y, past)?;
+        y.apply_op2_no_bwd(&dy.contiguous()?, &CausalSoftmaxBwd { scale: scale as f32, tq, past })
     }
 
     /// `(dgate, dup)` of [`swiglu`].
@@ -489,16 +515,26 @@ mod tests {
         let (c, s) = cs(5);
         check("rope_i", |t| rope_interleaved(&t[0], &c, &s), |t| candle_nn::rotary_emb::rope_i_slow(&t[0], &c, &s), &[&[2, 3, 5, 8]]);
         check("rope", |t| rope_halves(&t[0], &c, &s), |t| candle_nn::rotary_emb::rope_slow(&t[0], &c, &s), &[&[2, 3, 5, 8]]);
-        check(
-            "causal_softmax",
-            |t| causal_softmax(&t[0], 0.5),
-            |t| {
-                let mask: Vec<f32> = (0..5).flat_map(|i| (0..5).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
-                let mask = Tensor::from_vec(mask, (5, 5), &Device::Cpu)?;
-                candle_nn::ops::softmax(&(&t[0] * 0.5)?.broadcast_add(&mask)?, D::Minus1)
-            },
-            &[&[2, 3, 5, 5]],
-        );
+        // square scores, and grouped rows (two 3-query groups per head) after a 2-key prefix
+        for (past, shape) in [(0usize, [2usize, 3, 5, 5]), (2, [2, 3, 6, 5])] {
+            let tq = 5 - past;
+            check(
+                "causal_softmax",
+                |t| causal_softmax(&t[0], 0.5, past),
+                |t| {
+                    let mask: Vec<f32> = (0..shape[2]).flat_map(|r| (0..5).map(move |j| if j <= past + r % tq { 0.0 } else { f32::NEG_INFINITY })).collect();
+                    let mask = Tensor::from_vec(mask, (shape[2], 5), &Device::Cpu)?;
+                    candle_nn::ops::softmax(&(&t[0] * 0.5)?.broadcast_add(&mask)?, D::Minus1)
+                },
+                &[&shape],
+            );
+        }
+        // the composed path (other devices and dtypes) masks grouped rows after a prefix alike
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 6, 5), &Device::Cpu).unwrap();
+        let fast = causal_softmax(&x, 0.5, 2).unwrap();
+        let slow = causal_softmax(&x.to_dtype(candle_core::DType::F64).unwrap(), 0.5, 2).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+        let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-6, "composed causal softmax differs by {diff}");
         check("swiglu", |t| swiglu(&t[0], &t[1]), |t| candle_nn::ops::silu(&t[0])? * &t[1], &[&[4, 6], &[4, 6]]);
         let targets = [3u32, 0, 6];
         check(

@@ -49,7 +49,7 @@ fn f(v: Option<&Value>) -> Option<f64> {
 /// `reports/training.md`.
 pub fn training_md(runs: &[TrainRun], reports_dir: &Path) -> Result<PathBuf> {
     let mut md = String::from("# Training runs\n\nEvery run under `results/train/` (written by `rner report`). Curves: `plots/sft-<name>.png` and `plots/grpo-<name>.png`. Checkpoints are not committed (`checkpoints/`, git-ignored); each run's exported GGUF sha256 is in its `run.json`.\n\n");
-    md.push_str("| run | stage | from | updates | first → last loss | last reward | mean tokens/s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| run | stage | from | updates | first → last loss | last reward | mean s/update | mean tokens/s | mean sequence tokens/s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for r in runs {
         let total = r.run.pointer("/outcome/total_steps").and_then(|v| v.as_u64()).map(|v| v.to_string()).unwrap_or("?".into());
         let (first, last) = (r.steps.first(), r.steps.last());
@@ -59,20 +59,26 @@ pub fn training_md(runs: &[TrainRun], reports_dir: &Path) -> Result<PathBuf> {
         };
         let reward = f(last.and_then(|x| x.get("reward"))).map(|v| format!("{v:.2}")).unwrap_or("—".into());
         let tps: Vec<f64> = r.steps.iter().filter_map(|x| f(x.get("tokens_per_s")).or(f(x.get("rollout_tokens_per_s")))).collect();
-        let tps = if tps.is_empty() { "—".into() } else { format!("{:.0}", tps.iter().sum::<f64>() / tps.len() as f64) };
+        let mean = |v: &[f64], digits: usize| if v.is_empty() { "—".to_string() } else { format!("{:.*}", digits, v.iter().sum::<f64>() / v.len() as f64) };
+        let tps = mean(&tps, 0);
+        let secs: Vec<f64> = r.steps.iter().filter_map(|x| f(x.get("seconds"))).collect();
+        // SFT logs since the shared prompt start: the sequences' own tokens per second
+        let seq: Vec<f64> = r.steps.iter().filter_map(|x| Some(f(x.get("seq_tokens")).filter(|&n| n > 0.0)? / f(x.get("seconds"))?)).collect();
+        let (secs, seq) = (mean(&secs, 1), mean(&seq, 0));
         let rss = r.steps.iter().filter_map(|x| f(x.get("rss_mb"))).fold(f64::NAN, f64::max);
         let stage = match (&r.stage[..], r.target.as_deref()) {
             ("sft", Some(t)) => format!("sft ({t})"),
             (s, _) => s.to_string(),
         };
         md.push_str(&format!(
-            "| {} | {stage} | `{}` | {}/{total} | {loss} | {reward} | {tps} | {} |\n",
+            "| {} | {stage} | `{}` | {}/{total} | {loss} | {reward} | {secs} | {tps} | {seq} | {} |\n",
             r.name,
             r.init,
             r.steps.len(),
             if rss.is_finite() { format!("{rss:.0}") } else { "—".into() }
         ));
     }
+    md.push_str("\nTokens/s counts the tokens through the model (padding included; for SFT with a shared prompt start, that start once per forward pass); sequence tokens/s counts each sequence's own tokens, prompt included, and is logged by SFT runs since prompt sharing (`rner sft --no-share-prefix` feeds every prompt whole).\n");
     md.push_str("\nCommands (each resumes from its newest checkpoint when rerun):\n\n");
     for r in runs {
         md.push_str(&format!("- `{}`: `{}`\n", r.name, r.run.get("command").and_then(|v| v.as_str()).unwrap_or("?")));
@@ -349,11 +355,18 @@ pub fn plot_sft(reports_dir: &Path, name: &str, log_dir: &Path) -> Result<()> {
         return Ok(());
     }
     use crate::report::plot::{curves, Curve};
-    let c = |f: &dyn Fn(&crate::train::sft::StepLog) -> f64| Curve { name: String::new(), points: rows.iter().map(|r| (r.step as f64, f(r))).collect() };
+    let named = |n: &str, f: &dyn Fn(&crate::train::sft::StepLog) -> f64| Curve { name: n.to_string(), points: rows.iter().map(|r| (r.step as f64, f(r))).collect() };
+    let c = |f: &dyn Fn(&crate::train::sft::StepLog) -> f64| named("", f);
+    let mut speed = vec![c(&|r| r.tokens_per_s)];
+    if rows.iter().any(|r| r.seq_tokens > 0) {
+        // runs resumed across the change log sequence tokens only from then on
+        let seq = Curve { name: "sequence tokens".into(), points: rows.iter().filter(|r| r.seq_tokens > 0).map(|r| (r.step as f64, r.seq_tokens as f64 / r.seconds)).collect() };
+        speed = vec![named("through the model", &|r| r.tokens_per_s), seq];
+    }
     let panels = vec![
         (format!("{name}: training loss (mean token cross-entropy of the assistant turn)"), "loss".to_string(), vec![c(&|r| r.loss)]),
         ("gradient norm before clipping".to_string(), "‖g‖".to_string(), vec![c(&|r| r.grad_norm)]),
-        ("throughput".to_string(), "tokens/s".to_string(), vec![c(&|r| r.tokens_per_s)]),
+        ("throughput".to_string(), "tokens/s".to_string(), speed),
     ];
     curves(&panels, "update", &reports_dir.join("plots"), &format!("sft-{name}"))?;
     Ok(())

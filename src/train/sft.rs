@@ -79,6 +79,14 @@ pub struct SftConfig {
     /// stop after this many updates (the schedule still spans every epoch)
     #[serde(default)]
     pub max_steps: Option<usize>,
+    /// run the prompt start that a micro-batch's sequences share once (CPU f32; see
+    /// [`micro_batches`]). Changes only the order of float sums, so a resume may switch it.
+    #[serde(default = "yes")]
+    pub share_prefix: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for SftConfig {
@@ -94,6 +102,7 @@ impl Default for SftConfig {
             seed: 42,
             adam: AdamConfig::default(),
             max_steps: None,
+            share_prefix: true,
         }
     }
 }
@@ -107,8 +116,12 @@ pub struct StepLog {
     pub lr: f64,
     pub grad_norm: f64,
     pub sequences: usize,
-    /// tokens fed (padding included)
+    /// tokens through the model (padding included; a micro-batch's shared prompt start once)
     pub tokens: usize,
+    /// the sequences' own tokens (each with its whole prompt, no padding): what a plain pass
+    /// without padding would feed
+    #[serde(default)]
+    pub seq_tokens: usize,
     /// tokens trained on
     pub target_tokens: usize,
     pub seconds: f64,
@@ -148,37 +161,105 @@ pub fn plan(n: usize, cfg: &SftConfig) -> Vec<Vec<usize>> {
     steps
 }
 
-/// Split one update's sequences into forward passes: sorted by length (bucketing), packed while
-/// `count × longest` stays within the token budget.
-pub fn micro_batches(lens: &[(usize, usize)], micro_tokens: usize) -> Vec<Vec<usize>> {
-    let mut sorted = lens.to_vec();
-    sorted.sort_by_key(|&(_, l)| l);
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    let mut cur: Vec<usize> = Vec::new();
-    let mut longest = 0;
-    for (i, l) in sorted {
-        if !cur.is_empty() && (cur.len() + 1) * longest.max(l) > micro_tokens {
-            out.push(std::mem::take(&mut cur));
-            longest = 0;
+/// How many tokens every sequence of `seqs` (`(tokens, first target)`) starts with, up to the
+/// first position that predicts a target (`first − 1`), so no trained position is shared.
+pub fn shared_prefix<S: AsRef<[u32]>>(seqs: &[(S, usize)]) -> usize {
+    let Some((head, _)) = seqs.first() else { return 0 };
+    let head = head.as_ref();
+    seqs.iter()
+        .map(|(s, first)| {
+            let same = head.iter().zip(s.as_ref()).take_while(|(a, b)| a == b).count();
+            same.min(first.saturating_sub(1))
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// Split one update's sequences (`(index, tokens, first target)`) into forward passes within
+/// a budget of `micro_tokens` tokens each. Plain: sorted by length (bucketing) and packed while
+/// `count × longest` fits. With `share`: sorted by the few tokens that follow the update's common
+/// start (the schema, for one prompt template, so a dataset's sentences fall together), then by
+/// length, and cut into the runs that cost the fewest tokens in all, a pass costing
+/// `prefix + count × (longest − prefix)` plus a fixed overhead, `prefix` being the start its
+/// sequences share, which [`batch_grads`] runs once.
+pub fn micro_batches(seqs: &[(usize, &[u32], usize)], micro_tokens: usize, share: bool) -> Vec<Vec<usize>> {
+    if !share {
+        let mut sorted: Vec<(usize, usize)> = seqs.iter().map(|&(i, s, _)| (i, s.len())).collect();
+        sorted.sort_by_key(|&(_, l)| l);
+        let mut out: Vec<Vec<usize>> = Vec::new();
+        let mut cur: Vec<usize> = Vec::new();
+        let mut longest = 0;
+        for (i, l) in sorted {
+            if !cur.is_empty() && (cur.len() + 1) * longest.max(l) > micro_tokens {
+                out.push(std::mem::take(&mut cur));
+                longest = 0;
+            }
+            cur.push(i);
+            longest = longest.max(l);
         }
-        cur.push(i);
-        longest = longest.max(l);
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        return out;
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    // a few tokens tell prompts apart (two schemas rarely start alike for this long) without
+    // reaching into the sentences, whose order would undo the length bucketing
+    const KEY: usize = 4;
+    // a forward pass's own cost in tokens' worth (the output projection's gradient copy, the
+    // gradients' sum, smaller matrices): measured as about 70 with SmolLM2-135M on 2 cores
+    const PASS: usize = 128;
+    let all: Vec<(&[u32], usize)> = seqs.iter().map(|&(_, s, f)| (s, f)).collect();
+    let common = shared_prefix(&all);
+    // the most of a sequence that a pass may share: never a position that predicts a target
+    let cap = |k: usize| seqs[k].2.saturating_sub(1);
+    let key = |k: usize| &seqs[k].1[common..(common + KEY).min(cap(k)).max(common)];
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by(|&x, &y| key(x).cmp(key(y)).then(seqs[x].1.len().cmp(&seqs[y].1.len())));
+    let n = order.len();
+    // best[j]: the cheapest cut of the first j sequences in order; from[j]: where its last pass starts
+    let mut best = vec![usize::MAX; n + 1];
+    let mut from = vec![0; n + 1];
+    best[0] = 0;
+    for j in 1..=n {
+        let last = seqs[order[j - 1]].1;
+        let (mut prefix, mut longest) = (cap(order[j - 1]), 0);
+        for i in (1..=j).rev() {
+            let (_, s, _) = seqs[order[i - 1]];
+            let same = last.iter().zip(s).take_while(|(a, b)| a == b).count();
+            prefix = prefix.min(cap(order[i - 1])).min(same);
+            longest = longest.max(s.len());
+            let cost = prefix + (j - i + 1) * (longest - prefix);
+            if cost > micro_tokens && i < j {
+                break;
+            }
+            if best[i - 1] + cost + PASS < best[j] {
+                (best[j], from[j]) = (best[i - 1] + cost + PASS, i - 1);
+            }
+        }
     }
+    let mut out = Vec::new();
+    let mut j = n;
+    while j > 0 {
+        out.push(order[from[j]..j].iter().map(|&k| seqs[k].0).collect());
+        j = from[j];
+    }
+    out.reverse();
     out
 }
 
-/// `scale` × the summed target cross-entropy of a micro-batch, its padded token count, and the
-/// gradients aligned with the model's vars: the hand-written backward pass on CPU f32 (no
-/// autograd graph; see [`Model::nll_grads`]), candle's autograd elsewhere.
-pub fn batch_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f64) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
+/// `scale` × the summed target cross-entropy of a micro-batch, the tokens it ran through the
+/// model, and the gradients aligned with the model's vars: the hand-written backward pass on
+/// CPU f32 (no autograd graph; see [`Model::nll_grads`]), which with `share` runs the start
+/// the sequences share once; candle's autograd elsewhere.
+pub fn batch_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f64, share: bool) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
     if model.manual_backward() {
-        let (ids, rows, targets) = pack(model, seqs, pad)?;
-        let padded = ids.elem_count();
-        let (loss, grads) = model.nll_grads(&ids, &rows, &targets, scale)?;
-        return Ok((loss, padded, grads));
+        let p = if share && seqs.len() > 1 { shared_prefix(seqs) } else { 0 };
+        let rest: Vec<(&[u32], usize)> = seqs.iter().map(|(s, f)| (&s[p..], f - p)).collect();
+        let (ids, rows, targets) = pack(model, &rest, pad)?;
+        let fed = p + ids.elem_count();
+        let prefix = seqs.first().map(|(s, _)| &s[..p]).unwrap_or(&[]);
+        let (loss, grads) = model.nll_grads(prefix, &ids, &rows, &targets, scale)?;
+        return Ok((loss, fed, grads));
     }
     autograd_grads(model, seqs, pad, scale)
 }
@@ -223,9 +304,44 @@ pub struct Outcome {
     pub interrupted: bool,
 }
 
+/// The trainable sequences of `samples` (`(tokens, first target)`, left-truncated to `max_len`);
+/// samples with no target token within it are left out.
+pub fn sequences(samples: &[Sample], max_len: usize) -> Vec<(Vec<u32>, usize)> {
+    samples.iter().filter_map(|s| s.tokens(max_len)).collect()
+}
+
+/// One update's summed loss and gradients (each sequence's target tokens weighted alike).
+pub struct UpdateGrads {
+    pub loss: f64,
+    /// tokens through the model (see [`StepLog::tokens`])
+    pub tokens: usize,
+    pub seq_tokens: usize,
+    pub target_tokens: usize,
+    pub grads: Vec<Option<Tensor>>,
+}
+
+/// The loss and gradients of the update made of `usable[i]` for `i` in `step`, over micro-batches
+/// of at most `micro_tokens`; `share` runs each micro-batch's shared prompt start once (CPU f32).
+pub fn update_grads(model: &Model, usable: &[(Vec<u32>, usize)], step: &[usize], micro_tokens: usize, pad: u32, share: bool) -> Result<UpdateGrads> {
+    let share = share && model.manual_backward();
+    let of_step: Vec<(usize, &[u32], usize)> = step.iter().map(|&i| (i, usable[i].0.as_slice(), usable[i].1)).collect();
+    let target_tokens: usize = step.iter().map(|&i| usable[i].0.len() - usable[i].1).sum();
+    let seq_tokens: usize = step.iter().map(|&i| usable[i].0.len()).sum();
+    let mut grads = Vec::new();
+    let (mut loss, mut tokens) = (0f64, 0usize);
+    for mb in micro_batches(&of_step, micro_tokens, share) {
+        let seqs: Vec<(Vec<u32>, usize)> = mb.iter().map(|&i| usable[i].clone()).collect();
+        let (l, fed, g) = batch_grads(model, &seqs, pad, 1.0 / target_tokens as f64, share)?;
+        loss += l;
+        tokens += fed;
+        add_grads(&mut grads, g)?;
+    }
+    Ok(UpdateGrads { loss, tokens, seq_tokens, target_tokens, grads })
+}
+
 /// Train `model` on `samples`; resumes from `dirs.ckpt_dir/latest` when present.
 pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pad: u32, quiet: bool) -> Result<Outcome> {
-    let usable: Vec<(Vec<u32>, usize)> = samples.iter().filter_map(|s| s.tokens(cfg.max_len)).collect();
+    let usable = sequences(samples, cfg.max_len);
     if usable.is_empty() {
         return Err(Error::config("--data", "no training sequence has a target token within --max-len"));
     }
@@ -237,7 +353,7 @@ pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pa
     let log_path = dirs.log_dir.join("steps.jsonl");
     std::fs::create_dir_all(&dirs.log_dir).map_err(|e| Error::io(&dirs.log_dir, e))?;
 
-    let unbounded = |c: &SftConfig| SftConfig { max_steps: None, ..c.clone() };
+    let unbounded = |c: &SftConfig| SftConfig { max_steps: None, share_prefix: true, ..c.clone() };
     let same = |st: &TrainState| unbounded(&st.config) == unbounded(cfg) && st.data_hash == dhash;
     let resumed_from = checkpoint::resume(&dirs.ckpt_dir, model, &mut opt, same, |st: &TrainState| st.step)?.map(|st| st.step);
     let start = resumed_from.unwrap_or(0);
@@ -253,17 +369,7 @@ pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pa
     };
     for (si, step) in steps.iter().enumerate().take(end).skip(start) {
         let t0 = Instant::now();
-        let lens: Vec<(usize, usize)> = step.iter().map(|&i| (i, usable[i].0.len())).collect();
-        let n_target: usize = step.iter().map(|&i| usable[i].0.len() - usable[i].1).sum();
-        let mut grads = Vec::new();
-        let (mut loss_sum, mut tokens) = (0f64, 0usize);
-        for mb in micro_batches(&lens, cfg.micro_tokens) {
-            let seqs: Vec<(Vec<u32>, usize)> = mb.iter().map(|&i| usable[i].clone()).collect();
-            let (loss, padded, g) = batch_grads(model, &seqs, pad, 1.0 / n_target as f64)?;
-            loss_sum += loss;
-            tokens += padded;
-            add_grads(&mut grads, g)?;
-        }
+        let UpdateGrads { loss, tokens, seq_tokens, target_tokens, grads } = update_grads(model, &usable, step, cfg.micro_tokens, pad, cfg.share_prefix)?;
         let (norm, factor) = clip_factor(&grads, cfg.clip)?;
         let lr = cosine_lr(cfg.lr, si, total, warmup);
         opt.step(&grads, lr, factor)?;
@@ -272,12 +378,13 @@ pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pa
         let row = StepLog {
             step: si + 1,
             epoch: (si + 1) as f64 / (total as f64 / cfg.epochs as f64),
-            loss: loss_sum,
+            loss,
             lr,
             grad_norm: norm,
             sequences: step.len(),
             tokens,
-            target_tokens: n_target,
+            seq_tokens,
+            target_tokens,
             seconds: secs,
             tokens_per_s: tokens as f64 / secs,
             rss_mb: peak_rss_mb(),
@@ -317,11 +424,41 @@ mod tests {
 
     #[test]
     fn micro_batches_respect_the_token_budget() {
-        let lens = [(0, 100), (1, 30), (2, 40), (3, 90), (4, 35)];
-        let mb = micro_batches(&lens, 120);
+        let toks: Vec<Vec<u32>> = [100usize, 30, 40, 90, 35].iter().map(|&n| (0..n as u32).collect()).collect();
+        let seqs: Vec<(usize, &[u32], usize)> = toks.iter().enumerate().map(|(i, t)| (i, t.as_slice(), 1)).collect();
+        let mb = micro_batches(&seqs, 120, false);
         assert_eq!(mb, vec![vec![1, 4, 2], vec![3], vec![0]]);
         let all: usize = mb.iter().map(|m| m.len()).sum();
         assert_eq!(all, 5);
+    }
+
+    #[test]
+    fn shared_micro_batches_group_prompts_and_count_their_start_once() {
+        // two "schemas" after a 50-token common start; each sequence 50 + 10 + its own 20–29
+        // tokens, trained from its last 5
+        let seq = |schema: u32, own: usize, salt: u32| -> Vec<u32> {
+            let mut s: Vec<u32> = (0..50).collect();
+            s.extend(std::iter::repeat_n(1000 + schema, 10));
+            s.extend((0..own as u32).map(|j| 2000 + salt * 100 + j));
+            s
+        };
+        let toks: Vec<Vec<u32>> = (0..8).map(|i| seq(i % 2, 20 + i as usize, i)).collect();
+        let seqs: Vec<(usize, &[u32], usize)> = toks.iter().enumerate().map(|(i, t)| (i + 10, t.as_slice(), t.len() - 5)).collect();
+        // plain: 8 sequences of up to 87 tokens fit 2 at a time in 180 tokens
+        assert_eq!(micro_batches(&seqs, 180, false).len(), 4);
+        // shared: each schema's 4 sequences in one pass: 60 + 4 × (longest − 60) ≤ 180
+        let mb = micro_batches(&seqs, 180, true);
+        assert_eq!(mb, vec![vec![10, 12, 14, 16], vec![11, 13, 15, 17]]);
+        let first: Vec<(Vec<u32>, usize)> = mb[0].iter().map(|&i| (toks[i - 10].clone(), toks[i - 10].len() - 5)).collect();
+        assert_eq!(shared_prefix(&first), 60);
+        // prompts that share only the common start (a schema per record) still fill passes
+        let own: Vec<Vec<u32>> = (0..6).map(|i| seq(10 + i, 20, i)).collect();
+        let seqs: Vec<(usize, &[u32], usize)> = own.iter().enumerate().map(|(i, t)| (i, t.as_slice(), t.len() - 5)).collect();
+        let mb = micro_batches(&seqs, 180, true);
+        assert_eq!(mb.len(), 2, "{mb:?}");
+        // the shared start never reaches a trained position
+        let short = vec![(toks[0].clone(), 40usize), (toks[2].clone(), 70)];
+        assert_eq!(shared_prefix(&short), 39);
     }
 
     #[test]

@@ -15,6 +15,11 @@ fn chat(user: &str) -> Rendered {
 
 /// Fixed prompts with their answers, tokenised as SFT does.
 fn fixed_sequences(tok: &Tokenizer) -> Vec<Vec<u32>> {
+    fixed_pairs(tok).into_iter().map(|(s, _)| s).collect()
+}
+
+/// [`fixed_sequences`] with where each one's answer starts.
+fn fixed_pairs(tok: &Tokenizer) -> Vec<(Vec<u32>, usize)> {
     let cases = [
         ("Apple is looking at buying U.K. startup for $1 billion", vec![Entity::new("Apple", "organization"), Entity::new("U.K.", "location")]),
         ("The film was directed by Steven Spielberg in 1993 .", vec![Entity::new("Steven Spielberg", "director"), Entity::new("1993", "year")]),
@@ -25,7 +30,8 @@ fn fixed_sequences(tok: &Tokenizer) -> Vec<Vec<u32>> {
         .map(|(s, ents)| {
             let user = prompt::instruction(&["location".into(), "organization".into(), "person".into()], s);
             let enc = tok.encode_pair(&chat(&user), &prompt::completion(ents, Some("Look at each name in turn."))).unwrap();
-            enc.prompt.into_iter().chain(enc.target).collect()
+            let first = enc.prompt.len();
+            (enc.prompt.into_iter().chain(enc.target).collect(), first)
         })
         .collect()
 }
@@ -348,6 +354,31 @@ fn sft_resumes_to_the_same_loss_curve() {
     // a resume with other settings is refused, naming what to do
     let err = train(&m, &samples, &SftConfig { lr: 5e-5, ..cfg }, &dirs("killed"), tok.eos(), true).unwrap_err();
     assert!(err.to_string().contains("--name"), "{err}");
+}
+
+/// The paper's prompt shares its chat header, instruction, schema and output format across
+/// sentences: an SFT update that runs that start once must give the loss and gradients of
+/// feeding every prompt whole, on the real default model.
+#[test]
+fn a_shared_prompt_start_gives_the_loss_and_gradients_of_whole_prompts() {
+    use rner::train::sft::update_grads;
+    let path = default_model();
+    let tok = Tokenizer::load(&path).unwrap();
+    let seqs = fixed_pairs(&tok);
+    let m = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let whole = update_grads(&m, &seqs, &[0, 1, 2], 4096, tok.eos(), false).unwrap();
+    let shared = update_grads(&m, &seqs, &[0, 1, 2], 4096, tok.eos(), true).unwrap();
+    let longest = seqs.iter().map(|(s, _)| s.len()).max().unwrap();
+    assert_eq!(whole.tokens, 3 * longest, "whole prompts: one padded pass");
+    assert!(shared.tokens + 200 < whole.tokens, "the prompt start was not shared: {} tokens against {}", shared.tokens, whole.tokens);
+    assert_eq!((shared.seq_tokens, shared.target_tokens), (whole.seq_tokens, whole.target_tokens));
+    assert!((shared.loss - whole.loss).abs() < 1e-4 * whole.loss, "loss {} against {}", shared.loss, whole.loss);
+    for (i, (a, b)) in shared.grads.iter().zip(&whole.grads).enumerate() {
+        let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let size = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff <= 1e-3 * size, "weight {i}: max |Δ| {diff} against max |g| {size}");
+    }
 }
 
 /// GRPO on a toy task with the real default model: one-token completions, reward 1 for one
