@@ -271,7 +271,8 @@ pub struct Rates {
     pub train_tok_s: f64,
     /// generated tokens per second in a batch of 16 (`rner bench generate`)
     pub gen_tok_s: f64,
-    /// prompt + answer tokens of a direct training sample
+    /// what a direct training sample costs, in tokens at `train_tok_s`: SFT runs the prompt
+    /// start a forward pass's sequences share once, so this is below its prompt + answer tokens
     pub direct_tokens: f64,
     /// the same with a rationale
     pub cot_tokens: f64,
@@ -292,8 +293,10 @@ pub struct Rates {
 pub const REFERENCE: Rates = Rates {
     train_tok_s: 93.0,
     gen_tok_s: 118.0,
-    direct_tokens: 220.0,
-    cot_tokens: 380.0,
+    // `rner bench sft --updates 2` (reports/perf.md, 2026-11-27): 16.84 s and 33.66 s per
+    // 16-sequence update with the shared prompt start, i.e. 1.05 s and 2.10 s per sample
+    direct_tokens: 98.0,
+    cot_tokens: 196.0,
     untrained_answer_tokens: 122.0,
     direct_answer_tokens: 32.0,
     cot_answer_tokens: 150.0,
