@@ -634,7 +634,7 @@ struct SftPoint {
 fn sft(g: &Global, a: SftBenchArgs) -> anyhow::Result<ExitCode> {
     use crate::model::Model;
     use crate::train::optim::clip_factor;
-    use crate::train::sft::{plan, sequences, update_grads, SftConfig, Target};
+    use crate::train::sft::{plan, sequences, update_grads, SftConfig};
     use candle_core::{DType, Device};
     if a.updates == 0 || a.batch == 0 {
         anyhow::bail!("--updates and --batch must be at least 1");
@@ -667,7 +667,7 @@ fn sft(g: &Global, a: SftBenchArgs) -> anyhow::Result<ExitCode> {
                 norms.push(norm);
             }
             let k = a.updates as f64;
-            let name = if target == Target::Cot { "cot" } else { "direct" };
+            let name = target.name();
             eprintln!("{name}, shared {shared}: {:.2} s per update, {:.0} tokens through the model of {:.0}", secs / k, tokens as f64 / k, seq_tokens as f64 / k);
             points.push(SftPoint {
                 target,
@@ -703,7 +703,7 @@ fn sft(g: &Global, a: SftBenchArgs) -> anyhow::Result<ExitCode> {
     for pair in points.chunks(2) {
         let (sh, whole) = (&pair[0], &pair[1]);
         let rel = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| (a - b).abs() / b.abs().max(1e-12)).fold(0.0, f64::max);
-        let name = if sh.target == Target::Cot { "cot" } else { "direct" };
+        let name = sh.target.name();
         for p in [whole, sh] {
             let (speed, dl, dn) = if p.shared { (format!("{:.2}×", whole.grad_s / sh.grad_s), format!("{:.1e}", rel(&sh.losses, &whole.losses)), format!("{:.1e}", rel(&sh.grad_norms, &whole.grad_norms))) } else { ("1×".into(), "—".into(), "—".into()) };
             md.push_str(&format!(

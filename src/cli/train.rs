@@ -243,10 +243,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     let cfg = sft_config(a);
     let dhash = sft::data_hash(&samples);
     let name = a.name.clone().unwrap_or_else(|| {
-        let t = match a.target {
-            Target::Cot => "cot",
-            Target::Direct => "direct",
-        };
+        let t = a.target.name();
         let h = prompt::short_hash(&format!("{}{}{dhash}", serde_json::to_string(&cfg).expect("cfg"), model_path.display()));
         format!("{name_base}-sft-{t}-{}", &h[..8])
     });

@@ -38,6 +38,16 @@ pub struct Sample {
     pub target: Vec<u32>,
 }
 
+impl Target {
+    /// The name `--target` takes and run names carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Cot => "cot",
+            Target::Direct => "direct",
+        }
+    }
+}
+
 impl Sample {
     pub fn len(&self) -> usize {
         self.prompt.len() + self.target.len()
@@ -161,6 +171,11 @@ pub fn plan(n: usize, cfg: &SftConfig) -> Vec<Vec<usize>> {
     steps
 }
 
+/// How many leading tokens `a` and `b` have in common.
+fn common_len(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// How many tokens every sequence of `seqs` (`(tokens, first target)`) starts with, up to the
 /// first position that predicts a target (`first − 1`), so no trained position is shared.
 pub fn shared_prefix<S: AsRef<[u32]>>(seqs: &[(S, usize)]) -> usize {
@@ -168,7 +183,7 @@ pub fn shared_prefix<S: AsRef<[u32]>>(seqs: &[(S, usize)]) -> usize {
     let head = head.as_ref();
     seqs.iter()
         .map(|(s, first)| {
-            let same = head.iter().zip(s.as_ref()).take_while(|(a, b)| a == b).count();
+            let same = common_len(head, s.as_ref());
             same.min(first.saturating_sub(1))
         })
         .min()
@@ -225,7 +240,7 @@ pub fn micro_batches(seqs: &[(usize, &[u32], usize)], micro_tokens: usize, share
         let (mut prefix, mut longest) = (cap(order[j - 1]), 0);
         for i in (1..=j).rev() {
             let (_, s, _) = seqs[order[i - 1]];
-            let same = last.iter().zip(s).take_while(|(a, b)| a == b).count();
+            let same = common_len(last, s);
             prefix = prefix.min(cap(order[i - 1])).min(same);
             longest = longest.max(s.len());
             let cost = prefix + (j - i + 1) * (longest - prefix);
