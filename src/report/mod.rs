@@ -4,7 +4,8 @@
 //! `zero_shot` writes
 //! - `reports/zero-shot.md` and `reports/zero-shot.csv`: one row per run (`results/*/scores.json`)
 //!   followed by the paper's Table 1 rows (`source = paper-reported`);
-//! - `reports/plots/zero-shot.{svg,png}`: grouped bars per dataset, our runs with 95% CI whiskers
+//! - `reports/plots/zero-shot.{svg,png}` (full-set runs) and `zero-shot-n<N>.{svg,png}` (one per
+//!   sample size): grouped bars per dataset, our runs with 95% CI whiskers
 //!   beside the paper rows marked `plot = true` (ReasoningNER 8B / 1.7B, GPT-4);
 //! - `reports/plots/labels-<run-id>.{svg,png}`: per-label F1 of a run, one panel per dataset.
 use std::path::{Path, PathBuf};
@@ -200,7 +201,7 @@ pub fn zero_shot(results_dir: &Path, reports_dir: &Path, paper_file: &Path) -> R
     zero_shot_with(results_dir, reports_dir, paper_file, &ZeroShotOptions { exclude_models, ..Default::default() })
 }
 
-/// The zero-shot report: `reports_dir/zero-shot.{md,csv}`, `reports_dir/plots/zero-shot.{svg,png}`
+/// The zero-shot report: `reports_dir/zero-shot.{md,csv}`, `reports_dir/plots/zero-shot*.{svg,png}`
 /// and the per-label plots chosen by `opts.label_runs`.
 pub fn zero_shot_with(
     results_dir: &Path,

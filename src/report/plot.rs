@@ -34,6 +34,18 @@ const OURS: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
 ];
 /// Colours of the paper's rows: greys, darkest first.
+/// The colour of series `j`: the ten of `OURS`, then the same ten darker, then lighter (lighter
+/// last: a faded bar marks an incomplete dataset), so no two of up to thirty series share a colour.
+fn series_color(j: usize) -> RGBColor {
+    let RGBColor(r, g, b) = OURS[j % OURS.len()];
+    let blend = |c: u8, to: f64, t: f64| (c as f64 + (to - c as f64) * t).round() as u8;
+    match (j / OURS.len()) % 3 {
+        0 => RGBColor(r, g, b),
+        1 => RGBColor(blend(r, 0.0, 0.45), blend(g, 0.0, 0.45), blend(b, 0.0, 0.45)),
+        _ => RGBColor(blend(r, 255.0, 0.5), blend(g, 255.0, 0.5), blend(b, 255.0, 0.5)),
+    }
+}
+
 const PAPER: [RGBColor; 5] =
     [RGBColor(60, 60, 60), RGBColor(115, 115, 115), RGBColor(165, 165, 165), RGBColor(200, 200, 200), RGBColor(90, 90, 90)];
 
@@ -127,6 +139,9 @@ struct Series {
 }
 
 struct ZeroShotPlot {
+    title: String,
+    /// what the legend says when no run of ours is drawn
+    empty: &'static str,
     series: Vec<Series>,
     legend_w: u32,
     size: (u32, u32),
@@ -142,23 +157,26 @@ const NOTES: [&str; 4] = [
 ];
 
 impl ZeroShotPlot {
-    fn new(runs: &[Run], paper: &PaperFile) -> ZeroShotPlot {
+    /// One plot per sample size: `runs` all share `limit` (None = the full test sets).
+    fn new(runs: &[&Run], paper: &PaperFile, limit: Option<usize>) -> ZeroShotPlot {
+        let (title, empty) = match limit {
+            None => ("Zero-shot NER F1 (%) on the seven out-of-domain test sets (full sets)".to_string(), "(no full-set runs in results/ yet)"),
+            Some(n) => (format!("Zero-shot NER F1 (%), seeded samples of {n} test sentences per set"), "(no runs of this size)"),
+        };
         let mut series = Vec::new();
-        let systems: Vec<String> = runs.iter().map(Run::system).collect();
+        let systems: Vec<String> = runs.iter().map(|r| r.system()).collect();
         for (j, run) in runs.iter().enumerate() {
             let mut label = systems[j].clone();
-            if let Some(n) = run.scores.limit {
-                label.push_str(&format!(", {n}/set"));
-            }
-            // the same system twice with the same limit: tell them apart by the run id's hash
-            let twins = runs.iter().filter(|r| r.system() == systems[j] && r.scores.limit == run.scores.limit).count();
+            // the same system twice in one plot (another seed, another model file): tell them
+            // apart by the run id's hash
+            let twins = systems.iter().filter(|s| **s == systems[j]).count();
             if twins > 1 {
                 let id = run.id();
                 label.push_str(&format!(" [{}]", id.rsplit('-').next().unwrap_or(&id)));
             }
             let mut s = Series {
                 label,
-                color: OURS[j % OURS.len()],
+                color: series_color(j),
                 paper: false,
                 values: [None; 8],
                 ci: [None; 8],
@@ -194,7 +212,7 @@ impl ZeroShotPlot {
         let width = (legend_w + 110 + 120 * n).max(1200);
         let legend_h = 150 + LEGEND_ROW as u32 * (series.len() as u32 + NOTES.len() as u32);
         let height = legend_h.max(600);
-        ZeroShotPlot { series, legend_w, size: (width, height) }
+        ZeroShotPlot { title, empty, series, legend_w, size: (width, height) }
     }
 }
 
@@ -210,7 +228,7 @@ fn group_name(x: f64) -> String {
 fn draw_zero_shot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &ZeroShotPlot) -> DrawResult {
     root.fill(&WHITE).map_err(d)?;
     let root = root.margin(10, 8, 0, 0);
-    let root = root.titled("Zero-shot NER F1 (%) on the seven out-of-domain test sets", (FAMILY, 26)).map_err(d)?;
+    let root = root.titled(&p.title, (FAMILY, 26)).map_err(d)?;
     let (w, _) = root.dim_in_pixel();
     let (chart_area, legend_area) = root.split_horizontally(w.saturating_sub(p.legend_w));
     let centers: Vec<f64> = (0..8).map(|k| k as f64 + 0.5).collect();
@@ -285,7 +303,7 @@ fn draw_zero_shot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &ZeroSho
         y += LEGEND_ROW;
     }
     if p.series.iter().all(|s| s.paper) {
-        legend.draw(&Text::new("(no runs in results/ yet)", (0, y), text.clone())).map_err(d)?;
+        legend.draw(&Text::new(p.empty, (0, y), text.clone())).map_err(d)?;
         y += LEGEND_ROW;
     }
     y += 16;
@@ -298,11 +316,25 @@ fn draw_zero_shot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &ZeroSho
     Ok(())
 }
 
-/// `plots_dir/zero-shot.{svg,png}`.
+/// `plots_dir/zero-shot.{svg,png}` (runs on the full test sets, always written) and
+/// `plots_dir/zero-shot-n<N>.{svg,png}` for each sample size N that runs used, each beside the
+/// paper's plotted rows: bars of different sample sizes never share a plot.
 pub fn zero_shot(runs: &[Run], paper: &PaperFile, plots_dir: &Path) -> Result<Vec<PathBuf>> {
     font::ensure()?;
-    let p = ZeroShotPlot::new(runs, paper);
-    render(plots_dir, "zero-shot", p.size, |r| draw_zero_shot(r, &p), |r| draw_zero_shot(r, &p))
+    let mut limits: Vec<Option<usize>> = std::iter::once(None).chain(runs.iter().map(|r| r.scores.limit)).collect();
+    limits.sort_unstable();
+    limits.dedup();
+    let mut written = Vec::new();
+    for limit in limits {
+        let group: Vec<&Run> = runs.iter().filter(|r| r.scores.limit == limit).collect();
+        let p = ZeroShotPlot::new(&group, paper, limit);
+        let stem = match limit {
+            None => "zero-shot".to_string(),
+            Some(n) => format!("zero-shot-n{n}"),
+        };
+        written.extend(render(plots_dir, &stem, p.size, |r| draw_zero_shot(r, &p), |r| draw_zero_shot(r, &p))?);
+    }
+    Ok(written)
 }
 
 // ---------------------------------------------------------------- per-label panels
@@ -884,4 +916,16 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
     let width = (legend_w + 80 + groups.len() as u32 * (10 * series.len() as u32 + 40)).clamp(1000, 1800);
     let height = (120 + 22 * series.len() as u32).max(480);
     render(plots_dir, stem, (width, height), |r| draw(r, title, groups, series, y_label, legend_w), |r| draw(r, title, groups, series, y_label, legend_w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thirty_series_get_thirty_colours() {
+        let colours: std::collections::HashSet<(u8, u8, u8)> = (0..30).map(|j| series_color(j)).map(|RGBColor(r, g, b)| (r, g, b)).collect();
+        assert_eq!(colours.len(), 30);
+        assert!(OURS.iter().enumerate().all(|(j, c)| series_color(j) == *c), "the first ten are the palette itself");
+    }
 }

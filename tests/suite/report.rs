@@ -180,7 +180,8 @@ fn zero_shot_plots_are_written_as_svg_and_png() {
     two_runs(&results);
     let summary = report::zero_shot(&results, &reports, &paper_file()).unwrap();
     let plots = reports.join("plots");
-    for stem in ["zero-shot", "labels-complete-run", "labels-partial-run"] {
+    // one zero-shot plot per sample size: the full-set run, and the 2442-per-set sample
+    for stem in ["zero-shot", "zero-shot-n2442", "labels-complete-run", "labels-partial-run"] {
         for ext in ["svg", "png"] {
             let p = plots.join(format!("{stem}.{ext}"));
             assert!(p.is_file(), "{} missing", p.display());
@@ -189,14 +190,22 @@ fn zero_shot_plots_are_written_as_svg_and_png() {
         let svg = std::fs::read_to_string(plots.join(format!("{stem}.svg"))).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{stem}.svg");
     }
-    assert_eq!(summary.plots.len(), 6);
+    assert_eq!(summary.plots.len(), 8);
     assert_eq!(png_size(&plots.join("zero-shot.png")), (1200, 600));
+    assert_eq!(png_size(&plots.join("zero-shot-n2442.png")), (1200, 600));
     assert_eq!(png_size(&plots.join("labels-complete-run.png")), (1600, 600));
     assert_eq!(png_size(&plots.join("labels-partial-run.png")), (1200, 600));
-    let svg = std::fs::read_to_string(plots.join("zero-shot.svg")).unwrap();
-    for text in ["Restaurant", "Avg", "ReasoningNER 8B (paper)", "GPT-4 (paper)", "tiny-model (direct, free)", "other-model (direct, free), 2442/set"] {
-        assert!(svg.contains(text), "zero-shot.svg lacks {text:?}");
+    let full = std::fs::read_to_string(plots.join("zero-shot.svg")).unwrap();
+    let sample = std::fs::read_to_string(plots.join("zero-shot-n2442.svg")).unwrap();
+    for svg in [&full, &sample] {
+        for text in ["Restaurant", "Avg", "ReasoningNER 8B (paper)", "GPT-4 (paper)"] {
+            assert!(svg.contains(text), "a zero-shot plot lacks {text:?}");
+        }
     }
+    assert!(full.contains("full sets") && full.contains("tiny-model (direct, free)"));
+    assert!(!full.contains("other-model"), "the sample run is not drawn among the full-set runs");
+    assert!(sample.contains("samples of 2442 test sentences per set") && sample.contains("other-model (direct, free)"));
+    assert!(!sample.contains("tiny-model"), "the full-set run is not drawn among the samples");
     let labels = std::fs::read_to_string(plots.join("labels-complete-run.svg")).unwrap();
     assert!(labels.contains("person (60)") && labels.contains("location (40)"));
     assert!(!labels.contains("made-up label"), "labels absent from the gold are not drawn");
@@ -212,12 +221,12 @@ fn label_plots_can_be_chosen_per_run() {
     two_runs(&results);
     let opts = ZeroShotOptions { label_runs: LabelRuns::Only(vec!["partial-run".into()]), ..Default::default() };
     let summary = report::zero_shot_with(&results, &reports, &paper_file(), &opts).unwrap();
-    assert_eq!(summary.plots.len(), 4);
+    assert_eq!(summary.plots.len(), 6, "two zero-shot plots (full, 2442 per set) and one label plot");
     assert!(reports.join("plots/labels-partial-run.png").is_file());
     assert!(!reports.join("plots/labels-complete-run.png").exists());
 
     let none = ZeroShotOptions { label_runs: LabelRuns::None, ..Default::default() };
-    assert_eq!(report::zero_shot_with(&results, &tmp.path().join("r2"), &paper_file(), &none).unwrap().plots.len(), 2);
+    assert_eq!(report::zero_shot_with(&results, &tmp.path().join("r2"), &paper_file(), &none).unwrap().plots.len(), 4);
 
     let only = report::run_labels(&results, "complete-run", &tmp.path().join("one")).unwrap();
     assert_eq!(only, vec![tmp.path().join("one/labels-complete-run.svg"), tmp.path().join("one/labels-complete-run.png")]);
@@ -254,6 +263,9 @@ fn bad_inputs_are_errors_naming_the_file() {
     assert_eq!((s.runs, s.paper_rows), (0, 17));
     assert_eq!(read_csv(&s.csv).height(), 17);
     assert_eq!(png_size(&tmp.path().join("r3/plots/zero-shot.png")), (1200, 600));
+    assert_eq!(s.plots.len(), 2, "no sample plots without sample runs: {:?}", s.plots);
+    let svg = std::fs::read_to_string(tmp.path().join("r3/plots/zero-shot.svg")).unwrap();
+    assert!(svg.contains("no full-set runs in results/ yet"));
 }
 
 /// Not a check: writes a realistic report (the real label sets, three runs) into
