@@ -33,7 +33,7 @@ const OURS: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
     RGBColor(127, 127, 127),
 ];
-/// Colours of the paper's rows: greys, darkest first.
+
 /// The colour of series `j`: the ten of `OURS`, then the same ten darker, then lighter (lighter
 /// last: a faded bar marks an incomplete dataset), so no two of up to thirty series share a colour.
 fn series_color(j: usize) -> RGBColor {
@@ -46,6 +46,7 @@ fn series_color(j: usize) -> RGBColor {
     }
 }
 
+/// Colours of the paper's rows: greys, darkest first.
 const PAPER: [RGBColor; 5] =
     [RGBColor(60, 60, 60), RGBColor(115, 115, 115), RGBColor(165, 165, 165), RGBColor(200, 200, 200), RGBColor(90, 90, 90)];
 
