@@ -34,8 +34,9 @@ const OURS: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
 ];
 
-/// The colour of series `j`: the ten of `OURS`, then the same ten darker, then lighter (lighter
-/// last: a faded bar marks an incomplete dataset), so no two of up to thirty series share a colour.
+/// The colour of our series `j` in every plot: the ten of `OURS`, then the same ten darker, then
+/// lighter (lighter last: a faded bar marks an incomplete dataset), so no two of up to thirty
+/// series share a colour.
 fn series_color(j: usize) -> RGBColor {
     let RGBColor(r, g, b) = OURS[j % OURS.len()];
     let blend = |c: u8, to: f64, t: f64| (c as f64 + (to - c as f64) * t).round() as u8;
@@ -141,8 +142,6 @@ struct Series {
 
 struct ZeroShotPlot {
     title: String,
-    /// what the legend says when no run of ours is drawn
-    empty: &'static str,
     series: Vec<Series>,
     legend_w: u32,
     size: (u32, u32),
@@ -160,9 +159,9 @@ const NOTES: [&str; 4] = [
 impl ZeroShotPlot {
     /// One plot per sample size: `runs` all share `limit` (None = the full test sets).
     fn new(runs: &[&Run], paper: &PaperFile, limit: Option<usize>) -> ZeroShotPlot {
-        let (title, empty) = match limit {
-            None => ("Zero-shot NER F1 (%) on the seven out-of-domain test sets (full sets)".to_string(), "(no full-set runs in results/ yet)"),
-            Some(n) => (format!("Zero-shot NER F1 (%), seeded samples of {n} test sentences per set"), "(no runs of this size)"),
+        let title = match limit {
+            None => "Zero-shot NER F1 (%) on the seven out-of-domain test sets (full sets)".to_string(),
+            Some(n) => format!("Zero-shot NER F1 (%), seeded samples of {n} test sentences per set"),
         };
         let mut series = Vec::new();
         let systems: Vec<String> = runs.iter().map(|r| r.system()).collect();
@@ -213,7 +212,7 @@ impl ZeroShotPlot {
         let width = (legend_w + 110 + 120 * n).max(1200);
         let legend_h = 150 + LEGEND_ROW as u32 * (series.len() as u32 + NOTES.len() as u32);
         let height = legend_h.max(600);
-        ZeroShotPlot { title, empty, series, legend_w, size: (width, height) }
+        ZeroShotPlot { title, series, legend_w, size: (width, height) }
     }
 }
 
@@ -304,7 +303,8 @@ fn draw_zero_shot<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, p: &ZeroSho
         y += LEGEND_ROW;
     }
     if p.series.iter().all(|s| s.paper) {
-        legend.draw(&Text::new(p.empty, (0, y), text.clone())).map_err(d)?;
+        // only the full-set plot is drawn without runs (a sample plot exists because runs used its size)
+        legend.draw(&Text::new("(no full-set runs in results/ yet)", (0, y), text.clone())).map_err(d)?;
         y += LEGEND_ROW;
     }
     y += 16;
@@ -394,7 +394,7 @@ impl LabelsPlot {
                 let extra: Vec<_> = d.per_label.values().filter(|l| l.gold == 0).collect();
                 Panel {
                     title: panel_title(header, d),
-                    color: OURS[i % OURS.len()],
+                    color: series_color(i),
                     labels,
                     hidden: (extra.len(), extra.iter().map(|l| l.predicted).sum()),
                 }
@@ -632,7 +632,7 @@ pub fn curves(panels: &[(String, String, Vec<Curve>)], x_label: &str, plots_dir:
                 .draw()
                 .map_err(d)?;
             for (i, c) in curves.iter().enumerate() {
-                let color = OURS[i % OURS.len()];
+                let color = series_color(i);
                 chart
                     .draw_series(LineSeries::new(c.points.iter().copied().filter(|p| p.1.is_finite()), color.stroke_width(2)))
                     .map_err(d)?
@@ -702,7 +702,7 @@ pub fn bands(panels: &[(String, Vec<String>, Vec<Band>)], x_label: &str, y_label
                     PAPER[0]
                 } else {
                     ours += 1;
-                    OURS[(ours - 1) % OURS.len()]
+                    series_color(ours - 1)
                 };
                 if !b.paper && b.points.len() > 1 {
                     let mut poly: Vec<(f64, f64)> = b.points.iter().map(|p| (p.0, p.3)).collect();
@@ -876,7 +876,7 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
                     PAPER[(papers - 1) % PAPER.len()]
                 } else {
                     ours += 1;
-                    OURS[(ours - 1) % OURS.len()]
+                    series_color(ours - 1)
                 }
             })
             .collect();
