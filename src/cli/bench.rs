@@ -31,8 +31,39 @@ pub enum BenchWhat {
     /// SFT updates on the real training set with each forward pass's shared prompt start run
     /// once against every sequence fed whole: seconds, tokens, peak memory, and loss agreement.
     Sft(SftBenchArgs),
+    /// GRPO's log-prob and loss passes on realistic rollouts under candle's autograd, the
+    /// hand-written pass with whole prompts, and the hand-written pass with each prompt run once
+    /// for its completions: seconds, tokens, peak memory, and loss agreement.
+    Grpo(GrpoBenchArgs),
     /// Load time of the report site's sample browser in headless Chromium, on the largest run.
     Site(SiteBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrpoBenchArgs {
+    #[arg(long, default_value = crate::baseline::DEFAULT_MODEL)]
+    pub model: String,
+    /// NER-CoT JSONL: its prompts are the step's prompts, its rationale + answer targets the
+    /// completions (mixed lengths, as sampled ones are)
+    #[arg(long, default_value = "results/cot/qwen2.5-coder-1.5b-instruct-conll2003+wnut17.jsonl")]
+    pub data: std::path::PathBuf,
+    /// steps measured per setting, after one warm-up step
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// prompts per step (the `cpu` preset's)
+    #[arg(long, default_value_t = 2)]
+    pub prompts_per_step: usize,
+    /// completions per prompt (G)
+    #[arg(long, default_value_t = 8)]
+    pub num_generations: usize,
+    /// sequences per forward pass (as `rner grpo --micro`)
+    #[arg(long, default_value_t = 8)]
+    pub micro: usize,
+    /// completion tokens kept (as `rner grpo --max-completion-length`; the `cpu` preset's)
+    #[arg(long, default_value_t = 256)]
+    pub max_completion_length: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +238,7 @@ pub fn run(g: &Global, a: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchWhat::Decoding(a) => decoding(g, a),
         BenchWhat::Train(a) => train(g, a),
         BenchWhat::Sft(a) => sft(g, a),
+        BenchWhat::Grpo(a) => grpo(g, a),
         BenchWhat::Site(a) => site(g, a),
     }
 }
@@ -719,6 +751,154 @@ fn sft(g: &Global, a: SftBenchArgs) -> anyhow::Result<ExitCode> {
     }
     crate::util::write_section(&g.reports.join("perf.md"), "sft", &md)?;
     crate::util::write_json(&g.results.join("bench").join("sft.json"), &points)?;
+    println!("{md}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One setting of `rner bench grpo`, averaged over the measured steps.
+#[derive(Debug, Serialize)]
+struct GrpoPoint {
+    pass: crate::train::grpo::Pass,
+    steps: usize,
+    /// the reference log-prob pass of one step
+    logp_s: f64,
+    /// the loss forward + backward of one step, gradient norm included (no optimiser step)
+    update_s: f64,
+    /// tokens through the model per pass (padding included; a shared prompt once)
+    tokens: f64,
+    completion_tokens: f64,
+    peak_rss_mb: f64,
+    losses: Vec<f64>,
+    grad_norms: Vec<f64>,
+}
+
+fn grpo(g: &Global, a: GrpoBenchArgs) -> anyhow::Result<ExitCode> {
+    use crate::model::Model;
+    use crate::train::grpo::{advantages, fixed_logps, update_grads, Objective, Pass, Rollout, ScaleRewards};
+    use crate::train::optim::clip_factor;
+    use candle_core::{DType, Device};
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    if a.steps == 0 || a.prompts_per_step == 0 || a.num_generations < 2 {
+        anyhow::bail!("--steps and --prompts-per-step must be at least 1, --num-generations at least 2");
+    }
+    let m = resolve_model(g, &a.model)?;
+    let records = crate::train::cot::read_records(&a.data)?;
+    let tok = crate::model::tokenizer::Tokenizer::load(&m.path)?;
+    let model = Model::load(&m.path, &Device::Cpu, DType::F32)?;
+    let (samples, _) = super::train::encode(&tok, &records, crate::train::sft::Target::Cot, m.template)?;
+    let (p, gen) = (a.prompts_per_step, a.num_generations);
+    let need = (a.steps + 1) * p * (gen + 1);
+    if samples.len() < need {
+        anyhow::bail!("--data {}: {} samples with a rationale, fewer than the {need} that {} steps of {p} prompts × {gen} completions use", a.data.display(), samples.len(), a.steps + 1);
+    }
+    let mut order: Vec<usize> = (0..samples.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
+    // each step: P prompts, each with G other samples' rationale + answer as its completions, and
+    // advantages from rewards that differ within each group
+    let mut steps: Vec<Vec<(Vec<u32>, Vec<u32>)>> = Vec::new();
+    for s in 0..=a.steps {
+        let mut seqs = Vec::with_capacity(p * gen);
+        for i in 0..p {
+            let base = (s * p + i) * (gen + 1);
+            for k in 1..=gen {
+                let mut c = samples[order[base + k]].target.clone();
+                c.truncate(a.max_completion_length);
+                seqs.push((samples[order[base]].prompt.clone(), c));
+            }
+        }
+        steps.push(seqs);
+    }
+    let rewards: Vec<f64> = (0..p * gen).map(|i| ((i * 7) % gen) as f64).collect();
+    let adv = advantages(&rewards, gen, ScaleRewards::Group);
+    let obj = Objective { max_completion_length: a.max_completion_length, ..Objective::default() };
+    let pad = tok.eos();
+    let mut points = Vec::new();
+    // the smallest first: freed memory stays with the process (see `rner bench train`)
+    for pass in [Pass::Shared, Pass::Whole, Pass::Autograd] {
+        let (mut logp_s, mut update_s, mut tokens, mut ctokens, mut losses, mut norms) = (0.0, 0.0, 0usize, 0usize, Vec::new(), Vec::new());
+        for (si, seqs) in steps.iter().enumerate() {
+            if si == 1 {
+                reset_peak_rss();
+            }
+            let t0 = Instant::now();
+            let refl = fixed_logps(&model, seqs, pad, a.micro, pass)?;
+            let t1 = Instant::now();
+            let rollouts: Vec<Rollout> = seqs
+                .iter()
+                .zip(&adv)
+                .zip(refl)
+                .map(|(((pr, c), &advantage), ref_logp)| Rollout { prompt: pr.clone(), completion: c.clone(), advantage, old_logp: Vec::new(), ref_logp })
+                .collect();
+            let (stats, grads) = update_grads(&model, &rollouts, &obj, pad, a.micro, pass, true)?;
+            let (norm, _) = clip_factor(&grads, 1.0)?;
+            let t2 = Instant::now();
+            if si == 0 {
+                continue; // warm-up
+            }
+            logp_s += (t1 - t0).as_secs_f64();
+            update_s += (t2 - t1).as_secs_f64();
+            for chunk in seqs.chunks(a.micro.max(1)) {
+                let joined: Vec<(Vec<u32>, usize)> = chunk.iter().map(|(pr, c)| ([pr.as_slice(), c.as_slice()].concat(), pr.len())).collect();
+                tokens += crate::train::batch::pack_shared(&model, &joined, pad, pass == Pass::Shared)?.fed;
+            }
+            ctokens += stats.tokens;
+            losses.push(stats.loss);
+            norms.push(norm);
+        }
+        let k = a.steps as f64;
+        eprintln!("{pass:?}: log-probs {:.2} s, update {:.2} s per step, {:.0} tokens through the model per pass", logp_s / k, update_s / k, tokens as f64 / k);
+        points.push(GrpoPoint {
+            pass,
+            steps: a.steps,
+            logp_s: logp_s / k,
+            update_s: update_s / k,
+            tokens: tokens as f64 / k,
+            completion_tokens: ctokens as f64 / k,
+            peak_rss_mb: crate::train::sft::peak_rss_mb(),
+            losses,
+            grad_norms: norms,
+        });
+    }
+    let mut md = String::from("## GRPO passes: the prompt run once for its completions (candle, CPU)\n\n");
+    md.push_str(&format!(
+        "Command: `{}` — {} ({} threads), model {} (f32), steps 2–{} of {} prompts × {} completions from `{}` (seed {}; each prompt's completions are {} other samples' rationale + answer, cut at {} tokens; step 1 is a warm-up), {} sequences per pass, the reference log-probs taken from the same model. \
+         *autograd*: candle's graph, each completion fed with its whole prompt (what `rner grpo` ran before the hand-written pass, and runs on CUDA). *whole*: the hand-written pass, whole prompts (`rner grpo --no-share-prompt`). *shared*: the hand-written pass with the start a pass's sequences share run once — for one prompt's completions, all of the prompt but its last token (the default). \
+         Log-prob s = the reference pass of a step; update s = the loss forward + backward + gradient norm (no optimiser step, so every setting sees the same weights). Tokens = through the model per step and pass (padding included). Δ loss, Δ norm = the largest relative difference of a step's loss and gradient norm from autograd's. Peak RSS is the process's, reset before each setting's measured steps (shared first). Date {}.\n\n",
+        command_line(),
+        crate::util::cpu_model(),
+        crate::util::cpus(),
+        m.name,
+        a.steps + 1,
+        p,
+        gen,
+        a.data.display(),
+        a.seed,
+        gen,
+        a.max_completion_length,
+        a.micro,
+        crate::util::now()
+    ));
+    md.push_str("| setting | log-prob s per step | update s per step | log-prob + update s | speed-up | tokens through the model | completion tokens | Δ loss | Δ norm | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    let auto = points.iter().find(|p| p.pass == Pass::Autograd).expect("measured");
+    let rel = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| (a - b).abs() / b.abs().max(1e-12)).fold(0.0, f64::max);
+    for pt in points.iter().rev() {
+        let both = pt.logp_s + pt.update_s;
+        let (dl, dn) = if pt.pass == Pass::Autograd { ("—".to_string(), "—".to_string()) } else { (format!("{:.1e}", rel(&pt.losses, &auto.losses)), format!("{:.1e}", rel(&pt.grad_norms, &auto.grad_norms))) };
+        md.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.0} | {:.0} | {dl} | {dn} | {:.0} |\n",
+            serde_json::to_value(pt.pass)?.as_str().unwrap_or_default(),
+            pt.logp_s,
+            pt.update_s,
+            both,
+            (auto.logp_s + auto.update_s) / both,
+            pt.tokens,
+            pt.completion_tokens,
+            pt.peak_rss_mb
+        ));
+    }
+    crate::util::write_section(&g.reports.join("perf.md"), "grpo-pass", &md)?;
+    crate::util::write_json(&g.results.join("bench").join("grpo.json"), &points)?;
     println!("{md}");
     Ok(ExitCode::SUCCESS)
 }

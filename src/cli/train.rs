@@ -400,6 +400,11 @@ pub struct GrpoArgs {
     /// sequences per forward pass
     #[arg(long, default_value_t = 8)]
     pub micro: usize,
+    /// feed every completion's whole prompt in the loss and log-prob passes, instead of running
+    /// the prompt a pass's completions share once (CPU; the same loss and gradients up to float
+    /// rounding)
+    #[arg(long)]
+    pub no_share_prompt: bool,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     #[arg(long, value_enum, default_value = "model")]
@@ -495,6 +500,7 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
         adam: AdamConfig::default(),
         decoding: a.decoding,
         constrain_after_think: !a.decoding.is_free() && a.mode == crate::run::Mode::Cot,
+        share_prompt: !a.no_share_prompt,
     };
     let name = a.name.clone().unwrap_or_else(|| {
         let h = prompt::short_hash(&format!("{}{}{:?}{}", serde_json::to_string(&cfg).expect("cfg"), a.init, sources, a.pool));

@@ -383,6 +383,10 @@ impl Block {
     }
 }
 
+/// What [`Decoder::target_grads`] asks of a loss: from the target rows' logits, the loss and
+/// (unless only the forward is wanted) its derivative with respect to each row's cross-entropy.
+pub type Weigh<'a> = dyn FnMut(&Tensor) -> Result<(f64, Option<Tensor>)> + 'a;
+
 impl Decoder {
     /// The summed token cross-entropy of `rows` (flat positions of `ids [b, t]`) predicting
     /// `targets`, times `scale`, and the gradient of that of every weight, by a hand-written
@@ -396,6 +400,19 @@ impl Decoder {
     /// same loss and gradients as with the prefix written before each sequence, for
     /// `|prefix|·(b−1)` fewer tokens through the model.
     pub fn nll_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<(String, Tensor)>)> {
+        self.target_grads(prefix, ids, rows, targets, &mut |logits| {
+            let loss = ops::nll(logits, targets)?.sum_all()?.to_scalar::<f32>()? as f64 * scale;
+            Ok((loss, Some(Tensor::full(scale as f32, targets.len(), logits.device())?)))
+        })
+    }
+
+    /// [`Decoder::nll_grads`] for any loss of the target log-probs: `weigh` gets the logits
+    /// `[rows, vocab]` and returns the loss and its derivative with respect to each row's
+    /// cross-entropy (−log-prob of its target), which the backward pass takes from there (a
+    /// policy-gradient loss is a weighted sum of log-probs whose weights depend on their values).
+    /// With no derivative the pass stops after the forward and returns no gradient: the shared
+    /// prefix's savings for log-probs alone.
+    pub fn target_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], weigh: &mut Weigh) -> Result<(f64, Vec<(String, Tensor)>)> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.cfg;
         let past = prefix.len();
@@ -432,8 +449,9 @@ impl Decoder {
         drop(hf);
         let head = Lin { w: self.head.detach(), b: None };
         let logits = head.fwd(&sel)?;
-        let loss = ops::nll(&logits, targets)?.sum_all()?.to_scalar::<f32>()? as f64 * scale;
-        let dlogits = ops::bwd::nll(&logits, targets, &Tensor::full(scale as f32, rows.len(), &dev)?)?;
+        let (loss, dnll) = weigh(&logits)?;
+        let Some(dnll) = dnll else { return Ok((loss, Vec::new())) };
+        let dlogits = ops::bwd::nll(&logits, targets, &dnll)?;
         drop(logits);
         let (dsel, dhead, _) = head.bwd(&sel, &dlogits)?;
         drop((dlogits, sel));
@@ -476,49 +494,8 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Arch, Config, Model, Origin, Params};
-    use candle_core::{DType, Device, Tensor};
-
-    /// A random decoder of `cfg` with every weight the blocks need.
-    fn tiny(cfg: &Config) -> Model {
-        let dev = Device::Cpu;
-        let (h, hd, f) = (cfg.hidden, cfg.head_dim, cfg.ffn);
-        let (q, kv) = (cfg.heads * hd, cfg.kv_heads * hd);
-        let mut shapes: Vec<(String, Vec<usize>)> = vec![("token_embd.weight".into(), vec![cfg.vocab, h]), ("output_norm.weight".into(), vec![h])];
-        if !cfg.tied {
-            shapes.push(("output.weight".into(), vec![cfg.vocab, h]));
-        }
-        for i in 0..cfg.layers {
-            let n = |s: &str| format!("blk.{i}.{s}");
-            shapes.extend([
-                (n("attn_norm.weight"), vec![h]),
-                (n("attn_q.weight"), vec![q, h]),
-                (n("attn_k.weight"), vec![kv, h]),
-                (n("attn_v.weight"), vec![kv, h]),
-                (n("attn_output.weight"), vec![h, q]),
-                (n("ffn_norm.weight"), vec![h]),
-                (n("ffn_gate.weight"), vec![f, h]),
-                (n("ffn_up.weight"), vec![f, h]),
-                (n("ffn_down.weight"), vec![h, f]),
-            ]);
-            if cfg.qkv_bias {
-                shapes.extend([(n("attn_q.bias"), vec![q]), (n("attn_k.bias"), vec![kv]), (n("attn_v.bias"), vec![kv])]);
-            }
-            if cfg.qk_norm {
-                shapes.extend([(n("attn_q_norm.weight"), vec![hd]), (n("attn_k_norm.weight"), vec![hd])]);
-            }
-        }
-        let mut p = Params::new();
-        for (name, shape) in shapes {
-            let t = if shape.len() == 1 && name.contains("norm") {
-                (Tensor::randn(0f32, 0.1, shape.as_slice(), &dev).unwrap() + 1.0).unwrap()
-            } else {
-                Tensor::randn(0f32, 0.3, shape.as_slice(), &dev).unwrap()
-            };
-            p.insert(&name, t).unwrap();
-        }
-        Model::from_params(cfg.clone(), p, Origin { path: "tiny".into(), format: "test".into() }, &dev, DType::F32).unwrap()
-    }
+    use super::super::testing::{configs, tiny};
+    use candle_core::{Device, Tensor};
 
     #[test]
     fn a_shared_prefix_run_once_gives_the_loss_and_gradients_of_writing_it_out() {
@@ -551,31 +528,6 @@ mod tests {
                 assert!(diff <= 1e-4 * size.max(1e-3), "{:?} {name}: max |Δ| {diff} against max |g| {size}", cfg.arch);
             }
         }
-    }
-
-    /// The three architectures at toy size.
-    fn configs() -> [Config; 3] {
-        let base = Config {
-            arch: Arch::Llama,
-            vocab: 50,
-            hidden: 16,
-            layers: 2,
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 4,
-            ffn: 24,
-            rms_eps: 1e-5,
-            rope_theta: 10000.0,
-            rope_interleaved: true,
-            qkv_bias: false,
-            qk_norm: false,
-            tied: true,
-        };
-        [
-            base.clone(),
-            Config { arch: Arch::Qwen2, rope_interleaved: false, qkv_bias: true, tied: false, ..base.clone() },
-            Config { arch: Arch::Qwen3, rope_interleaved: false, qk_norm: true, kv_heads: 1, ..base.clone() },
-        ]
     }
 
     #[test]

@@ -215,7 +215,17 @@ impl Model {
     /// and its gradients aligned with [`Params::vars`], by the hand-written backward pass (see
     /// [`layers::Decoder::nll_grads`]; CPU f32 only).
     pub fn nll_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<Option<Tensor>>)> {
-        let (loss, named) = self.decoder.nll_grads(prefix, ids, rows, targets, scale)?;
+        self.aligned(self.decoder.nll_grads(prefix, ids, rows, targets, scale)?)
+    }
+
+    /// [`Model::nll_grads`] for any loss of the target log-probs (see
+    /// [`layers::Decoder::target_grads`]; CPU f32 only).
+    pub fn target_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], weigh: &mut layers::Weigh) -> Result<(f64, Vec<Option<Tensor>>)> {
+        self.aligned(self.decoder.target_grads(prefix, ids, rows, targets, weigh)?)
+    }
+
+    /// Named gradients put in the order of [`Params::vars`].
+    fn aligned(&self, (loss, named): (f64, Vec<(String, Tensor)>)) -> Result<(f64, Vec<Option<Tensor>>)> {
         let mut grads: Vec<Option<Tensor>> = vec![None; self.params.vars.len()];
         for (name, g) in named {
             let i = self.params.position(&name).ok_or_else(|| Error::Engine(format!("a gradient for {name}, which is no weight")))?;
@@ -253,5 +263,78 @@ pub fn train_dtype(device: &Device) -> DType {
         DType::BF16
     } else {
         DType::F32
+    }
+}
+
+/// Toy models for tests of the training code.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Arch, Config, Model, Origin, Params};
+    use candle_core::{DType, Device, Tensor};
+
+    /// A random decoder of `cfg` with every weight the blocks need.
+    pub(crate) fn tiny(cfg: &Config) -> Model {
+        let dev = Device::Cpu;
+        let (h, hd, f) = (cfg.hidden, cfg.head_dim, cfg.ffn);
+        let (q, kv) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![("token_embd.weight".into(), vec![cfg.vocab, h]), ("output_norm.weight".into(), vec![h])];
+        if !cfg.tied {
+            shapes.push(("output.weight".into(), vec![cfg.vocab, h]));
+        }
+        for i in 0..cfg.layers {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            shapes.extend([
+                (n("attn_norm.weight"), vec![h]),
+                (n("attn_q.weight"), vec![q, h]),
+                (n("attn_k.weight"), vec![kv, h]),
+                (n("attn_v.weight"), vec![kv, h]),
+                (n("attn_output.weight"), vec![h, q]),
+                (n("ffn_norm.weight"), vec![h]),
+                (n("ffn_gate.weight"), vec![f, h]),
+                (n("ffn_up.weight"), vec![f, h]),
+                (n("ffn_down.weight"), vec![h, f]),
+            ]);
+            if cfg.qkv_bias {
+                shapes.extend([(n("attn_q.bias"), vec![q]), (n("attn_k.bias"), vec![kv]), (n("attn_v.bias"), vec![kv])]);
+            }
+            if cfg.qk_norm {
+                shapes.extend([(n("attn_q_norm.weight"), vec![hd]), (n("attn_k_norm.weight"), vec![hd])]);
+            }
+        }
+        let mut p = Params::new();
+        for (name, shape) in shapes {
+            let t = if shape.len() == 1 && name.contains("norm") {
+                (Tensor::randn(0f32, 0.1, shape.as_slice(), &dev).unwrap() + 1.0).unwrap()
+            } else {
+                Tensor::randn(0f32, 0.3, shape.as_slice(), &dev).unwrap()
+            };
+            p.insert(&name, t).unwrap();
+        }
+        Model::from_params(cfg.clone(), p, Origin { path: "tiny".into(), format: "test".into() }, &dev, DType::F32).unwrap()
+    }
+
+    /// The three architectures at toy size.
+    pub(crate) fn configs() -> [Config; 3] {
+        let base = Config {
+            arch: Arch::Llama,
+            vocab: 50,
+            hidden: 16,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 4,
+            ffn: 24,
+            rms_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_interleaved: true,
+            qkv_bias: false,
+            qk_norm: false,
+            tied: true,
+        };
+        [
+            base.clone(),
+            Config { arch: Arch::Qwen2, rope_interleaved: false, qkv_bias: true, tied: false, ..base.clone() },
+            Config { arch: Arch::Qwen3, rope_interleaved: false, qk_norm: true, kv_heads: 1, ..base.clone() },
+        ]
     }
 }

@@ -37,3 +37,22 @@ pub(crate) fn target_logits(model: &Model, ids: &Tensor, rows: Vec<u32>) -> Resu
     let h = h.index_select(&Tensor::from_vec(rows, n, &model.device)?, 0)?;
     Ok(model.logits(&h)?.to_dtype(DType::F32)?)
 }
+
+/// A micro-batch ready for the hand-written backward pass: with `share`, the start every sequence
+/// shares (short of its first target) taken out as `prefix`, to run once; the rest packed as by
+/// [`pack`]. `fed` counts the tokens through the model (prefix once, padding included).
+pub(crate) struct Shared {
+    pub prefix: Vec<u32>,
+    pub ids: Tensor,
+    pub rows: Vec<u32>,
+    pub targets: Vec<u32>,
+    pub fed: usize,
+}
+
+pub(crate) fn pack_shared<S: AsRef<[u32]>>(model: &Model, seqs: &[(S, usize)], pad: u32, share: bool) -> Result<Shared> {
+    let p = if share && seqs.len() > 1 { super::sft::shared_prefix(seqs) } else { 0 };
+    let rest: Vec<(&[u32], usize)> = seqs.iter().map(|(s, f)| (&s.as_ref()[p..], f - p)).collect();
+    let (ids, rows, targets) = pack(model, &rest, pad)?;
+    let prefix = seqs.first().map(|(s, _)| s.as_ref()[..p].to_vec()).unwrap_or_default();
+    Ok(Shared { fed: p + ids.elem_count(), prefix, ids, rows, targets })
+}

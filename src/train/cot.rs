@@ -456,6 +456,14 @@ pub fn cap_empty_share<'a>(todo: Vec<&'a Example>, tried: usize, tried_empty: us
         .collect()
 }
 
+/// Sentences tried by the end of a build with a kept target: the `tried` so far (`kept` of them
+/// kept) plus those still needed for `wanted` more kept rows at the kept share so far (smoothed,
+/// so a build that has kept nothing yet assumes one in two), never more than the `left` untried.
+pub fn expected_tries(tried: usize, kept: usize, wanted: usize, left: usize) -> usize {
+    let share = (kept as f64 + 1.0) / (tried as f64 + 2.0);
+    tried + left.min((wanted as f64 / share).ceil() as usize)
+}
+
 /// One working session on a build.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CotSession {
@@ -473,6 +481,13 @@ pub struct CotSession {
     /// the built-in one of their commit)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_prompt: Option<String>,
+    /// the machine this session ran on (absent in sessions made before it was recorded)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<crate::run::Machine>,
+    /// the teacher engine's settings in this session (threads, batch, ...; absent in sessions made
+    /// before they were recorded)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -698,6 +713,8 @@ pub fn build(
         seconds: 0.0,
         rationales_per_hour: 0.0,
         teacher_prompt: Some(cfg.teacher_prompt.as_deref().unwrap_or(TEACHER_PROMPT).trim_end().to_string()),
+        machine: Some(crate::run::Machine::this()),
+        settings: Some(teacher.info().settings.clone()),
     };
     manifest.sessions.push(session.clone());
     util::write_json(&manifest_path, &manifest)?;
@@ -717,6 +734,11 @@ pub fn build(
         let wanted = until_kept.map_or(usize::MAX, |n| n.saturating_sub(kept_before + outcome.kept));
         if wanted == 0 {
             break;
+        }
+        if let (Some(b), Some(_)) = (&bar, until_kept) {
+            // the bar's end (and so its ETA) is the sentences the kept share so far says are needed
+            let tried = skipped + outcome.kept + outcome.rejected;
+            b.set_length(expected_tries(tried, kept_before + outcome.kept, wanted, rest.len()) as u64);
         }
         let (part, tail) = rest.split_at(chunk.max(1).min(wanted).min(rest.len()));
         rest = tail;
@@ -907,6 +929,17 @@ mod tests {
     }
 
     const GOOD: &str = "Candidates: \"EU\", \"German\" and \"British\". \"EU\" is the European Union, a political and economic union, so it is an organization. \"German\" and \"British\" are adjectives of nationality, not entities of the schema.";
+
+    #[test]
+    fn a_kept_target_expects_the_tries_its_kept_share_needs() {
+        // 5,000 tried, 1,999 kept: one more kept row needs about 2.5 more tries
+        assert_eq!(expected_tries(5000, 1999, 1, 10_000), 5003);
+        // a quarter kept so far: 100 more kept rows need about 400 tries
+        assert_eq!(expected_tries(398, 99, 100, 17_000), 398 + 400);
+        // never more than the sentences left, and a fresh build assumes one kept in two
+        assert_eq!(expected_tries(100, 10, 1000, 50), 150);
+        assert_eq!(expected_tries(0, 0, 10, 1000), 20);
+    }
 
     #[test]
     fn the_empty_share_cap_holds_back_entity_less_sentences_until_the_share_allows() {

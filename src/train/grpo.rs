@@ -141,18 +141,10 @@ pub fn aggregate(per_token: &[Tensor], obj: &Objective) -> Result<Tensor> {
 /// Log-probabilities of each sequence's completion tokens under `model` (with gradients when
 /// the model's weights are tracked), and the mean entropy of its next-token distributions.
 pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<(Vec<Tensor>, f64)> {
-    let joined: Vec<(Vec<u32>, usize)> = seqs.iter().map(|(p, c)| ([*p, *c].concat(), p.len())).collect();
-    let (ids, rows, targets) = batch::pack(model, &joined, pad)?;
+    let (ids, rows, targets) = batch::pack(model, &joined(seqs.iter().copied()), pad)?;
     let logits = batch::target_logits(model, &ids, rows)?;
     let logp = ops::nll(&logits, &targets)?.neg()?;
-    let entropy = if targets.is_empty() {
-        0.0
-    } else {
-        let l = logits.detach();
-        let p = candle_nn::ops::softmax_last_dim(&l)?;
-        let lp = candle_nn::ops::log_softmax(&l, candle_core::D::Minus1)?;
-        (p * lp)?.sum(1)?.neg()?.mean_all()?.to_scalar::<f32>()? as f64
-    };
+    let entropy = mean_entropy(&logits)?;
     let mut out = Vec::with_capacity(seqs.len());
     let mut at = 0;
     for (_, c) in seqs {
@@ -160,6 +152,86 @@ pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> R
         at += c.len();
     }
     Ok((out, entropy))
+}
+
+/// The mean entropy of the next-token distributions of `logits [rows, vocab]` (0 with no row).
+fn mean_entropy(logits: &Tensor) -> Result<f64> {
+    if logits.dim(0)? == 0 {
+        return Ok(0.0);
+    }
+    let l = logits.detach();
+    let p = candle_nn::ops::softmax_last_dim(&l)?;
+    let lp = candle_nn::ops::log_softmax(&l, candle_core::D::Minus1)?;
+    Ok((p * lp)?.sum(1)?.neg()?.mean_all()?.to_scalar::<f32>()? as f64)
+}
+
+/// Each rollout as one sequence (`(prompt + completion, first target)`).
+fn joined<P: AsRef<[u32]>, C: AsRef<[u32]>>(pairs: impl Iterator<Item = (P, C)>) -> Vec<(Vec<u32>, usize)> {
+    pairs.map(|(p, c)| ([p.as_ref(), c.as_ref()].concat(), p.as_ref().len())).collect()
+}
+
+/// The loss of a micro-batch from its completion tokens' log-probs (`logp`, rollout after
+/// rollout, as [`completion_logps`] orders them) and the loss's derivative with respect to each
+/// of them: [`token_terms`] aggregated as [`aggregate`] does, differentiated by hand for the
+/// hand-written backward pass. Also the summed k3 KL and how many ratios the clip changed.
+pub fn terms_by_hand(logp: &[f32], rollouts: &[Rollout], obj: &Objective) -> (f64, Vec<f64>, f64, usize) {
+    let n = rollouts.len().max(1) as f64;
+    let total: usize = rollouts.iter().map(|r| r.completion.len()).sum();
+    let (lo, hi) = (1.0 - obj.epsilon, 1.0 + obj.epsilon_high);
+    let (mut loss, mut kl_sum, mut clipped) = (0.0, 0.0, 0);
+    let mut dlogp = Vec::with_capacity(logp.len());
+    let mut at = 0;
+    for r in rollouts {
+        let len = r.completion.len();
+        let coef = match obj.loss_type {
+            LossType::Grpo => 1.0 / (n * len.max(1) as f64),
+            LossType::Bnpo => 1.0 / total.max(1) as f64,
+            LossType::DrGrpo => 1.0 / (n * obj.max_completion_length as f64),
+        };
+        let a = r.advantage;
+        for (t, &lp) in logp[at..at + len].iter().enumerate() {
+            let lp = lp as f64;
+            // one update per generation batch: the sampling policy is the current one (ratio 1)
+            let old = r.old_logp.get(t).map_or(lp, |&o| o as f64);
+            let ratio = (lp - old).exp();
+            // −min(ratio·A, clip(ratio)·A): the unclipped side carries the gradient −A·ratio,
+            // the clipped side none
+            let (s1, s2) = (ratio * a, ratio.clamp(lo, hi) * a);
+            let (sur, dsur) = if s1 <= s2 { (-s1, -s1) } else { (-s2, 0.0) };
+            // k3 = exp(ref − logp) − (ref − logp) − 1, whose derivative is 1 − exp(ref − logp)
+            let dd = r.ref_logp[t] as f64 - lp;
+            let kl = dd.exp() - dd - 1.0;
+            kl_sum += kl;
+            if (a > 0.0 && ratio > hi) || (a < 0.0 && ratio < lo) {
+                clipped += 1;
+            }
+            let (term, dterm) = if obj.beta != 0.0 { (sur + obj.beta * kl, dsur + obj.beta * (1.0 - dd.exp())) } else { (sur, dsur) };
+            loss += coef * term;
+            dlogp.push(coef * dterm);
+        }
+        at += len;
+    }
+    (loss, dlogp, kl_sum, clipped)
+}
+
+/// [`loss`] times `scale` and its gradients, by the hand-written backward pass (CPU f32; see
+/// [`Model::target_grads`]); with `share`, the start the rollouts share runs once — for the G
+/// completions of one prompt, the whole prompt but its last token. Also the statistics of
+/// [`loss`] (unscaled) and the tokens through the model.
+pub fn manual_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32, scale: f64, share: bool) -> Result<(LossStats, usize, Vec<Option<Tensor>>)> {
+    let seqs = joined(rollouts.iter().map(|r| (&r.prompt, &r.completion)));
+    let b = batch::pack_shared(policy, &seqs, pad, share)?;
+    let mut stats = LossStats::default();
+    let (_, grads) = policy.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, &mut |logits| {
+        let logp: Vec<f32> = ops::nll(logits, &b.targets)?.to_vec1::<f32>()?.into_iter().map(|x| -x).collect();
+        let (loss, dlogp, kl, clipped) = terms_by_hand(&logp, rollouts, obj);
+        let tokens = logp.len();
+        stats = LossStats { loss, kl: kl / tokens.max(1) as f64, clip_fraction: clipped as f64 / tokens.max(1) as f64, entropy: mean_entropy(logits)?, tokens };
+        // the backward pass takes the derivative with respect to −log-prob
+        let dnll: Vec<f32> = dlogp.iter().map(|d| (-d * scale) as f32).collect();
+        Ok((loss * scale, Some(Tensor::from_vec(dnll, tokens, logits.device())?)))
+    })?;
+    Ok((stats, b.fed, grads))
 }
 
 /// The loss of a batch of rollouts (gradients flow into `policy`), and its statistics.
@@ -190,24 +262,182 @@ pub fn loss(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32) -> 
     Ok((l, stats))
 }
 
+/// How the loss and log-prob passes run: candle's autograd (any device), or the hand-written
+/// pass (CPU f32) with every completion's prompt fed whole or the prompt a pass's completions
+/// share run once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pass {
+    Autograd,
+    Whole,
+    Shared,
+}
+
+impl Pass {
+    /// What training uses on `model`: the hand-written pass where it applies.
+    pub fn for_model(model: &Model, share: bool) -> Pass {
+        match (model.manual_backward(), share) {
+            (false, _) => Pass::Autograd,
+            (true, false) => Pass::Whole,
+            (true, true) => Pass::Shared,
+        }
+    }
+}
+
 /// Log-probs of each rollout's completion under `model`, without gradients (old policy or
 /// reference), computed `micro` sequences at a time.
-pub fn fixed_logps(model: &Model, seqs: &[(Vec<u32>, Vec<u32>)], pad: u32, micro: usize) -> Result<Vec<Vec<f32>>> {
+pub fn fixed_logps(model: &Model, seqs: &[(Vec<u32>, Vec<u32>)], pad: u32, micro: usize, pass: Pass) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(seqs.len());
     for chunk in seqs.chunks(micro.max(1)) {
-        let refs: Vec<(&[u32], &[u32])> = chunk.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-        let (lps, _) = completion_logps(model, &refs, pad)?;
-        for lp in lps {
-            out.push(lp.detach().to_vec1::<f32>()?);
+        if pass == Pass::Autograd {
+            let refs: Vec<(&[u32], &[u32])> = chunk.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
+            let (lps, _) = completion_logps(model, &refs, pad)?;
+            for lp in lps {
+                out.push(lp.detach().to_vec1::<f32>()?);
+            }
+            continue;
+        }
+        let b = batch::pack_shared(model, &joined(chunk.iter().map(|(p, c)| (p, c))), pad, pass == Pass::Shared)?;
+        let mut nll = Vec::new();
+        model.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, &mut |logits| {
+            nll = ops::nll(logits, &b.targets)?.to_vec1::<f32>()?;
+            Ok((0.0, None))
+        })?;
+        let mut at = 0;
+        for (_, c) in chunk {
+            out.push(nll[at..at + c.len()].iter().map(|x| -x).collect());
+            at += c.len();
         }
     }
     Ok(out)
+}
+
+/// One update's loss statistics and gradients over `rollouts`, `micro` at a time, each
+/// micro-batch aggregated over itself and the micro-batches weighted equally; no gradient
+/// unless `learn`.
+pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32, micro: usize, pass: Pass, learn: bool) -> Result<(LossStats, Vec<Option<Tensor>>)> {
+    use super::optim::{accumulate, add_grads};
+    let mut grads = Vec::new();
+    let mut agg = LossStats::default();
+    let n_mb = rollouts.chunks(micro.max(1)).count() as f64;
+    for mb in rollouts.chunks(micro.max(1)) {
+        let s = if pass == Pass::Autograd {
+            let (l, s) = loss(policy, mb, obj, pad)?;
+            if learn {
+                accumulate(&mut grads, &policy.params.vars, &(l / n_mb)?.backward()?)?;
+            }
+            s
+        } else {
+            let (s, _, g) = manual_grads(policy, mb, obj, pad, 1.0 / n_mb, pass == Pass::Shared)?;
+            if learn {
+                add_grads(&mut grads, g)?;
+            }
+            s
+        };
+        agg.loss += s.loss / n_mb;
+        agg.kl += s.kl * s.tokens as f64;
+        agg.clip_fraction += s.clip_fraction * s.tokens as f64;
+        agg.entropy += s.entropy * s.tokens as f64;
+        agg.tokens += s.tokens;
+    }
+    let t = agg.tokens.max(1) as f64;
+    Ok((LossStats { kl: agg.kl / t, clip_fraction: agg.clip_fraction / t, entropy: agg.entropy / t, ..agg }, grads))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// The hand-written GRPO pass against candle's autograd of [`loss`]: loss, statistics and
+    /// every gradient, for each aggregation, with and without the KL term, with ratios off 1
+    /// (some clipped on each side), one prompt's completions alone and two prompts mixed, with
+    /// and without the shared prompt run once.
+    #[test]
+    fn hand_written_grpo_gradients_match_autograd() {
+        use crate::model::testing::{configs, tiny};
+        let (pa, pb): (Vec<u32>, Vec<u32>) = (vec![3, 7, 11, 2, 9], vec![3, 7, 5, 6]);
+        let pairs: Vec<(Vec<u32>, Vec<u32>)> = vec![
+            (pa.clone(), vec![4, 30, 8]),
+            (pa.clone(), vec![12, 6]),
+            (pa.clone(), vec![21, 17, 1, 5]),
+            (pb.clone(), vec![9, 40]),
+        ];
+        for cfg in configs() {
+            let m = tiny(&cfg);
+            let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
+            let (now, _) = completion_logps(&m, &refs, 0).unwrap();
+            // the hand-written forward gives the same log-probs, shared prompt or not
+            for pass in [Pass::Autograd, Pass::Whole, Pass::Shared] {
+                let fixed = fixed_logps(&m, &pairs, 0, 3, pass).unwrap();
+                for (a, b) in fixed.iter().zip(&now) {
+                    let b = b.to_vec1::<f32>().unwrap();
+                    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "{:?} {pass:?}: {a:?} vs {b:?}", cfg.arch);
+                }
+            }
+            let offsets = [0.0f32, 0.5, -0.6, 0.1, -0.05, 0.3];
+            let rollouts: Vec<Rollout> = pairs
+                .iter()
+                .zip(&now)
+                .zip([1.2, -0.7, 0.9, -0.4])
+                .enumerate()
+                .map(|(i, (((p, c), lp), a))| {
+                    let lp = lp.to_vec1::<f32>().unwrap();
+                    Rollout {
+                        prompt: p.clone(),
+                        completion: c.clone(),
+                        advantage: a,
+                        // the first rollout samples from the current policy; the others from an
+                        // older one, so ratios leave [1 − ε, 1 + ε_high] on both sides
+                        old_logp: if i == 0 { Vec::new() } else { lp.iter().enumerate().map(|(t, x)| x + offsets[(t + i) % 6]).collect() },
+                        ref_logp: lp.iter().enumerate().map(|(t, x)| x - offsets[(t + 2 * i) % 6]).collect(),
+                    }
+                })
+                .collect();
+            let scale = 0.5;
+            let mut clipped_somewhere = false;
+            for loss_type in [LossType::Grpo, LossType::Bnpo, LossType::DrGrpo] {
+                for beta in [0.0, 0.04] {
+                    let obj = Objective { beta, loss_type, max_completion_length: 6, ..Objective::default() };
+                    for mb in [&rollouts[..3], &rollouts[..]] {
+                        let (l, want) = loss(&m, mb, &obj, 0).unwrap();
+                        let store = (l * scale).unwrap().backward().unwrap();
+                        clipped_somewhere |= want.clip_fraction > 0.0;
+                        let mut fed = Vec::new();
+                        for share in [false, true] {
+                            let what = format!("{:?} {loss_type:?} beta {beta} {} rollouts share {share}", cfg.arch, mb.len());
+                            let (got, n, grads) = manual_grads(&m, mb, &obj, 0, scale, share).unwrap();
+                            fed.push(n);
+                            for (x, y, name) in [(got.loss, want.loss, "loss"), (got.kl, want.kl, "kl"), (got.clip_fraction, want.clip_fraction, "clip"), (got.entropy, want.entropy, "entropy")] {
+                                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{what}: {name} {x} vs {y}");
+                            }
+                            assert_eq!(got.tokens, want.tokens);
+                            for (i, (name, var)) in m.params.iter().enumerate() {
+                                let want = store.get(var.as_tensor()).unwrap_or_else(|| panic!("{what} {name}: autograd gave no gradient"));
+                                let g = grads[i].as_ref().unwrap_or_else(|| panic!("{what} {name}: no hand-written gradient"));
+                                let diff = (g - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                                let size = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                                assert!(size > 0.0, "{what} {name}: no gradient to compare");
+                                assert!(diff <= 1e-4 * size.max(1e-3), "{what} {name}: max |Δ| {diff} against max |g| {size}");
+                            }
+                        }
+                        // one prompt's completions share all of it but its last token
+                        let saved = if mb.len() == 3 { 2 * (pa.len() - 1) } else { 3 * 2 };
+                        assert!(fed[0] - fed[1] >= saved, "{:?}: fed {fed:?}", cfg.arch);
+                    }
+                }
+            }
+            assert!(clipped_somewhere, "the test's ratios never left the clip range");
+            // a whole update, two micro-batches: the trainer's passes agree
+            let obj = Objective::default();
+            let (a, ga) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Autograd, true).unwrap();
+            let (b, gb) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Shared, true).unwrap();
+            assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss.abs().max(1.0) && (a.kl - b.kl).abs() <= 1e-5 && a.tokens == b.tokens, "{a:?} vs {b:?}");
+            let (na, nb) = (crate::train::optim::clip_factor(&ga, 1.0).unwrap().0, crate::train::optim::clip_factor(&gb, 1.0).unwrap().0);
+            assert!((na - nb).abs() <= 1e-4 * na, "gradient norms {na} vs {nb}");
+            assert!(update_grads(&m, &rollouts, &obj, 0, 2, Pass::Shared, false).unwrap().1.is_empty());
+        }
+    }
 
     #[test]
     fn advantages_by_hand() {
@@ -304,6 +534,15 @@ pub struct GrpoConfig {
     /// the constraint starts after `</think>` (a CoT policy) rather than at the first token
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub constrain_after_think: bool,
+    /// run the prompt that a micro-batch's completions share once in the loss and log-prob
+    /// passes (CPU f32). It changes only the order of float sums, so a resume may switch it; it
+    /// is written only when off, so runs made before it keep their names.
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub share_prompt: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One logged GRPO step.
@@ -352,7 +591,7 @@ pub fn train(
     quiet: bool,
 ) -> Result<super::sft::Outcome> {
     use super::checkpoint;
-    use super::optim::{accumulate, clip_factor, cosine_lr, AdamW};
+    use super::optim::{clip_factor, cosine_lr, AdamW};
     use crate::engine::llama::{LlamaEngine, LlamaSettings};
     use crate::engine::{Engine, Finish, GenRequest, Sampling};
     use std::io::Write;
@@ -368,7 +607,7 @@ pub fn train(
     let warmup = (cfg.warmup_ratio * total_updates as f64).ceil() as usize;
     std::fs::create_dir_all(&dirs.log_dir).map_err(|e| Error::io(&dirs.log_dir, e))?;
     let log_path = dirs.log_dir.join("steps.jsonl");
-    let same = |st: &GrpoState| st.config == *cfg && st.pool_hash == pool_hash;
+    let same = |st: &GrpoState| GrpoConfig { share_prompt: cfg.share_prompt, ..st.config.clone() } == *cfg && st.pool_hash == pool_hash;
     let resumed_from = checkpoint::resume(&dirs.ckpt_dir, policy, &mut opt, same, |st: &GrpoState| st.step * cfg.num_iterations)?.map(|st| st.step);
     let start = resumed_from.unwrap_or(0);
     let mut log = checkpoint::reopen_log(&log_path, |r: &GrpoLog| r.step <= start)?;
@@ -379,6 +618,7 @@ pub fn train(
     let snapshot = dirs.ckpt_dir.join("policy-snapshot.gguf");
     let target = crate::model::export::Target::read(&source)?;
     let pad = tok.eos();
+    let pass = Pass::for_model(policy, cfg.share_prompt);
     let bar = crate::util::progress(!quiet, "grpo", "steps", cfg.steps, start);
     let mut last = None;
     let mut interrupted = false;
@@ -445,13 +685,13 @@ pub fn train(
             }
             seqs.push((enc, c));
         }
-        let old = if cfg.num_iterations > 1 { fixed_logps(policy, &seqs, pad, cfg.micro)? } else { vec![Vec::new(); seqs.len()] };
+        let old = if cfg.num_iterations > 1 { fixed_logps(policy, &seqs, pad, cfg.micro, pass)? } else { vec![Vec::new(); seqs.len()] };
         let refl = if cfg.objective.beta != 0.0 {
-            fixed_logps(reference, &seqs, pad, cfg.micro)?
+            fixed_logps(reference, &seqs, pad, cfg.micro, pass)?
         } else if cfg.num_iterations > 1 {
             old.clone()
         } else {
-            fixed_logps(policy, &seqs, pad, cfg.micro)?
+            fixed_logps(policy, &seqs, pad, cfg.micro, pass)?
         };
         let rollouts: Vec<Rollout> = seqs
             .into_iter()
@@ -467,22 +707,7 @@ pub fn train(
         let mut lr = 0.0;
         let all_zero = adv.iter().all(|a| *a == 0.0);
         for it in 0..cfg.num_iterations {
-            let mut grads = Vec::new();
-            let mut agg = LossStats::default();
-            let n_mb = rollouts.chunks(cfg.micro.max(1)).count() as f64;
-            for mb in rollouts.chunks(cfg.micro.max(1)) {
-                let (l, s) = loss(policy, mb, &cfg.objective, pad)?;
-                // every micro-batch is aggregated over itself: weight them equally
-                let l = (l / n_mb)?;
-                agg.loss += s.loss / n_mb;
-                agg.kl += s.kl * s.tokens as f64;
-                agg.clip_fraction += s.clip_fraction * s.tokens as f64;
-                agg.entropy += s.entropy * s.tokens as f64;
-                agg.tokens += s.tokens;
-                if !all_zero || cfg.objective.beta != 0.0 {
-                    accumulate(&mut grads, &policy.params.vars, &l.backward()?)?;
-                }
-            }
+            let (agg, grads) = update_grads(policy, &rollouts, &cfg.objective, pad, cfg.micro, pass, !all_zero || cfg.objective.beta != 0.0)?;
             let update = step * cfg.num_iterations + it;
             lr = cosine_lr(cfg.lr, update, total_updates, warmup);
             if !grads.is_empty() {
@@ -491,8 +716,7 @@ pub fn train(
                 opt.step(&grads, lr, factor)?;
             }
             if it == 0 {
-                let t = agg.tokens.max(1) as f64;
-                stats = LossStats { loss: agg.loss, kl: agg.kl / t, clip_fraction: agg.clip_fraction / t, entropy: agg.entropy / t, tokens: agg.tokens };
+                stats = agg;
             }
         }
         let update_s = t2.elapsed().as_secs_f64();

@@ -268,13 +268,9 @@ pub fn micro_batches(seqs: &[(usize, &[u32], usize)], micro_tokens: usize, share
 /// the sequences share once; candle's autograd elsewhere.
 pub fn batch_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f64, share: bool) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
     if model.manual_backward() {
-        let p = if share && seqs.len() > 1 { shared_prefix(seqs) } else { 0 };
-        let rest: Vec<(&[u32], usize)> = seqs.iter().map(|(s, f)| (&s[p..], f - p)).collect();
-        let (ids, rows, targets) = pack(model, &rest, pad)?;
-        let fed = p + ids.elem_count();
-        let prefix = seqs.first().map(|(s, _)| &s[..p]).unwrap_or(&[]);
-        let (loss, grads) = model.nll_grads(prefix, &ids, &rows, &targets, scale)?;
-        return Ok((loss, fed, grads));
+        let b = super::batch::pack_shared(model, seqs, pad, share)?;
+        let (loss, grads) = model.nll_grads(&b.prefix, &b.ids, &b.rows, &b.targets, scale)?;
+        return Ok((loss, b.fed, grads));
     }
     autograd_grads(model, seqs, pad, scale)
 }

@@ -53,6 +53,12 @@ fn cot_build_writes_kept_and_rejected_rows_with_reasons_and_resumes() {
     assert_eq!(sessions[1]["kept"].as_u64().unwrap() + sessions[1]["rejected"].as_u64().unwrap(), 0);
     // each session records the instruction it used
     assert_eq!(sessions[0]["teacher_prompt"].as_str().unwrap(), rner::train::cot::TEACHER_PROMPT.trim_end());
+    // and the machine and teacher settings it ran with, which the perf section shows per session
+    let cpu = sessions[0]["machine"]["cpu"].as_str().unwrap();
+    assert!(sessions[0]["machine"]["cpus"].as_u64().unwrap() >= 1);
+    let threads = sessions[0]["settings"]["threads"].as_u64().unwrap();
+    let perf = std::fs::read_to_string(tmp.path().join("reports/perf.md")).unwrap();
+    assert!(perf.contains(&format!("| {cpu} ({} cores) | {threads} |", sessions[0]["machine"]["cpus"])), "{perf}");
 }
 
 #[test]

@@ -387,8 +387,8 @@ fn a_shared_prompt_start_gives_the_loss_and_gradients_of_whole_prompts() {
 #[test]
 fn grpo_raises_the_mean_reward_on_a_toy_task() {
     use rand::{Rng, SeedableRng};
-    use rner::train::grpo::{advantages, fixed_logps, loss, LossType, Objective, Rollout, ScaleRewards};
-    use rner::train::optim::{accumulate, clip_factor, AdamConfig, AdamW};
+    use rner::train::grpo::{advantages, fixed_logps, update_grads, LossType, Objective, Pass, Rollout, ScaleRewards};
+    use rner::train::optim::{clip_factor, AdamConfig, AdamW};
     let path = default_model();
     let tok = Tokenizer::load(&path).unwrap();
     let policy = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
@@ -425,17 +425,16 @@ fn grpo_raises_the_mean_reward_on_a_toy_task() {
         let rewards: Vec<f64> = draws.iter().map(|&t| (t == target) as u8 as f64).collect();
         let adv = advantages(&rewards, g, obj.scale_rewards);
         let seqs: Vec<(Vec<u32>, Vec<u32>)> = draws.iter().map(|&t| (prompt.clone(), vec![t])).collect();
-        let old = fixed_logps(&policy, &seqs, 0, 16).unwrap();
-        let refl = fixed_logps(&reference, &seqs, 0, 16).unwrap();
+        let old = fixed_logps(&policy, &seqs, 0, 16, Pass::Shared).unwrap();
+        let refl = fixed_logps(&reference, &seqs, 0, 16, Pass::Shared).unwrap();
         let rollouts: Vec<Rollout> = seqs
             .into_iter()
             .zip(adv)
             .zip(old.into_iter().zip(refl))
             .map(|(((p, c), a), (o, r))| Rollout { prompt: p, completion: c, advantage: a, old_logp: o, ref_logp: r })
             .collect();
-        let (l, _) = loss(&policy, &rollouts, &obj, 0).unwrap();
-        let mut grads = Vec::new();
-        accumulate(&mut grads, &policy.params.vars, &l.backward().unwrap()).unwrap();
+        // the trainer's pass: the hand-written backward, the prompt run once for its 16 completions
+        let (_, grads) = update_grads(&policy, &rollouts, &obj, 0, 16, Pass::Shared, true).unwrap();
         let (_, f) = clip_factor(&grads, 1.0).unwrap();
         opt.step(&grads, 1e-4, f).unwrap();
     }
