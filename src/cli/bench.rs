@@ -768,7 +768,6 @@ struct GrpoPoint {
     tokens: f64,
     completion_tokens: f64,
     peak_rss_mb: f64,
-    losses: Vec<f64>,
     grad_norms: Vec<f64>,
 }
 
@@ -816,7 +815,7 @@ fn grpo(g: &Global, a: GrpoBenchArgs) -> anyhow::Result<ExitCode> {
     let mut points = Vec::new();
     // the smallest first: freed memory stays with the process (see `rner bench train`)
     for pass in [Pass::Shared, Pass::Whole, Pass::Autograd] {
-        let (mut logp_s, mut update_s, mut tokens, mut ctokens, mut losses, mut norms) = (0.0, 0.0, 0usize, 0usize, Vec::new(), Vec::new());
+        let (mut logp_s, mut update_s, mut tokens, mut ctokens, mut norms) = (0.0, 0.0, 0usize, 0usize, Vec::new());
         for (si, seqs) in steps.iter().enumerate() {
             if si == 1 {
                 reset_peak_rss();
@@ -843,7 +842,6 @@ fn grpo(g: &Global, a: GrpoBenchArgs) -> anyhow::Result<ExitCode> {
                 tokens += crate::train::batch::pack_shared(&model, &joined, pad, pass == Pass::Shared)?.fed;
             }
             ctokens += stats.tokens;
-            losses.push(stats.loss);
             norms.push(norm);
         }
         let k = a.steps as f64;
@@ -856,7 +854,6 @@ fn grpo(g: &Global, a: GrpoBenchArgs) -> anyhow::Result<ExitCode> {
             tokens: tokens as f64 / k,
             completion_tokens: ctokens as f64 / k,
             peak_rss_mb: crate::train::sft::peak_rss_mb(),
-            losses,
             grad_norms: norms,
         });
     }
@@ -864,7 +861,7 @@ fn grpo(g: &Global, a: GrpoBenchArgs) -> anyhow::Result<ExitCode> {
     md.push_str(&format!(
         "Command: `{}` — {} ({} threads), model {} (f32), steps 2–{} of {} prompts × {} completions from `{}` (seed {}; each prompt's completions are {} other samples' rationale + answer, cut at {} tokens; step 1 is a warm-up), {} sequences per pass, the reference log-probs taken from the same model. \
          *autograd*: candle's graph, each completion fed with its whole prompt (what `rner grpo` ran before the hand-written pass, and runs on CUDA). *whole*: the hand-written pass, whole prompts (`rner grpo --no-share-prompt`). *shared*: the hand-written pass with the start a pass's sequences share run once — for one prompt's completions, all of the prompt but its last token (the default). \
-         Log-prob s = the reference pass of a step; update s = the loss forward + backward + gradient norm (no optimiser step, so every setting sees the same weights). Tokens = through the model per step and pass (padding included). Δ loss, Δ norm = the largest relative difference of a step's loss and gradient norm from autograd's. Peak RSS is the process's, reset before each setting's measured steps (shared first). Date {}.\n\n",
+         Log-prob s = the reference pass of a step; update s = the loss forward + backward + gradient norm (no optimiser step, so every setting sees the same weights). Tokens = through the model per step and pass (padding included). Δ norm = the largest relative difference of a step's gradient norm from autograd's (the loss itself says nothing here: with the reference equal to the policy and one update per batch, every ratio is 1 and every KL 0, so the loss is the advantages' alone). Peak RSS is the process's, reset before each setting's measured steps (shared first). Date {}.\n\n",
         command_line(),
         crate::util::cpu_model(),
         crate::util::cpus(),
@@ -879,14 +876,14 @@ fn grpo(g: &Global, a: GrpoBenchArgs) -> anyhow::Result<ExitCode> {
         a.micro,
         crate::util::now()
     ));
-    md.push_str("| setting | log-prob s per step | update s per step | log-prob + update s | speed-up | tokens through the model | completion tokens | Δ loss | Δ norm | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| setting | log-prob s per step | update s per step | log-prob + update s | speed-up | tokens through the model | completion tokens | Δ norm | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|\n");
     let auto = points.iter().find(|p| p.pass == Pass::Autograd).expect("measured");
     let rel = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| (a - b).abs() / b.abs().max(1e-12)).fold(0.0, f64::max);
     for pt in points.iter().rev() {
         let both = pt.logp_s + pt.update_s;
-        let (dl, dn) = if pt.pass == Pass::Autograd { ("—".to_string(), "—".to_string()) } else { (format!("{:.1e}", rel(&pt.losses, &auto.losses)), format!("{:.1e}", rel(&pt.grad_norms, &auto.grad_norms))) };
+        let dn = if pt.pass == Pass::Autograd { "—".to_string() } else { format!("{:.1e}", rel(&pt.grad_norms, &auto.grad_norms)) };
         md.push_str(&format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.0} | {:.0} | {dl} | {dn} | {:.0} |\n",
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.0} | {:.0} | {dn} | {:.0} |\n",
             serde_json::to_value(pt.pass)?.as_str().unwrap_or_default(),
             pt.logp_s,
             pt.update_s,

@@ -290,6 +290,11 @@ pub struct Rates {
     pub grpo_step_overhead_s: f64,
 }
 
+/// A GRPO log-prob pass (forward only) against a training pass of the same tokens: 13.30 s
+/// against 35.56 s with shared prompts in `rner bench grpo --steps 2` (reports/perf.md,
+/// 2026-11-27).
+const GRPO_LOGP_PASS: f64 = 0.37;
+
 pub const REFERENCE: Rates = Rates {
     train_tok_s: 93.0,
     gen_tok_s: 118.0,
@@ -425,8 +430,12 @@ impl Preset {
             let g = &self.grpo;
             let completions = (g.prompts_per_step * g.num_generations) as f64;
             let rollout = completions * g.max_completion_length as f64 * 0.5 / r.gen_tok_s;
-            let seq = 200.0 + g.max_completion_length as f64 * 0.5;
-            let update = completions * seq * (1.0 + g.num_iterations as f64) / r.train_tok_s;
+            // each prompt runs once per pass for its G completions (completions at half the cap);
+            // a step is the reference log-prob pass (a forward: 0.37 of a training pass in `rner
+            // bench grpo`), the old policy's with several iterations, and the training passes
+            let tokens = g.prompts_per_step as f64 * r.prompt_tokens + completions * g.max_completion_length as f64 * 0.5;
+            let passes = GRPO_LOGP_PASS * (1.0 + (g.num_iterations > 1) as u8 as f64) + g.num_iterations as f64;
+            let update = tokens * passes / r.train_tok_s;
             steps.push(Step {
                 id: self.grpo_name(i),
                 kind: StepKind::Grpo { index: i },

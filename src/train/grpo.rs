@@ -537,12 +537,16 @@ pub struct GrpoConfig {
     /// run the prompt that a micro-batch's completions share once in the loss and log-prob
     /// passes (CPU f32). It changes only the order of float sums, so a resume may switch it; it
     /// is written only when off, so runs made before it keep their names.
-    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub share_prompt: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 /// One logged GRPO step.
