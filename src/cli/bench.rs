@@ -829,7 +829,7 @@ fn grpo(g: &Global, a: GrpoBenchArgs) -> anyhow::Result<ExitCode> {
                 .zip(refl)
                 .map(|(((pr, c), &advantage), ref_logp)| Rollout { prompt: pr.clone(), completion: c.clone(), advantage, old_logp: Vec::new(), ref_logp })
                 .collect();
-            let (stats, grads) = update_grads(&model, &rollouts, &obj, pad, a.micro, pass, true)?;
+            let (stats, fed, grads) = update_grads(&model, &rollouts, &obj, pad, a.micro, pass, true)?;
             let (norm, _) = clip_factor(&grads, 1.0)?;
             let t2 = Instant::now();
             if si == 0 {
@@ -837,10 +837,7 @@ fn grpo(g: &Global, a: GrpoBenchArgs) -> anyhow::Result<ExitCode> {
             }
             logp_s += (t1 - t0).as_secs_f64();
             update_s += (t2 - t1).as_secs_f64();
-            for chunk in seqs.chunks(a.micro.max(1)) {
-                let joined: Vec<(Vec<u32>, usize)> = chunk.iter().map(|(pr, c)| ([pr.as_slice(), c.as_slice()].concat(), pr.len())).collect();
-                tokens += crate::train::batch::pack_shared(&model, &joined, pad, pass == Pass::Shared)?.fed;
-            }
+            tokens += fed;
             ctokens += stats.tokens;
             norms.push(norm);
         }

@@ -64,6 +64,9 @@ pub struct EvalArgs {
     /// llama.cpp flash attention (slower on this CPU; for experiments)
     #[arg(long)]
     pub flash_attn: bool,
+    /// the KV cache's element type (f16 = llama.cpp's default)
+    #[arg(long, value_enum, default_value = "f16")]
+    pub kv_type: crate::engine::llama::KvType,
     /// prompt-lookup drafts in free greedy decoding: up to N tokens that followed the answer's last
     /// tokens in its prompt are fed with each step and kept where the model's argmax agrees (0 = off)
     #[arg(long, default_value_t = 0)]
@@ -227,6 +230,7 @@ pub fn execute(g: &Global, a: &EvalArgs) -> anyhow::Result<run::Outcome> {
         kv_unified: a.kv_unified,
         draft_max: a.draft_max,
         flash_attn: a.flash_attn,
+        kv_type: a.kv_type,
         ..LlamaSettings::default()
     };
     let (model_sha256, mut engine) = build_engine(&m, settings)?;

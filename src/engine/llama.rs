@@ -64,6 +64,19 @@ pub struct LlamaSettings {
     /// gets short drafts (its step is already compute-bound), the run's tail long ones
     #[serde(default = "draft_budget")]
     pub draft_budget: usize,
+    /// the element type of the KV cache's keys and values (llama.cpp's default is f16)
+    #[serde(default)]
+    pub kv_type: KvType,
+}
+
+/// The KV cache's element type: f16 (llama.cpp's default) or f32, which doubles the cache and
+/// spares the attention products their f16 conversions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KvType {
+    #[default]
+    F16,
+    F32,
 }
 
 fn draft_budget() -> usize {
@@ -87,6 +100,17 @@ impl Default for LlamaSettings {
             grammar_check_first: true,
             draft_max: 0,
             draft_budget: draft_budget(),
+            kv_type: KvType::F16,
+        }
+    }
+}
+
+impl KvType {
+    fn cache_type(self) -> llama_cpp_2::context::params::KvCacheType {
+        use llama_cpp_2::context::params::KvCacheType;
+        match self {
+            KvType::F16 => KvCacheType::F16,
+            KvType::F32 => KvCacheType::F32,
         }
     }
 }
@@ -320,18 +344,23 @@ fn worker_main(
             return;
         }
     }
+    let mut recorded = serde_json::json!({
+        "parallel": settings.parallel, "prefix_reuse": settings.prefix_reuse,
+        "ctx_per_seq": settings.ctx_per_seq, "threads": threads, "n_batch": settings.n_batch,
+        "kv_unified": settings.kv_unified, "flash_attn": settings.flash_attn, "llama_cpp_2": "0.1.160",
+        "grammar_check_first": settings.grammar_check_first,
+    });
+    // recorded where it is not llama.cpp's default, so earlier manifests read the same
+    if settings.kv_type != KvType::F16 {
+        recorded["kv_type"] = serde_json::to_value(settings.kv_type).expect("a plain enum");
+    }
     let info = EngineInfo {
         engine: "llama.cpp".into(),
         model: path.display().to_string(),
         n_params: model.n_params(),
         n_ctx_train: model.n_ctx_train(),
         chat_template: worker.tmpl.as_ref().and_then(|t| t.to_string().ok()),
-        settings: serde_json::json!({
-            "parallel": settings.parallel, "prefix_reuse": settings.prefix_reuse,
-            "ctx_per_seq": settings.ctx_per_seq, "threads": threads, "n_batch": settings.n_batch,
-            "kv_unified": settings.kv_unified, "flash_attn": settings.flash_attn, "llama_cpp_2": "0.1.160",
-            "grammar_check_first": settings.grammar_check_first,
-        }),
+        settings: recorded,
         price: None,
     };
     if ready.send(Ok(info)).is_err() {
@@ -488,6 +517,8 @@ impl<'m> Worker<'m> {
             .with_n_seq_max((self.settings.parallel + 1) as u32) // seq 0 holds the shared prefix
             .with_kv_unified(self.settings.kv_unified)
             .with_flash_attention_policy(if self.settings.flash_attn { 1 } else { 0 })
+            .with_type_k(self.settings.kv_type.cache_type())
+            .with_type_v(self.settings.kv_type.cache_type())
             .with_swa_full(true)
             .with_n_threads(self.threads as i32)
             .with_n_threads_batch(self.threads as i32);

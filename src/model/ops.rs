@@ -421,6 +421,58 @@ impl CustomOp2 for NllBwd {
     }
 }
 
+/// Per row of `logits [n, vocab]`, the row's NLL of its target and the entropy of its softmax,
+/// in one pass over the row (CPU f32): `[n, 2]`. Entropy = lse − Σ p·logit.
+struct NllEntropy {
+    targets: Arc<Vec<u32>>,
+}
+
+impl CustomOp1 for NllEntropy {
+    fn name(&self) -> &'static str {
+        "nll-entropy"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = data(s, l, self.name())?;
+        let (n, v) = l.shape().dims2()?;
+        if self.targets.len() != n {
+            bail!("nll-entropy: {} targets for {n} rows", self.targets.len());
+        }
+        let mut out = vec![0f32; 2 * n];
+        out.par_chunks_mut(2).zip(x.par_chunks(v)).zip(self.targets.par_iter()).for_each(|((o, row), &t)| {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let (mut sum, mut dot) = (0f32, 0f32);
+            for &z in row {
+                let e = (z - m).exp();
+                sum += e;
+                dot += e * (z - m);
+            }
+            // with logits shifted by m: lse' = ln sum, entropy = lse' − Σ e·z' / sum
+            let lse = sum.ln();
+            o[0] = lse + m - row[t as usize];
+            o[1] = lse - dot / sum;
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, 2))))
+    }
+}
+
+/// Each row's NLL of its target (`[n]`, as [`nll`]) and the mean entropy of the rows' softmax
+/// (0 with no row), without gradients; one pass over the logits on CPU f32.
+pub fn nll_entropy(logits: &Tensor, targets: &[u32]) -> Result<(Vec<f32>, f64)> {
+    let n = targets.len();
+    if n == 0 {
+        return Ok((Vec::new(), 0.0));
+    }
+    if fused(logits) {
+        let both = logits.contiguous()?.apply_op1_no_bwd(&NllEntropy { targets: Arc::new(targets.to_vec()) })?.to_vec2::<f32>()?;
+        let entropy = both.iter().map(|r| r[1] as f64).sum::<f64>() / n as f64;
+        return Ok((both.into_iter().map(|r| r[0]).collect(), entropy));
+    }
+    let l = logits.detach().to_dtype(candle_core::DType::F32)?;
+    let lp = candle_nn::ops::log_softmax(&l, D::Minus1)?;
+    let entropy = (lp.exp()? * &lp)?.sum(1)?.neg()?.mean_all()?.to_scalar::<f32>()? as f64;
+    Ok((nll(&l, targets)?.to_vec1::<f32>()?, entropy))
+}
+
 /// `−log softmax(logits)[target]` per row of `logits [n, vocab]`: `[n]`.
 pub fn nll(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
     if fused(logits) {
@@ -546,5 +598,14 @@ mod tests {
             },
             &[&[3, 7]],
         );
+        // NLL and entropy in one pass against the composed path (other devices and dtypes), on shifted rows
+        let x = (Tensor::randn(0f32, 4.0, (3, 7), &Device::Cpu).unwrap() + 30.0).unwrap();
+        let (nl, ent) = nll_entropy(&x, &targets).unwrap();
+        let (nl64, ent64) = nll_entropy(&x.to_dtype(candle_core::DType::F64).unwrap(), &targets).unwrap();
+        for (a, b) in nl.iter().zip(&nl64) {
+            assert!((a - b).abs() < 1e-4, "nll-entropy: nll {a} vs {b}");
+        }
+        assert!((ent - ent64).abs() < 1e-4 && ent > 0.0, "nll-entropy: entropy {ent} vs {ent64}");
+        assert_eq!(nll_entropy(&x.narrow(0, 0, 0).unwrap(), &[]).unwrap(), (Vec::new(), 0.0));
     }
 }

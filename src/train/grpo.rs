@@ -217,21 +217,26 @@ pub fn terms_by_hand(logp: &[f32], rollouts: &[Rollout], obj: &Objective) -> (f6
 /// [`loss`] times `scale` and its gradients, by the hand-written backward pass (CPU f32; see
 /// [`Model::target_grads`]); with `share`, the start the rollouts share runs once — for the G
 /// completions of one prompt, the whole prompt but its last token. Also the statistics of
-/// [`loss`] (unscaled) and the tokens through the model.
-pub fn manual_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32, scale: f64, share: bool) -> Result<(LossStats, usize, Vec<Option<Tensor>>)> {
+/// [`loss`] (unscaled) and the tokens through the model. Without `learn`, the pass runs forward
+/// only and returns no gradient.
+pub fn manual_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32, scale: f64, share: bool, learn: bool) -> Result<(LossStats, usize, Vec<Option<Tensor>>)> {
     let seqs = joined(rollouts.iter().map(|r| (&r.prompt, &r.completion)));
     let b = batch::pack_shared(policy, &seqs, pad, share)?;
     let mut stats = LossStats::default();
     let (_, grads) = policy.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, &mut |logits| {
-        let logp: Vec<f32> = ops::nll(logits, &b.targets)?.to_vec1::<f32>()?.into_iter().map(|x| -x).collect();
+        let (nll, entropy) = ops::nll_entropy(logits, &b.targets)?;
+        let logp: Vec<f32> = nll.into_iter().map(|x| -x).collect();
         let (loss, dlogp, kl, clipped) = terms_by_hand(&logp, rollouts, obj);
         let tokens = logp.len();
-        stats = LossStats { loss, kl: kl / tokens.max(1) as f64, clip_fraction: clipped as f64 / tokens.max(1) as f64, entropy: mean_entropy(logits)?, tokens };
+        stats = LossStats { loss, kl: kl / tokens.max(1) as f64, clip_fraction: clipped as f64 / tokens.max(1) as f64, entropy, tokens };
         // the backward pass takes the derivative with respect to −log-prob
+        if !learn {
+            return Ok((loss * scale, None));
+        }
         let dnll: Vec<f32> = dlogp.iter().map(|d| (-d * scale) as f32).collect();
         Ok((loss * scale, Some(Tensor::from_vec(dnll, tokens, logits.device())?)))
     })?;
-    Ok((stats, b.fed, grads))
+    Ok((stats, b.fed, if learn { grads } else { Vec::new() }))
 }
 
 /// The loss of a batch of rollouts (gradients flow into `policy`), and its statistics.
@@ -313,12 +318,14 @@ pub fn fixed_logps(model: &Model, seqs: &[(Vec<u32>, Vec<u32>)], pad: u32, micro
 }
 
 /// One update's loss statistics and gradients over `rollouts`, `micro` at a time, each
-/// micro-batch aggregated over itself and the micro-batches weighted equally; no gradient
-/// unless `learn`.
-pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32, micro: usize, pass: Pass, learn: bool) -> Result<(LossStats, Vec<Option<Tensor>>)> {
+/// micro-batch aggregated over itself and the micro-batches weighted equally; no gradient (and,
+/// on the hand-written pass, no backward pass) unless `learn`. Also the tokens through the model
+/// (padding included).
+pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32, micro: usize, pass: Pass, learn: bool) -> Result<(LossStats, usize, Vec<Option<Tensor>>)> {
     use super::optim::{accumulate, add_grads};
     let mut grads = Vec::new();
     let mut agg = LossStats::default();
+    let mut fed = 0;
     let n_mb = rollouts.chunks(micro.max(1)).count() as f64;
     for mb in rollouts.chunks(micro.max(1)) {
         let s = if pass == Pass::Autograd {
@@ -326,12 +333,15 @@ pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: 
             if learn {
                 accumulate(&mut grads, &policy.params.vars, &(l / n_mb)?.backward()?)?;
             }
+            // `loss` packs the micro-batch's whole sequences to its longest
+            fed += mb.len() * mb.iter().map(|r| r.prompt.len() + r.completion.len()).max().unwrap_or(0);
             s
         } else {
-            let (s, _, g) = manual_grads(policy, mb, obj, pad, 1.0 / n_mb, pass == Pass::Shared)?;
+            let (s, n, g) = manual_grads(policy, mb, obj, pad, 1.0 / n_mb, pass == Pass::Shared, learn)?;
             if learn {
                 add_grads(&mut grads, g)?;
             }
+            fed += n;
             s
         };
         agg.loss += s.loss / n_mb;
@@ -341,7 +351,7 @@ pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: 
         agg.tokens += s.tokens;
     }
     let t = agg.tokens.max(1) as f64;
-    Ok((LossStats { kl: agg.kl / t, clip_fraction: agg.clip_fraction / t, entropy: agg.entropy / t, ..agg }, grads))
+    Ok((LossStats { kl: agg.kl / t, clip_fraction: agg.clip_fraction / t, entropy: agg.entropy / t, ..agg }, fed, grads))
 }
 
 #[cfg(test)]
@@ -406,7 +416,7 @@ mod tests {
                         let mut fed = Vec::new();
                         for share in [false, true] {
                             let what = format!("{:?} {loss_type:?} beta {beta} {} rollouts share {share}", cfg.arch, mb.len());
-                            let (got, n, grads) = manual_grads(&m, mb, &obj, 0, scale, share).unwrap();
+                            let (got, n, grads) = manual_grads(&m, mb, &obj, 0, scale, share, true).unwrap();
                             fed.push(n);
                             for (x, y, name) in [(got.loss, want.loss, "loss"), (got.kl, want.kl, "kl"), (got.clip_fraction, want.clip_fraction, "clip"), (got.entropy, want.entropy, "entropy")] {
                                 assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{what}: {name} {x} vs {y}");
@@ -430,12 +440,16 @@ mod tests {
             assert!(clipped_somewhere, "the test's ratios never left the clip range");
             // a whole update, two micro-batches: the trainer's passes agree
             let obj = Objective::default();
-            let (a, ga) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Autograd, true).unwrap();
-            let (b, gb) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Shared, true).unwrap();
+            let (a, fa, ga) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Autograd, true).unwrap();
+            let (b, fb, gb) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Shared, true).unwrap();
+            assert!(fb < fa, "{:?}: the shared pass fed {fb} tokens, autograd {fa}", cfg.arch);
             assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss.abs().max(1.0) && (a.kl - b.kl).abs() <= 1e-5 && a.tokens == b.tokens, "{a:?} vs {b:?}");
             let (na, nb) = (crate::train::optim::clip_factor(&ga, 1.0).unwrap().0, crate::train::optim::clip_factor(&gb, 1.0).unwrap().0);
             assert!((na - nb).abs() <= 1e-4 * na, "gradient norms {na} vs {nb}");
-            assert!(update_grads(&m, &rollouts, &obj, 0, 2, Pass::Shared, false).unwrap().1.is_empty());
+            // without learning: the same statistics and tokens, forward only, no gradient
+            let (c, fc, gc) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Shared, false).unwrap();
+            assert!(gc.is_empty() && fc == fb && (c.loss - b.loss).abs() <= 1e-9 * b.loss.abs().max(1.0) && c.tokens == b.tokens, "{c:?} vs {b:?}");
+            assert!(update_grads(&m, &rollouts, &obj, 0, 2, Pass::Autograd, false).unwrap().2.is_empty());
         }
     }
 
@@ -711,7 +725,7 @@ pub fn train(
         let mut lr = 0.0;
         let all_zero = adv.iter().all(|a| *a == 0.0);
         for it in 0..cfg.num_iterations {
-            let (agg, grads) = update_grads(policy, &rollouts, &cfg.objective, pad, cfg.micro, pass, !all_zero || cfg.objective.beta != 0.0)?;
+            let (agg, _, grads) = update_grads(policy, &rollouts, &cfg.objective, pad, cfg.micro, pass, !all_zero || cfg.objective.beta != 0.0)?;
             let update = step * cfg.num_iterations + it;
             lr = cosine_lr(cfg.lr, update, total_updates, warmup);
             if !grads.is_empty() {

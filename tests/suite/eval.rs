@@ -39,6 +39,32 @@ fn requests(dataset: &str, n: usize, max_tokens: usize) -> Vec<GenRequest> {
         .collect()
 }
 
+/// `--kv-type f32`: the engine runs with an f32 KV cache, says so in its settings (the default
+/// f16 cache leaves the key out, so earlier manifests read the same), and its greedy answers
+/// repeat. Through the CLI, the run's manifest records it.
+#[test]
+fn f32_kv_cache_runs_and_is_recorded() {
+    use rner::engine::llama::KvType;
+    let reqs = requests("crossner_ai", 3, 16);
+    let settings = LlamaSettings { parallel: 3, ctx_per_seq: 1024, threads: 2, kv_type: KvType::F32, ..Default::default() };
+    let mut engine = LlamaEngine::load(&default_model(), settings).unwrap();
+    assert_eq!(engine.info().settings["kv_type"], "f32");
+    let (a, b) = (engine.generate(&reqs).unwrap(), engine.generate(&reqs).unwrap());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.gen_tokens >= 1 && !x.text.trim().is_empty());
+        assert_eq!(x.text, y.text);
+    }
+    let default = LlamaEngine::load(&default_model(), LlamaSettings { parallel: 1, ctx_per_seq: 512, threads: 2, ..Default::default() }).unwrap();
+    assert!(default.info().settings.get("kv_type").is_none(), "{}", default.info().settings);
+    let dir = tempfile::tempdir().unwrap();
+    let out = eval_cmd(dir.path(), &["--datasets", "crossner_ai", "--limit", "2", "--max-tokens", "8", "--threads", "2", "--kv-type", "f32"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(only_run(dir.path()).join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["config"]["engine_settings"]["kv_type"], "f32", "{manifest}");
+    let bad = eval_cmd(dir.path(), &["--kv-type", "q3"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--kv-type"));
+}
+
 #[test]
 fn real_model_generates_batched_with_prefix_reuse() {
     let reqs = requests("crossner_ai", 5, 24);

@@ -434,7 +434,7 @@ fn grpo_raises_the_mean_reward_on_a_toy_task() {
             .map(|(((p, c), a), (o, r))| Rollout { prompt: p, completion: c, advantage: a, old_logp: o, ref_logp: r })
             .collect();
         // the trainer's pass: the hand-written backward, the prompt run once for its 16 completions
-        let (_, grads) = update_grads(&policy, &rollouts, &obj, 0, 16, Pass::Shared, true).unwrap();
+        let (_, _, grads) = update_grads(&policy, &rollouts, &obj, 0, 16, Pass::Shared, true).unwrap();
         let (_, f) = clip_factor(&grads, 1.0).unwrap();
         opt.step(&grads, 1e-4, f).unwrap();
     }
