@@ -113,6 +113,15 @@ impl KvType {
             KvType::F32 => KvCacheType::F32,
         }
     }
+
+    fn of(t: llama_cpp_2::context::params::KvCacheType) -> Option<KvType> {
+        use llama_cpp_2::context::params::KvCacheType;
+        match t {
+            KvCacheType::F16 => Some(KvType::F16),
+            KvCacheType::F32 => Some(KvType::F32),
+            _ => None,
+        }
+    }
 }
 
 /// llama.cpp's backend may be initialised once per process.
@@ -350,9 +359,11 @@ fn worker_main(
         "kv_unified": settings.kv_unified, "flash_attn": settings.flash_attn, "llama_cpp_2": "0.1.160",
         "grammar_check_first": settings.grammar_check_first,
     });
-    // recorded where it is not llama.cpp's default, so earlier manifests read the same
-    if settings.kv_type != KvType::F16 {
-        recorded["kv_type"] = serde_json::to_value(settings.kv_type).expect("a plain enum");
+    // read back from the parameters the contexts are made with; recorded where it is not
+    // llama.cpp's default (f16), so earlier manifests read the same
+    let params = context_params(&settings, settings.ctx_per_seq, threads);
+    if let Some(kv) = KvType::of(params.type_k()).filter(|k| *k != KvType::F16 && KvType::of(params.type_v()) == Some(*k)) {
+        recorded["kv_type"] = serde_json::to_value(kv).expect("a plain enum");
     }
     let info = EngineInfo {
         engine: "llama.cpp".into(),
@@ -497,6 +508,23 @@ impl Picker {
     }
 }
 
+/// The parameters of a llama.cpp context of `cells` KV cells under `settings` (what every context
+/// is made with, and what the engine's recorded settings are read from).
+fn context_params(settings: &LlamaSettings, cells: usize, threads: usize) -> LlamaContextParams {
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(cells as u32))
+        .with_n_batch(settings.n_batch as u32)
+        .with_n_ubatch(settings.n_batch.min(512) as u32)
+        .with_n_seq_max((settings.parallel + 1) as u32) // seq 0 holds the shared prefix
+        .with_kv_unified(settings.kv_unified)
+        .with_flash_attention_policy(if settings.flash_attn { 1 } else { 0 })
+        .with_type_k(settings.kv_type.cache_type())
+        .with_type_v(settings.kv_type.cache_type())
+        .with_swa_full(true)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32)
+}
+
 impl<'m> Worker<'m> {
     /// A context of about `cells` KV cells, reusing the current one when its size fits. Sized to
     /// the job rather than to `parallel × --ctx`: attention runs over every cell up to the highest
@@ -510,20 +538,10 @@ impl<'m> Worker<'m> {
         }
         // a new context holds no KV: nothing is left of a served prefix
         self.serve_prefix.clear();
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(cells as u32))
-            .with_n_batch(self.settings.n_batch as u32)
-            .with_n_ubatch(self.settings.n_batch.min(512) as u32)
-            .with_n_seq_max((self.settings.parallel + 1) as u32) // seq 0 holds the shared prefix
-            .with_kv_unified(self.settings.kv_unified)
-            .with_flash_attention_policy(if self.settings.flash_attn { 1 } else { 0 })
-            .with_type_k(self.settings.kv_type.cache_type())
-            .with_type_v(self.settings.kv_type.cache_type())
-            .with_swa_full(true)
-            .with_n_threads(self.threads as i32)
-            .with_n_threads_batch(self.threads as i32);
+        let params = context_params(&self.settings, cells, self.threads);
         self.model.new_context(self.backend, params).map_err(|e| {
-            Error::Engine(format!("cannot create a llama.cpp context of {cells} tokens: {e} (lower --ctx or --parallel)"))
+            let kv = if self.settings.kv_type == KvType::F16 { "" } else { ", or drop --kv-type f32" };
+            Error::Engine(format!("cannot create a llama.cpp context of {cells} tokens: {e} (lower --ctx or --parallel{kv})"))
         })
     }
 

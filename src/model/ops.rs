@@ -444,7 +444,10 @@ impl CustomOp1 for NllEntropy {
             for &z in row {
                 let e = (z - m).exp();
                 sum += e;
-                dot += e * (z - m);
+                // a −∞ logit adds nothing (0·−∞ would be NaN)
+                if e > 0.0 {
+                    dot += e * (z - m);
+                }
             }
             // with logits shifted by m: lse' = ln sum, entropy = lse' − Σ e·z' / sum
             let lse = sum.ln();
@@ -459,7 +462,7 @@ impl CustomOp1 for NllEntropy {
 /// (0 with no row), without gradients; one pass over the logits on CPU f32.
 pub fn nll_entropy(logits: &Tensor, targets: &[u32]) -> Result<(Vec<f32>, f64)> {
     let n = targets.len();
-    if n == 0 {
+    if n == 0 && logits.dim(0)? == 0 {
         return Ok((Vec::new(), 0.0));
     }
     if fused(logits) {
@@ -598,14 +601,22 @@ mod tests {
             },
             &[&[3, 7]],
         );
-        // NLL and entropy in one pass against the composed path (other devices and dtypes), on shifted rows
-        let x = (Tensor::randn(0f32, 4.0, (3, 7), &Device::Cpu).unwrap() + 30.0).unwrap();
+        // NLL and entropy in one pass, against both computed in f64 from candle's ops, on shifted
+        // rows and on a row with a −∞ logit
+        let mut x = (Tensor::randn(0f32, 4.0, (3, 7), &Device::Cpu).unwrap() + 30.0).unwrap().to_vec2::<f32>().unwrap();
+        x[1][2] = f32::NEG_INFINITY;
+        let x = Tensor::new(x, &Device::Cpu).unwrap();
         let (nl, ent) = nll_entropy(&x, &targets).unwrap();
-        let (nl64, ent64) = nll_entropy(&x.to_dtype(candle_core::DType::F64).unwrap(), &targets).unwrap();
-        for (a, b) in nl.iter().zip(&nl64) {
-            assert!((a - b).abs() < 1e-4, "nll-entropy: nll {a} vs {b}");
+        let lp = candle_nn::ops::log_softmax(&x.to_dtype(candle_core::DType::F64).unwrap(), D::Minus1).unwrap();
+        let want = lp.gather(&Tensor::new(&targets, &Device::Cpu).unwrap().unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap().neg().unwrap().to_vec1::<f64>().unwrap();
+        for (a, b) in nl.iter().zip(&want) {
+            assert!((*a as f64 - b).abs() < 1e-4, "nll-entropy: nll {a} vs {b}");
         }
-        assert!((ent - ent64).abs() < 1e-4 && ent > 0.0, "nll-entropy: entropy {ent} vs {ent64}");
+        let p = lp.exp().unwrap().to_vec2::<f64>().unwrap();
+        let l = lp.to_vec2::<f64>().unwrap();
+        let want_ent = p.iter().zip(&l).map(|(p, l)| -p.iter().zip(l).filter(|(p, _)| **p > 0.0).map(|(p, l)| p * l).sum::<f64>()).sum::<f64>() / 3.0;
+        assert!((ent - want_ent).abs() < 1e-4 && ent > 0.0, "nll-entropy: entropy {ent} vs {want_ent}");
         assert_eq!(nll_entropy(&x.narrow(0, 0, 0).unwrap(), &[]).unwrap(), (Vec::new(), 0.0));
+        assert!(nll_entropy(&x, &[]).is_err(), "rows without targets");
     }
 }

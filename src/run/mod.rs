@@ -57,11 +57,15 @@ impl EvalConfig {
     /// The run id: readable parts plus a hash of every setting that changes outputs
     /// (datasets excluded, so a run can grow by datasets and resume).
     pub fn run_id(&self) -> String {
-        let key = serde_json::json!({
+        let mut key = serde_json::json!({
             "engine": self.engine, "model": self.model_sha256, "prompt": prompt::spec_hash(&self.prompt),
             "mode": self.mode, "decoding": self.decoding, "split": self.split, "limit": self.limit,
             "seed": self.seed, "sampling": self.sampling, "gold": self.gold_variant,
         });
+        // an engine setting that changes answers, where it is not the default (earlier ids stay)
+        if let Some(kv) = self.engine_settings.get("kv_type") {
+            key["kv_type"] = kv.clone();
+        }
         let hash = prompt::short_hash(&key.to_string());
         let mode = match self.mode {
             Mode::Direct => "direct",

@@ -318,9 +318,8 @@ pub fn fixed_logps(model: &Model, seqs: &[(Vec<u32>, Vec<u32>)], pad: u32, micro
 }
 
 /// One update's loss statistics and gradients over `rollouts`, `micro` at a time, each
-/// micro-batch aggregated over itself and the micro-batches weighted equally; no gradient (and,
-/// on the hand-written pass, no backward pass) unless `learn`. Also the tokens through the model
-/// (padding included).
+/// micro-batch aggregated over itself and the micro-batches weighted equally; no gradient and no
+/// backward pass unless `learn`. Also the tokens through the model (padding included).
 pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32, micro: usize, pass: Pass, learn: bool) -> Result<(LossStats, usize, Vec<Option<Tensor>>)> {
     use super::optim::{accumulate, add_grads};
     let mut grads = Vec::new();
@@ -443,6 +442,8 @@ mod tests {
             let (a, fa, ga) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Autograd, true).unwrap();
             let (b, fb, gb) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Shared, true).unwrap();
             assert!(fb < fa, "{:?}: the shared pass fed {fb} tokens, autograd {fa}", cfg.arch);
+            // whole prompts feed what autograd's packing feeds
+            assert_eq!(update_grads(&m, &rollouts, &obj, 0, 2, Pass::Whole, false).unwrap().1, fa);
             assert!((a.loss - b.loss).abs() <= 1e-5 * a.loss.abs().max(1.0) && (a.kl - b.kl).abs() <= 1e-5 && a.tokens == b.tokens, "{a:?} vs {b:?}");
             let (na, nb) = (crate::train::optim::clip_factor(&ga, 1.0).unwrap().0, crate::train::optim::clip_factor(&gb, 1.0).unwrap().0);
             assert!((na - nb).abs() <= 1e-4 * na, "gradient norms {na} vs {nb}");

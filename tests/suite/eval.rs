@@ -39,9 +39,10 @@ fn requests(dataset: &str, n: usize, max_tokens: usize) -> Vec<GenRequest> {
         .collect()
 }
 
-/// `--kv-type f32`: the engine runs with an f32 KV cache, says so in its settings (the default
-/// f16 cache leaves the key out, so earlier manifests read the same), and its greedy answers
-/// repeat. Through the CLI, the run's manifest records it.
+/// `--kv-type f32`: the engine makes its contexts with an f32 KV cache and says so in its
+/// settings (read back from the context parameters; the default f16 cache leaves the key out, so
+/// earlier manifests and run ids read the same), and its greedy answers repeat. Through the CLI,
+/// the run's manifest records it, and its run id differs from the f16 run's.
 #[test]
 fn f32_kv_cache_runs_and_is_recorded() {
     use rner::engine::llama::KvType;
@@ -61,6 +62,10 @@ fn f32_kv_cache_runs_and_is_recorded() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(only_run(dir.path()).join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["config"]["engine_settings"]["kv_type"], "f32", "{manifest}");
+    // the same flags on the default cache: a run of its own beside it, not a resume of the f32 run
+    let out = eval_cmd(dir.path(), &["--datasets", "crossner_ai", "--limit", "2", "--max-tokens", "8", "--threads", "2"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     let bad = eval_cmd(dir.path(), &["--kv-type", "q3"]).output().unwrap();
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--kv-type"));
 }
