@@ -234,12 +234,17 @@ fn prompt_lookup_drafts_are_confirmed_by_the_model_and_keep_its_answers() {
     let generated: usize = drafted.iter().map(|o| o.gen_tokens).sum();
     let decode_steps = steps.full.steps + steps.partial.steps + steps.prompt.steps;
     assert!(decode_steps < generated, "confirmed drafts save steps: {decode_steps} steps for {generated} tokens");
+    let mut long_agreements = 0;
     for (a, b) in plain.iter().zip(&drafted) {
         assert!(a.gen_tokens <= 64 && b.gen_tokens <= 64, "the token cap holds with drafts");
         // a draft's tokens are checked in one multi-token step, whose kernels round differently
-        // from one-token steps, so a near-tie may later go the other way; a wrong logits index or
-        // a stale KV cell would change the answer at its first draft
+        // from one-token steps, so a near-tie may go the other way (seen on one AMD EPYC build at
+        // byte 59 of one answer: "…algorithm that combines" against "…that is designed"); a wrong
+        // logits index or a stale KV cell would change every answer at its first draft
         let same = a.text.bytes().zip(b.text.bytes()).take_while(|(x, y)| x == y).count();
-        assert!(same >= a.text.len().min(b.text.len()).min(64), "{:?}\nvs\n{:?}", a.text, b.text);
+        let shorter = a.text.len().min(b.text.len());
+        assert!(same >= shorter.min(32), "{:?}\nvs\n{:?}", a.text, b.text);
+        long_agreements += usize::from(same >= shorter.min(64));
     }
+    assert!(long_agreements + 1 >= plain.len(), "only {long_agreements} of {} answers agree for 64 bytes", plain.len());
 }
