@@ -70,7 +70,8 @@ pub struct LlamaSettings {
 }
 
 /// The KV cache's element type: f16 (llama.cpp's default) or f32, which doubles the cache and
-/// spares the attention products their f16 conversions.
+/// spares the attention products their f16 conversions (12–15% slower on the 2-core AMD EPYC,
+/// `reports/perf.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum KvType {
