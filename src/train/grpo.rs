@@ -144,7 +144,7 @@ pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> R
     let (ids, rows, targets) = batch::pack(model, &joined(seqs.iter().copied()), pad)?;
     let logits = batch::target_logits(model, &ids, rows)?;
     let logp = ops::nll(&logits, &targets)?.neg()?;
-    let entropy = mean_entropy(&logits)?;
+    let entropy = ops::nll_entropy(&logits.detach(), &targets)?.1;
     let mut out = Vec::with_capacity(seqs.len());
     let mut at = 0;
     for (_, c) in seqs {
@@ -152,17 +152,6 @@ pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> R
         at += c.len();
     }
     Ok((out, entropy))
-}
-
-/// The mean entropy of the next-token distributions of `logits [rows, vocab]` (0 with no row).
-fn mean_entropy(logits: &Tensor) -> Result<f64> {
-    if logits.dim(0)? == 0 {
-        return Ok(0.0);
-    }
-    let l = logits.detach();
-    let p = candle_nn::ops::softmax_last_dim(&l)?;
-    let lp = candle_nn::ops::log_softmax(&l, candle_core::D::Minus1)?;
-    Ok((p * lp)?.sum(1)?.neg()?.mean_all()?.to_scalar::<f32>()? as f64)
 }
 
 /// Each rollout as one sequence (`(prompt + completion, first target)`).
