@@ -471,7 +471,8 @@ pub fn nll_entropy(logits: &Tensor, targets: &[u32]) -> Result<(Vec<f32>, f64)> 
         return Ok((both.into_iter().map(|r| r[0]).collect(), entropy));
     }
     let l = logits.detach().to_dtype(candle_core::DType::F32)?;
-    let lp = candle_nn::ops::log_softmax(&l, D::Minus1)?;
+    // a −∞ logit has probability 0 and adds nothing (0 × −∞ would be NaN)
+    let lp = candle_nn::ops::log_softmax(&l, D::Minus1)?.maximum(f32::MIN)?;
     let entropy = (lp.exp()? * &lp)?.sum(1)?.neg()?.mean_all()?.to_scalar::<f32>()? as f64;
     Ok((nll(&l, targets)?.to_vec1::<f32>()?, entropy))
 }
@@ -616,6 +617,10 @@ mod tests {
         let l = lp.to_vec2::<f64>().unwrap();
         let want_ent = p.iter().zip(&l).map(|(p, l)| -p.iter().zip(l).filter(|(p, _)| **p > 0.0).map(|(p, l)| p * l).sum::<f64>()).sum::<f64>() / 3.0;
         assert!((ent - want_ent).abs() < 1e-4 && ent > 0.0, "nll-entropy: entropy {ent} vs {want_ent}");
+        // the composed path other devices and dtypes take agrees, −∞ logit included
+        let (nl64, ent64) = nll_entropy(&x.to_dtype(candle_core::DType::F64).unwrap(), &targets).unwrap();
+        assert!(nl64.iter().zip(&nl).all(|(a, b)| (a - b).abs() < 1e-4), "composed nll {nl64:?} vs {nl:?}");
+        assert!((ent64 - ent).abs() < 1e-4, "composed entropy {ent64} vs {ent}");
         assert_eq!(nll_entropy(&x.narrow(0, 0, 0).unwrap(), &[]).unwrap(), (Vec::new(), 0.0));
         assert!(nll_entropy(&x, &[]).is_err(), "rows without targets");
     }

@@ -138,10 +138,22 @@ pub fn aggregate(per_token: &[Tensor], obj: &Objective) -> Result<Tensor> {
     }
 }
 
+/// What [`completion_logps`] computes for a batch of sequences.
+pub struct Logps {
+    /// each sequence's completion-token log-probabilities
+    pub per_seq: Vec<Tensor>,
+    /// the mean entropy of the completion positions' next-token distributions
+    pub entropy: f64,
+    /// the tokens through the model, padding included
+    pub fed: usize,
+}
+
 /// Log-probabilities of each sequence's completion tokens under `model` (with gradients when
-/// the model's weights are tracked), and the mean entropy of its next-token distributions.
-pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<(Vec<Tensor>, f64)> {
+/// the model's weights are tracked), the mean entropy of its next-token distributions and the
+/// tokens fed.
+pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<Logps> {
     let (ids, rows, targets) = batch::pack(model, &joined(seqs.iter().copied()), pad)?;
+    let fed = ids.elem_count();
     let logits = batch::target_logits(model, &ids, rows)?;
     let logp = ops::nll(&logits, &targets)?.neg()?;
     let entropy = ops::nll_entropy(&logits.detach(), &targets)?.1;
@@ -151,7 +163,7 @@ pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> R
         out.push(logp.narrow(0, at, c.len())?);
         at += c.len();
     }
-    Ok((out, entropy))
+    Ok(Logps { per_seq: out, entropy, fed })
 }
 
 /// Each rollout as one sequence (`(prompt + completion, first target)`).
@@ -228,10 +240,11 @@ pub fn manual_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: 
     Ok((stats, b.fed, if learn { grads } else { Vec::new() }))
 }
 
-/// The loss of a batch of rollouts (gradients flow into `policy`), and its statistics.
-pub fn loss(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32) -> Result<(Tensor, LossStats)> {
+/// The loss of a batch of rollouts (gradients flow into `policy`), its statistics and the
+/// tokens fed through the model.
+pub fn loss(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32) -> Result<(Tensor, LossStats, usize)> {
     let seqs: Vec<(&[u32], &[u32])> = rollouts.iter().map(|r| (r.prompt.as_slice(), r.completion.as_slice())).collect();
-    let (logps, entropy) = completion_logps(policy, &seqs, pad)?;
+    let Logps { per_seq: logps, entropy, fed } = completion_logps(policy, &seqs, pad)?;
     let dev = &policy.device;
     let mut per_token = Vec::with_capacity(rollouts.len());
     let (mut kl_sum, mut clipped, mut tokens) = (0f64, 0usize, 0usize);
@@ -253,7 +266,7 @@ pub fn loss(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32) -> 
         entropy,
         tokens,
     };
-    Ok((l, stats))
+    Ok((l, stats, fed))
 }
 
 /// How the loss and log-prob passes run: candle's autograd (any device), or the hand-written
@@ -285,8 +298,7 @@ pub fn fixed_logps(model: &Model, seqs: &[(Vec<u32>, Vec<u32>)], pad: u32, micro
     for chunk in seqs.chunks(micro.max(1)) {
         if pass == Pass::Autograd {
             let refs: Vec<(&[u32], &[u32])> = chunk.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-            let (lps, _) = completion_logps(model, &refs, pad)?;
-            for lp in lps {
+            for lp in completion_logps(model, &refs, pad)?.per_seq {
                 out.push(lp.detach().to_vec1::<f32>()?);
             }
             continue;
@@ -317,12 +329,11 @@ pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: 
     let n_mb = rollouts.chunks(micro.max(1)).count() as f64;
     for mb in rollouts.chunks(micro.max(1)) {
         let s = if pass == Pass::Autograd {
-            let (l, s) = loss(policy, mb, obj, pad)?;
+            let (l, s, n) = loss(policy, mb, obj, pad)?;
             if learn {
                 accumulate(&mut grads, &policy.params.vars, &(l / n_mb)?.backward()?)?;
             }
-            // `loss` packs the micro-batch's whole sequences to its longest
-            fed += mb.len() * mb.iter().map(|r| r.prompt.len() + r.completion.len()).max().unwrap_or(0);
+            fed += n;
             s
         } else {
             let (s, n, g) = manual_grads(policy, mb, obj, pad, 1.0 / n_mb, pass == Pass::Shared, learn)?;
@@ -364,7 +375,7 @@ mod tests {
         for cfg in configs() {
             let m = tiny(&cfg);
             let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-            let (now, _) = completion_logps(&m, &refs, 0).unwrap();
+            let now = completion_logps(&m, &refs, 0).unwrap().per_seq;
             // the hand-written forward gives the same log-probs, shared prompt or not
             for pass in [Pass::Autograd, Pass::Whole, Pass::Shared] {
                 let fixed = fixed_logps(&m, &pairs, 0, 3, pass).unwrap();
@@ -398,7 +409,7 @@ mod tests {
                 for beta in [0.0, 0.04] {
                     let obj = Objective { beta, loss_type, max_completion_length: 6, ..Objective::default() };
                     for mb in [&rollouts[..3], &rollouts[..]] {
-                        let (l, want) = loss(&m, mb, &obj, 0).unwrap();
+                        let (l, want, fed_autograd) = loss(&m, mb, &obj, 0).unwrap();
                         let store = (l * scale).unwrap().backward().unwrap();
                         clipped_somewhere |= want.clip_fraction > 0.0;
                         let mut fed = Vec::new();
@@ -422,6 +433,8 @@ mod tests {
                         // one prompt's completions share all of it but its last token
                         let saved = if mb.len() == 3 { 2 * (pa.len() - 1) } else { 3 * 2 };
                         assert!(fed[0] - fed[1] >= saved, "{:?}: fed {fed:?}", cfg.arch);
+                        // whole prompts feed what autograd's packing feeds
+                        assert_eq!(fed[0], fed_autograd, "{:?}: fed {fed:?}", cfg.arch);
                     }
                 }
             }
