@@ -465,13 +465,14 @@ fn decoding(g: &Global, a: DecodingBenchArgs) -> anyhow::Result<ExitCode> {
     use crate::prompt::grammar::{constraint, Decoding};
     let (m, examples) = a.sample.examples(g)?;
     let spec = PromptSpec { template: m.template, add_source: false };
-    let settings = |check_first| LlamaSettings { parallel: a.parallel, ctx_per_seq: 2048, grammar_check_first: check_first, ..LlamaSettings::default() };
+    let ranked = LlamaSettings::default().grammar_ranked;
+    let settings = |check_first, grammar_ranked| LlamaSettings { parallel: a.parallel, ctx_per_seq: 2048, grammar_check_first: check_first, grammar_ranked, ..LlamaSettings::default() };
     let mut md = format!(
-        "## Decoding modes (grammar sampler cost)\n\nCommand: `{}`  \nModel: `{}`; {} sentences of `{}` test (seed {}), paper prompt, greedy, max {} new tokens, \
+        "## Decoding modes (grammar sampler cost): {}\n\nCommand: `{}`  \nModel: `{}`; {} sentences of `{}` test (seed {}), paper prompt, greedy, max {} new tokens, \
          {} sequences per batch with prefix reuse.  \nMachine: {} ({} threads), release build with `-C target-cpu=native`.  \nMeasured: {}\n\n\
-         | decoding | grammar | seconds | sentences/s | generated tokens | generated tok/s | ms per generated token | full-vocabulary masks | same text as mask-every-step | parse failures | hit the cap |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
-        command_line(), m.name, examples.len(), a.sample.dataset, a.sample.seed, a.max_tokens, a.parallel, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
+         | decoding | grammar | seconds | sentences/s | generated tokens | generated tok/s | ms per generated token | full-vocabulary masks | found among the next-best | same text as mask-every-step | parse failures | hit the cap |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        m.name, command_line(), m.name, examples.len(), a.sample.dataset, a.sample.seed, a.max_tokens, a.parallel, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
     );
     let mut rows = Vec::new();
     for d in [Decoding::Free, Decoding::Json, Decoding::Schema] {
@@ -482,10 +483,14 @@ fn decoding(g: &Global, a: DecodingBenchArgs) -> anyhow::Result<ExitCode> {
                 crate::engine::GenRequest { prompt: prompt::render(e, &spec), sampling }
             })
             .collect();
-        let ways: &[(&str, bool)] = if d.is_free() { &[("none", true)] } else { &[("mask every step", false), ("check first", true)] };
+        let ways: Vec<(String, bool, usize)> = if d.is_free() {
+            vec![("none".into(), true, 0)]
+        } else {
+            vec![("mask every step".into(), false, 0), ("check first".into(), true, 0), (format!("check first, then the next {ranked}"), true, ranked)]
+        };
         let mut reference: Option<Vec<String>> = None;
-        for &(way, check_first) in ways {
-            let mut engine = LlamaEngine::load(&m.path, settings(check_first))?;
+        for (way, check_first, grammar_ranked) in ways {
+            let mut engine = LlamaEngine::load(&m.path, settings(check_first, grammar_ranked))?;
             let t = Instant::now();
             let outs = engine.generate(&reqs)?;
             let secs = t.elapsed().as_secs_f64();
@@ -502,24 +507,27 @@ fn decoding(g: &Global, a: DecodingBenchArgs) -> anyhow::Result<ExitCode> {
             let gen: usize = outs.iter().map(|o| o.gen_tokens).sum();
             let failures = outs.iter().filter(|o| crate::parse::prediction(&o.text).error.is_some_and(|e| e.is_failure())).count();
             let capped = outs.iter().filter(|o| o.finish == crate::engine::Finish::Length).count();
-            let masks = if d.is_free() { String::new() } else { format!("{} of {}", steps.grammar_full_masks, steps.grammar_tokens) };
+            let (masks, hits) = if d.is_free() { (String::new(), String::new()) } else { (format!("{} of {}", steps.grammar_full_masks, steps.grammar_tokens), steps.grammar_ranked_hits.to_string()) };
             md.push_str(&format!(
-                "| {} | {way} | {:.1} | {:.3} | {} | {:.1} | {:.2} | {masks} | {same} | {} | {} |\n",
+                "| {} | {way} | {:.1} | {:.3} | {} | {:.1} | {:.2} | {masks} | {hits} | {same} | {} | {} |\n",
                 d.name(), secs, outs.len() as f64 / secs, gen, gen as f64 / secs, 1000.0 * secs / gen.max(1) as f64, failures, capped
             ));
             eprintln!("{} ({way}): {:.2} sentences/s", d.name(), outs.len() as f64 / secs);
             rows.push(serde_json::json!({"decoding": d.name(), "grammar": way, "seconds": secs, "sentences": outs.len(), "gen_tokens": gen,
-                "grammar_tokens": steps.grammar_tokens, "grammar_full_masks": steps.grammar_full_masks, "same_text": same,
+                "grammar_tokens": steps.grammar_tokens, "grammar_full_masks": steps.grammar_full_masks, "grammar_ranked_hits": steps.grammar_ranked_hits, "same_text": same,
                 "parse_failures": failures, "capped": capped}));
         }
     }
     md.push_str("\nms per generated token includes prompt prefill, so it compares the modes' cost per token only roughly; \
                  sentences/s is what a run feels. *Mask every step*: llama.cpp's grammar sampler checks every token of the vocabulary \
-                 against the grammar at every step. *Check first* (the default, `LlamaSettings::grammar_check_first`): the model's greedy \
-                 choice is checked alone and the vocabulary is masked only when the grammar rejects it; the chosen token is the same, \
-                 so the texts must match.\n");
-    crate::util::write_section(&g.reports.join("perf.md"), "decoding", &md)?;
-    crate::util::write_json(&g.results.join("bench").join("decoding.json"), &rows)?;
+                 against the grammar at every step. *Check first* (`LlamaSettings::grammar_check_first`): the model's greedy \
+                 choice is checked alone and the vocabulary is masked only when the grammar rejects it. *Then the next N* (the default, \
+                 `LlamaSettings::grammar_ranked`): a rejected choice is followed by the next-best N, each checked alone in order, and the \
+                 vocabulary is masked only when all are rejected. The chosen token is the masked argmax every way, so the texts must match.\n");
+    // one section per model (the default model's keeps its old name)
+    let name = if a.sample.model == crate::baseline::DEFAULT_MODEL { "decoding".to_string() } else { format!("decoding-{}", m.name) };
+    crate::util::write_section(&g.reports.join("perf.md"), &name, &md)?;
+    crate::util::write_json(&g.results.join("bench").join(format!("{name}.json")), &rows)?;
     println!("{md}");
     Ok(ExitCode::SUCCESS)
 }

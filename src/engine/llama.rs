@@ -52,6 +52,12 @@ pub struct LlamaSettings {
     /// or plain temperature sampling); off = always mask, for comparison.
     #[serde(default = "yes")]
     pub grammar_check_first: bool,
+    /// with check-first under greedy decoding, a rejected first choice is followed by the next
+    /// best this many, each checked alone in order, before the whole vocabulary is masked: the
+    /// first one accepted is the masked argmax (ties to the lower id, as llama.cpp's greedy
+    /// sampler breaks them), so the tokens stay the same (0 = mask at once)
+    #[serde(default = "ranked")]
+    pub grammar_ranked: usize,
     /// prompt-lookup drafting for free greedy decoding: each step, a sequence whose last tokens
     /// occur earlier in its prompt or answer also feeds up to this many of the tokens that followed
     /// them there, and keeps those the model's own argmax confirms (0 = off). The same greedy
@@ -84,6 +90,10 @@ fn draft_budget() -> usize {
     64
 }
 
+fn ranked() -> usize {
+    32
+}
+
 fn yes() -> bool {
     true
 }
@@ -99,6 +109,7 @@ impl Default for LlamaSettings {
             flash_attn: false,
             kv_unified: false,
             grammar_check_first: true,
+            grammar_ranked: ranked(),
             draft_max: 0,
             draft_budget: draft_budget(),
             kv_type: KvType::F16,
@@ -179,10 +190,12 @@ pub struct StepTimes {
     /// pure decode steps with fewer busy slots (the tail of a run, when the queue is empty)
     pub partial: StepBucket,
     /// tokens chosen under a grammar (a lazy one's included before its trigger), and how many of
-    /// them had the grammar applied to the whole vocabulary (the first choice was rejected, or
-    /// check-first was off or inexact for the sampler)
+    /// them had the grammar applied to the whole vocabulary (the first choice and the ranked ones
+    /// after it were rejected, or check-first was off or inexact for the sampler), and how many
+    /// were found among the ranked choices after a rejected first one
     pub grammar_tokens: usize,
     pub grammar_full_masks: usize,
+    pub grammar_ranked_hits: usize,
     /// prompt-lookup tokens fed as drafts, and how many of them the model confirmed
     pub draft_tokens: usize,
     pub draft_accepted: usize,
@@ -358,7 +371,7 @@ fn worker_main(
         "parallel": settings.parallel, "prefix_reuse": settings.prefix_reuse,
         "ctx_per_seq": settings.ctx_per_seq, "threads": threads, "n_batch": settings.n_batch,
         "kv_unified": settings.kv_unified, "flash_attn": settings.flash_attn, "llama_cpp_2": "0.1.160",
-        "grammar_check_first": settings.grammar_check_first,
+        "grammar_check_first": settings.grammar_check_first, "grammar_ranked": settings.grammar_ranked,
     });
     // read back from the parameters the contexts are made with; recorded where it is not
     // llama.cpp's default (f16), so earlier manifests read the same
@@ -456,8 +469,30 @@ enum Picker {
     /// a grammar checked after the rest of the chain has chosen from the raw logits: the
     /// vocabulary is masked only when the choice is rejected. For greedy decoding the token is the
     /// masked argmax; for temperature sampling, a rejected draw redrawn from the masked
-    /// distribution has exactly the masked distribution.
-    CheckFirst { grammar: LlamaSampler, rest: LlamaSampler, cur: Vec<LlamaTokenData> },
+    /// distribution has exactly the masked distribution. `ranked`: under greedy decoding, how many
+    /// next-best choices are checked alone before masking (`LlamaSettings::grammar_ranked`).
+    CheckFirst { grammar: LlamaSampler, rest: LlamaSampler, cur: Vec<LlamaTokenData>, ranked: usize },
+}
+
+/// Whether `grammar` accepts `token` (of logit `logit`) next, checked alone.
+fn accepts(grammar: &mut LlamaSampler, token: LlamaToken, logit: f32) -> bool {
+    let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, logit, 0.0)], false);
+    grammar.apply(&mut one);
+    one.data[0].logit() > f32::NEG_INFINITY
+}
+
+/// Greedy choice under `grammar` among the `k` best of `data` other than `skip`, each checked
+/// alone in order of logit (ties to the lower id): the masked argmax when one of them is
+/// accepted, since every token after them ranks lower.
+fn ranked_choice(grammar: &mut LlamaSampler, data: &[LlamaTokenData], skip: LlamaToken, k: usize) -> Option<LlamaToken> {
+    let order = |a: &(f32, i32), b: &(f32, i32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    let mut top: Vec<(f32, i32)> = data.iter().filter(|d| d.id() != skip).map(|d| (d.logit(), d.id().0)).collect();
+    if k < top.len() {
+        top.select_nth_unstable_by(k, order);
+        top.truncate(k);
+    }
+    top.sort_unstable_by(order);
+    top.into_iter().find(|&(l, id)| l > f32::NEG_INFINITY && accepts(grammar, LlamaToken(id), l)).map(|(_, id)| LlamaToken(id))
 }
 
 impl Picker {
@@ -474,7 +509,7 @@ impl Picker {
                 }
                 token
             }
-            Picker::CheckFirst { grammar, rest, cur } => {
+            Picker::CheckFirst { grammar, rest, cur, ranked } => {
                 let logits = ctx.get_logits_ith(idx);
                 let fill = |cur: &mut Vec<LlamaTokenData>| {
                     cur.clear();
@@ -484,11 +519,13 @@ impl Picker {
                 let mut arr = LlamaTokenDataArray::new(std::mem::take(cur), false);
                 rest.apply(&mut arr);
                 let first = arr.selected_token().expect("the sampler chain ends in a selecting sampler");
-                let mut one = LlamaTokenDataArray::new(vec![LlamaTokenData::new(first, logits[first.0 as usize], 0.0)], false);
-                grammar.apply(&mut one);
-                let allowed = one.data[0].logit() > f32::NEG_INFINITY;
+                let allowed = accepts(grammar, first, logits[first.0 as usize]);
+                // ranked by the logits the chain chose from (a penalty sampler's included)
+                let next = if allowed || *ranked == 0 { None } else { ranked_choice(grammar, &arr.data, first, *ranked) };
                 let token = if allowed {
                     first
+                } else if let Some(t) = next {
+                    t
                 } else {
                     let mut buf = arr.data;
                     fill(&mut buf);
@@ -502,7 +539,8 @@ impl Picker {
                 rest.accept(token);
                 let mut st = st.lock().expect("step times");
                 st.grammar_tokens += 1;
-                st.grammar_full_masks += usize::from(!allowed);
+                st.grammar_full_masks += usize::from(!allowed && next.is_none());
+                st.grammar_ranked_hits += usize::from(next.is_some());
                 token
             }
         }
@@ -570,7 +608,8 @@ impl<'m> Worker<'m> {
         // top-k / top-p over all tokens then a check is not top-k / top-p over the allowed ones
         let exact = s.temperature <= 0.0 || (s.top_k <= 0 && s.top_p >= 1.0);
         if self.settings.grammar_check_first && exact {
-            return Ok(Picker::CheckFirst { grammar, rest: Self::finish_chain(s, chain), cur: Vec::new() });
+            let ranked = if s.temperature <= 0.0 { self.settings.grammar_ranked } else { 0 };
+            return Ok(Picker::CheckFirst { grammar, rest: Self::finish_chain(s, chain), cur: Vec::new(), ranked });
         }
         chain.push(grammar);
         Ok(Picker::Chain { chain: Self::finish_chain(s, chain), grammar: true })

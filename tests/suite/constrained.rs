@@ -66,26 +66,34 @@ fn odd_labels_and_sentences_give_grammars_llama_cpp_accepts_and_answers_that_obe
 
 #[test]
 fn checking_the_greedy_choice_first_gives_the_texts_of_masking_every_step() {
-    // the default (check the model's choice, mask the vocabulary only when the grammar rejects
-    // it) must choose the very tokens llama.cpp's mask-every-candidate sampler chooses
+    // the default (check the model's choice, then its next-best choices one by one, and mask the
+    // vocabulary only when the grammar rejects them all) must choose the very tokens llama.cpp's
+    // mask-every-candidate sampler chooses
     let reg = rner::data::Registry::new(&crate::util::data_dir()).unwrap();
     let mut cases: Vec<Example> = reg.load("crossner_ai", "test").unwrap()[..12].to_vec();
     cases.push(odd_example());
-    let run = |check_first: bool, d: Decoding| {
-        let settings = LlamaSettings { parallel: 8, ctx_per_seq: 1024, threads: 2, grammar_check_first: check_first, ..Default::default() };
+    let run = |check_first: bool, ranked: usize, d: Decoding| {
+        let settings = LlamaSettings { parallel: 8, ctx_per_seq: 1024, threads: 2, grammar_check_first: check_first, grammar_ranked: ranked, ..Default::default() };
         let mut engine = LlamaEngine::load(&default_model(), settings).unwrap();
         let reqs = requests(&cases, d, &Sampling { max_tokens: 160, ..Sampling::default() });
         let texts: Vec<String> = engine.generate(&reqs).unwrap().into_iter().map(|o| o.text).collect();
         (texts, engine.take_step_times())
     };
     for d in [Decoding::Json, Decoding::Schema] {
-        let (masked, every) = run(false, d);
-        let (checked, first) = run(true, d);
+        let (masked, every) = run(false, 0, d);
+        let (checked, first) = run(true, 0, d);
+        let (ranked, next) = run(true, LlamaSettings::default().grammar_ranked, d);
         assert_eq!(every.grammar_full_masks, every.grammar_tokens, "{d:?}: masking every step masks every token");
         assert_eq!(first.grammar_tokens, every.grammar_tokens, "{d:?}: the same number of constrained tokens");
+        assert_eq!(next.grammar_tokens, every.grammar_tokens, "{d:?}: the same number of constrained tokens, ranked");
         assert!(first.grammar_full_masks < first.grammar_tokens / 2, "{d:?}: the check spares most masks ({first:?})");
-        for (i, (a, b)) in masked.iter().zip(&checked).enumerate() {
+        assert_eq!(first.grammar_ranked_hits, 0, "{d:?}: ranked choices were off");
+        // the same first choices are rejected; the ranked ones resolve some of them without a mask
+        assert_eq!(next.grammar_full_masks + next.grammar_ranked_hits, first.grammar_full_masks, "{d:?}: {next:?} against {first:?}");
+        assert!(next.grammar_ranked_hits > 0, "{d:?}: no rejected choice was resolved among the next-best ({next:?})");
+        for (i, ((a, b), c)) in masked.iter().zip(&checked).zip(&ranked).enumerate() {
             assert_eq!(a, b, "{d:?}: sentence {i} differs");
+            assert_eq!(a, c, "{d:?}: sentence {i} differs with ranked choices");
         }
     }
 }
