@@ -45,6 +45,9 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let runs = crate::report::load_runs(&g.results)?;
+    if let Some(p) = crate::report::decoding::write(&runs, &g.reports)? {
+        println!("{}", p.display());
+    }
     if !train.is_empty() {
         println!("{}", crate::report::training::training_md(&train, &g.reports)?.display());
         crate::report::training::grpo_perf(&train, &g.reports)?;

@@ -20,6 +20,7 @@ pub mod plot;
 mod table;
 
 pub mod compare;
+pub mod decoding;
 pub mod training;
 pub mod analysis;
 pub mod lowres;

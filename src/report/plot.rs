@@ -849,6 +849,9 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
         let top = series.iter().flat_map(|s| s.values.iter().flatten().map(|(v, ci)| ci.map(|c| c.1).unwrap_or(*v).max(*v))).fold(0.0f64, f64::max);
         let top = (top * 1.15).clamp(5.0, 100.0);
         let n = groups.len().max(1);
+        // each bar's value above it (or above its whisker), where bars are wide enough for it
+        let bar_px = (w.saturating_sub(legend_w + 76)) as f64 / n as f64 * 0.84 / series.len().max(1) as f64 * 0.88;
+        let value_labels = bar_px >= 30.0;
         let centers: Vec<f64> = (0..n).map(|k| k as f64 + 0.5).collect();
         let mut chart = ChartBuilder::on(&chart_area)
             .margin(10)
@@ -899,6 +902,16 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
             }
             chart.draw_series(bars).map_err(d)?;
             chart.draw_series(whiskers).map_err(d)?;
+            if value_labels {
+                let style = TextStyle::from((FAMILY, 11).into_font()).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
+                let labels = s.values.iter().enumerate().filter_map(|(k, v)| {
+                    let (v, ci) = v.as_ref()?;
+                    let x = k as f64 + 0.08 + j as f64 * bw + bw * 0.44;
+                    let y = ci.map_or(*v, |c| c.1.max(*v)) + top * 0.01;
+                    Some(Text::new(format!("{v:.2}"), (x, y), style.clone()))
+                });
+                chart.draw_series(labels).map_err(d)?;
+            }
         }
         let legend = legend_area.margin(30, 10, 10, 10);
         let text = TextStyle::from((FAMILY, 13).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
@@ -907,9 +920,11 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
             legend.draw(&Rectangle::new([(0, y - 7), (16, y + 7)], colors[j].filled())).map_err(d)?;
             legend.draw(&Text::new(s.name.clone(), (24, y), text.clone())).map_err(d)?;
         }
-        let y = 10 + 22 * series.len() as i32 + 12;
-        let grey = BLACK.mix(0.7);
-        legend.draw(&Text::new("Whiskers: 95% bootstrap CI", (0, y), TextStyle::from((FAMILY, 12).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(d)?;
+        if series.iter().any(|s| s.values.iter().flatten().any(|(_, ci)| ci.is_some())) {
+            let y = 10 + 22 * series.len() as i32 + 12;
+            let grey = BLACK.mix(0.7);
+            legend.draw(&Text::new("Whiskers: 95% bootstrap CI", (0, y), TextStyle::from((FAMILY, 12).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(d)?;
+        }
         Ok(())
     }
     let widest = series.iter().map(|s| text_width(&s.name, 13.0)).max().unwrap_or(100);

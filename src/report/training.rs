@@ -133,7 +133,7 @@ impl<'a> StageIndex<'a> {
 const PAPER_STAGES: [(&str, f64); 4] = [("base", 31.9), ("+ SFT w/o CoT", 60.6), ("+ SFT with CoT", 63.0), ("+ GRPO", 65.1)];
 
 /// `n50-s42` / `full` (+ the split when not test), for file names.
-fn sample_tag(limit: Option<usize>, seed: u64, split: &str) -> String {
+pub(crate) fn sample_tag(limit: Option<usize>, seed: u64, split: &str) -> String {
     let s = match limit {
         Some(n) => format!("n{n}-s{seed}"),
         None => "full".into(),

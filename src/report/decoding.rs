@@ -1,0 +1,261 @@
+//! What constraining the answer changes: `reports/decoding.{md,csv}` and
+//! `reports/plots/decoding-<sample>.{svg,png}`. Runs of one model on one benchmark sample (mode,
+//! split, limit, seed) under more than one `--decoding` are compared on the datasets every one of
+//! them has complete, from their `scores.json` and `samples.jsonl`: F1, parse failures, how many
+//! predicted entities sit under one of the sentence's schema labels, answer length, the token cap.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use super::{Run, ZERO_SHOT_COLUMNS};
+use crate::engine::Finish;
+use crate::run::SampleRow;
+use crate::score::{average, round2, to_set};
+use crate::{Error, Result};
+
+/// One run's figures over the datasets its group compares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModeRow {
+    pub model: String,
+    pub sample: String,
+    /// the sample as a file-name tag (`full`, `n50-s42`)
+    pub tag: String,
+    pub decoding: String,
+    /// the compared datasets' column headers (Movie, …)
+    pub sets: Vec<&'static str>,
+    /// mean of the rounded F1s over the compared datasets
+    pub f1: f64,
+    pub parse_failures: usize,
+    pub predicted: usize,
+    /// predicted entities whose label is one of the sentence's schema labels
+    pub under_schema: usize,
+    pub matched: usize,
+    pub gold: usize,
+    pub sentences: usize,
+    pub gen_tokens: usize,
+    pub capped: usize,
+    /// over the run's whole recorded time (every dataset it ran, not only the compared ones)
+    pub sentences_per_s: Option<f64>,
+    pub results: String,
+}
+
+impl ModeRow {
+    fn precision(&self) -> f64 {
+        100.0 * self.matched as f64 / self.predicted.max(1) as f64
+    }
+    fn recall(&self) -> f64 {
+        100.0 * self.matched as f64 / self.gold.max(1) as f64
+    }
+}
+
+/// `full` or `N per dataset (seed S)`, with the split and the prompt mode where they are not
+/// the test split and direct answers.
+fn sample_text(r: &Run) -> String {
+    let s = &r.scores;
+    let mut t = match s.limit {
+        Some(n) => format!("{n} per dataset (seed {})", s.seed),
+        None => "full".into(),
+    };
+    if s.split != "test" {
+        t.push_str(&format!(", {}", s.split));
+    }
+    if s.mode == crate::run::scores::Mode::Cot {
+        t.push_str(", cot");
+    }
+    t
+}
+
+/// Runs grouped by (model, mode, split, limit, seed), groups with two or more decodings only,
+/// each group's runs ordered free, json, schema.
+fn groups(runs: &[Run]) -> BTreeMap<(String, String, Option<usize>, u64), Vec<&Run>> {
+    let mut g: BTreeMap<_, Vec<&Run>> = BTreeMap::new();
+    for r in runs {
+        let s = &r.scores;
+        g.entry((s.model.clone(), sample_text(r), s.limit, s.seed)).or_default().push(r);
+    }
+    let rank = |d: &str| ["", "free", "json", "schema"].iter().position(|x| *x == d).map_or(3, |i| i.max(1));
+    g.retain(|_, v| {
+        // two runs of one decoding (a model file remade under the same name): the one further on
+        v.sort_by_key(|r| (rank(&r.scores.decoding), std::cmp::Reverse(r.scores.usage.sentences), r.id()));
+        v.dedup_by_key(|r| rank(&r.scores.decoding));
+        v.len() > 1
+    });
+    g
+}
+
+/// The rows of every group (runs whose samples cannot be read are an error naming the file).
+pub fn rows(runs: &[Run]) -> Result<Vec<ModeRow>> {
+    let mut out = Vec::new();
+    for ((model, sample, limit, seed), group) in groups(runs) {
+        let sets: Vec<usize> = (0..ZERO_SHOT_COLUMNS.len()).filter(|&i| group.iter().all(|r| r.zero_shot()[i].is_some_and(|d| d.complete()))).collect();
+        if sets.is_empty() {
+            continue;
+        }
+        for r in group {
+            let names: Vec<&str> = sets.iter().map(|&i| ZERO_SHOT_COLUMNS[i].0).collect();
+            let ds: Vec<_> = sets.iter().filter_map(|&i| r.zero_shot()[i]).collect();
+            let samples_path = r.path.with_file_name("samples.jsonl");
+            let samples: Vec<SampleRow> = crate::util::read_jsonl(&samples_path)?;
+            let rows: Vec<&SampleRow> = samples.iter().filter(|s| names.contains(&s.dataset.as_str())).collect();
+            let sentences: usize = ds.iter().map(|d| d.sentences).sum();
+            if rows.len() != sentences {
+                return Err(Error::Report(format!("{}: {} rows for the compared datasets, scores.json counts {sentences}", samples_path.display(), rows.len())));
+            }
+            let u = &r.scores.usage;
+            out.push(ModeRow {
+                model: model.clone(),
+                sample: sample.clone(),
+                tag: super::training::sample_tag(limit, seed, &r.scores.split) + if r.scores.mode == crate::run::scores::Mode::Cot { "-cot" } else { "" },
+                decoding: if r.scores.decoding.is_empty() { "free".into() } else { r.scores.decoding.clone() },
+                sets: sets.iter().map(|&i| ZERO_SHOT_COLUMNS[i].1).collect(),
+                f1: average(&ds.iter().map(|d| round2(d.f1)).collect::<Vec<_>>()),
+                parse_failures: ds.iter().map(|d| d.parse_failures).sum(),
+                predicted: ds.iter().map(|d| d.predicted).sum(),
+                // over the distinct (text, label) pairs the metric counts
+                under_schema: rows.iter().map(|s| to_set(&s.prediction).iter().filter(|(_, l)| s.schema.contains(l)).count()).sum(),
+                matched: ds.iter().map(|d| d.matched).sum(),
+                gold: ds.iter().map(|d| d.gold).sum(),
+                sentences,
+                gen_tokens: rows.iter().map(|s| s.gen_tokens).sum(),
+                capped: rows.iter().filter(|s| s.finish == Finish::Length).count(),
+                sentences_per_s: (u.seconds > 0.0).then(|| u.sentences as f64 / u.seconds),
+                results: r.path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn perr(e: PolarsError) -> Error {
+    Error::Report(format!("decoding table: {e}"))
+}
+
+/// `reports/decoding.{md,csv}` and one plot per benchmark sample; None when no model has runs
+/// under two decodings.
+pub fn write(runs: &[Run], reports_dir: &Path) -> Result<Option<PathBuf>> {
+    let rows = rows(runs)?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let col = |name: &str, v: Vec<String>| Column::new(name.into(), v);
+    let num = |name: &str, v: Vec<f64>| Column::new(name.into(), v);
+    let int = |name: &str, v: Vec<u64>| Column::new(name.into(), v);
+    let mut df = DataFrame::new(vec![
+        col("model", rows.iter().map(|r| r.model.clone()).collect()),
+        col("sample", rows.iter().map(|r| r.sample.clone()).collect()),
+        col("decoding", rows.iter().map(|r| r.decoding.clone()).collect()),
+        col("datasets", rows.iter().map(|r| r.sets.join(" ")).collect()),
+        num("f1", rows.iter().map(|r| r.f1).collect()),
+        int("parse_failures", rows.iter().map(|r| r.parse_failures as u64).collect()),
+        int("predicted", rows.iter().map(|r| r.predicted as u64).collect()),
+        int("under_schema_label", rows.iter().map(|r| r.under_schema as u64).collect()),
+        int("matched", rows.iter().map(|r| r.matched as u64).collect()),
+        int("gold", rows.iter().map(|r| r.gold as u64).collect()),
+        num("precision", rows.iter().map(|r| round2(r.precision())).collect()),
+        num("recall", rows.iter().map(|r| round2(r.recall())).collect()),
+        int("sentences", rows.iter().map(|r| r.sentences as u64).collect()),
+        int("gen_tokens", rows.iter().map(|r| r.gen_tokens as u64).collect()),
+        int("capped", rows.iter().map(|r| r.capped as u64).collect()),
+        Column::new("sentences_per_s".into(), rows.iter().map(|r| r.sentences_per_s.map(|x| (x * 1000.0).round() / 1000.0)).collect::<Vec<_>>()),
+        col("results", rows.iter().map(|r| r.results.clone()).collect()),
+    ])
+    .map_err(perr)?;
+    crate::util::write_atomic(&reports_dir.join("decoding.csv"), &super::table::to_csv(&mut df)?)?;
+
+    let headers: Vec<String> = [
+        "Model", "Sample", "Decoding", "Datasets compared", "Avg F1", "Parse fail.", "Predicted", "Under a schema label", "Matched / gold", "P", "R",
+        "Tokens per answer", "Hit the cap", "Sentences/s", "Results",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.model.clone(),
+                r.sample.clone(),
+                format!("`{}`", r.decoding),
+                format!("{} ({})", r.sets.len(), r.sets.join(", ")),
+                format!("{:.2}", r.f1),
+                r.parse_failures.to_string(),
+                r.predicted.to_string(),
+                format!("{} ({:.0}%)", r.under_schema, 100.0 * r.under_schema as f64 / r.predicted.max(1) as f64),
+                format!("{} / {}", r.matched, r.gold),
+                format!("{:.1}", r.precision()),
+                format!("{:.1}", r.recall()),
+                format!("{:.1}", r.gen_tokens as f64 / r.sentences.max(1) as f64),
+                format!("{} of {}", r.capped, r.sentences),
+                r.sentences_per_s.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into()),
+                super::table::code_span(&r.results),
+            ]
+        })
+        .collect();
+    let mut md = String::from(
+        "# What constraining the answer changes (`--decoding free|json|schema`)\n\n\
+         Generated by `rner report` from `results/*/scores.json` and `samples.jsonl` (the same table is in `decoding.csv`); regenerate it rather than editing it.\n\n\
+         - One block per model and benchmark sample that has runs under more than one decoding; `free` is the paper's protocol. Each block compares only the datasets complete in every one of its runs (**Datasets compared**), so a partial run is compared on what it has finished.\n\
+         - **Avg F1**: mean of the compared datasets' rounded F1s (equal to `zero-shot.md`'s Avg when all seven are compared). **Parse fail.**: answers with no parsable JSON (they predict nothing).\n\
+         - **Under a schema label**: predicted entities whose label is one of the sentence's schema labels (the share of all predicted). **P / R**: micro precision and recall over the compared datasets.\n\
+         - **Tokens per answer**: generated tokens per sentence; **Hit the cap**: answers that ran to the token cap (`schema`/`json` answers cut there are closed after their last complete entry).\n\
+         - **Sentences/s**: over each run's whole recorded time (all its sessions and datasets, build pauses included), so a rough cost, not a benchmark (`perf.md` has the measured one).\n\n",
+    );
+    md.push_str(&super::table::render_markdown(&headers, &cells));
+    md.push('\n');
+
+    // one plot per sample: groups = models, series = decodings
+    let mut by_sample: BTreeMap<(&str, &str), Vec<&ModeRow>> = BTreeMap::new();
+    for r in &rows {
+        by_sample.entry((&r.tag, &r.sample)).or_default().push(r);
+    }
+    let mut plots = Vec::new();
+    for ((tag, sample), rs) in by_sample {
+        let mut models: Vec<String> = rs.iter().map(|r| r.model.clone()).collect();
+        models.dedup();
+        let series: Vec<super::plot::BarSeries> = ["free", "json", "schema"]
+            .iter()
+            .map(|d| super::plot::BarSeries {
+                name: d.to_string(),
+                values: models.iter().map(|m| rs.iter().find(|r| &r.model == m && r.decoding == *d).map(|r| (r.f1, None))).collect(),
+                paper: false,
+            })
+            .filter(|s| s.values.iter().any(Option::is_some))
+            .collect();
+        let stem = format!("decoding-{tag}");
+        super::plot::grouped(&format!("Avg F1 by decoding ({sample}; compared datasets only)"), &models, &series, "Avg F1 (%)", &reports_dir.join("plots"), &stem)?;
+        plots.push(format!("`plots/{stem}.png`"));
+    }
+    md.push_str(&format!("\nPlots (Avg F1 over each block's compared datasets, one bar per decoding): {}.\n", plots.join(", ")));
+    let p = reports_dir.join("decoding.md");
+    crate::util::write_atomic(&p, md.as_bytes())?;
+    Ok(Some(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_smollm2_sample_runs_compare_under_three_decodings() {
+        // real runs: SmolLM2-135M on 50 sentences per dataset under free, json and schema
+        let runs = super::super::load_runs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("results")).unwrap();
+        let rows = rows(&runs).unwrap();
+        let group: Vec<&ModeRow> = rows.iter().filter(|r| r.model == "smollm2-135m-instruct" && r.tag == "n50-s42").collect();
+        assert_eq!(group.iter().map(|r| r.decoding.as_str()).collect::<Vec<_>>(), ["free", "json", "schema"]);
+        for r in &group {
+            let run = runs.iter().find(|x| x.path.parent().unwrap().display().to_string() == r.results).unwrap();
+            assert_eq!(r.sets.len(), 7, "{}: every dataset of the sample is complete", r.results);
+            assert_eq!(Some(r.f1), run.average(), "{}: the average over all seven is the table's", r.results);
+            assert_eq!(r.sentences, 350);
+            let ds: Vec<_> = run.zero_shot().into_iter().flatten().collect();
+            assert_eq!(r.parse_failures, ds.iter().map(|d| d.parse_failures).sum::<usize>());
+            assert_eq!(r.capped, ds.iter().map(|d| d.truncated).sum::<usize>(), "{}: capped answers counted from the samples", r.results);
+            assert!(r.under_schema <= r.predicted && r.gen_tokens > 0);
+        }
+        // the schema grammar allows no other label and every answer parses; free ones hardly do
+        assert_eq!(group[2].under_schema, group[2].predicted);
+        assert!(group[2].predicted > 0 && group[2].parse_failures == 0);
+        assert!(group[0].parse_failures > 300, "{:?}", group[0]);
+    }
+}
