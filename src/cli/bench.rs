@@ -458,9 +458,10 @@ fn serve(g: &Global, a: ServeBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The same sentences under each decoding mode, in one process: the constrained modes twice, with
-/// the grammar masking the whole vocabulary at every step and checking the model's first choice
-/// first (the default), whose texts must be the same.
+/// The same sentences under each decoding mode, in one process: the constrained modes three
+/// times, with the grammar masking the whole vocabulary at every step, checking the model's first
+/// choice first, and checking it and then its next-best choices (the default); the texts must be
+/// the same.
 fn decoding(g: &Global, a: DecodingBenchArgs) -> anyhow::Result<ExitCode> {
     use crate::prompt::grammar::{constraint, Decoding};
     let (m, examples) = a.sample.examples(g)?;
@@ -525,7 +526,7 @@ fn decoding(g: &Global, a: DecodingBenchArgs) -> anyhow::Result<ExitCode> {
                  `LlamaSettings::grammar_ranked`): a rejected choice is followed by the next-best N, each checked alone in order, and the \
                  vocabulary is masked only when all are rejected. The chosen token is the masked argmax every way, so the texts must match.\n");
     // one section per model (the default model's keeps its old name)
-    let name = if a.sample.model == crate::baseline::DEFAULT_MODEL { "decoding".to_string() } else { format!("decoding-{}", m.name) };
+    let name = if m.name == crate::baseline::DEFAULT_MODEL { "decoding".to_string() } else { format!("decoding-{}", m.name) };
     crate::util::write_section(&g.reports.join("perf.md"), &name, &md)?;
     crate::util::write_json(&g.results.join("bench").join(format!("{name}.json")), &rows)?;
     println!("{md}");

@@ -56,7 +56,7 @@ pub struct LlamaSettings {
     /// best this many, each checked alone in order, before the whole vocabulary is masked: the
     /// first one accepted is the masked argmax (ties to the lower id, as llama.cpp's greedy
     /// sampler breaks them), so the tokens stay the same (0 = mask at once)
-    #[serde(default = "ranked")]
+    #[serde(default = "default_ranked")]
     pub grammar_ranked: usize,
     /// prompt-lookup drafting for free greedy decoding: each step, a sequence whose last tokens
     /// occur earlier in its prompt or answer also feeds up to this many of the tokens that followed
@@ -90,7 +90,7 @@ fn draft_budget() -> usize {
     64
 }
 
-fn ranked() -> usize {
+fn default_ranked() -> usize {
     32
 }
 
@@ -109,7 +109,7 @@ impl Default for LlamaSettings {
             flash_attn: false,
             kv_unified: false,
             grammar_check_first: true,
-            grammar_ranked: ranked(),
+            grammar_ranked: default_ranked(),
             draft_max: 0,
             draft_budget: draft_budget(),
             kv_type: KvType::F16,
@@ -481,18 +481,32 @@ fn accepts(grammar: &mut LlamaSampler, token: LlamaToken, logit: f32) -> bool {
     one.data[0].logit() > f32::NEG_INFINITY
 }
 
-/// Greedy choice under `grammar` among the `k` best of `data` other than `skip`, each checked
-/// alone in order of logit (ties to the lower id): the masked argmax when one of them is
-/// accepted, since every token after them ranks lower.
-fn ranked_choice(grammar: &mut LlamaSampler, data: &[LlamaTokenData], skip: LlamaToken, k: usize) -> Option<LlamaToken> {
+/// The `k` best of `data` other than `skip`, best first, in the order llama.cpp's greedy sampler
+/// prefers them (higher logit; among equal logits, the lower id, as it keeps the first maximum);
+/// −∞ logits left out. None when a logit is NaN, which that sampler's comparisons do not order.
+fn ranked(data: &[LlamaTokenData], skip: LlamaToken, k: usize) -> Option<Vec<(f32, i32)>> {
+    if data.iter().any(|d| d.logit().is_nan()) {
+        return None;
+    }
+    // + 0.0 makes −0.0 equal to 0.0, as `>` has it
     let order = |a: &(f32, i32), b: &(f32, i32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    let mut top: Vec<(f32, i32)> = data.iter().filter(|d| d.id() != skip).map(|d| (d.logit(), d.id().0)).collect();
+    let mut top: Vec<(f32, i32)> = data.iter().filter(|d| d.id() != skip && d.logit() > f32::NEG_INFINITY).map(|d| (d.logit() + 0.0, d.id().0)).collect();
     if k < top.len() {
         top.select_nth_unstable_by(k, order);
         top.truncate(k);
     }
     top.sort_unstable_by(order);
-    top.into_iter().find(|&(l, id)| l > f32::NEG_INFINITY && accepts(grammar, LlamaToken(id), l)).map(|(_, id)| LlamaToken(id))
+    Some(top)
+}
+
+/// Greedy choice under `grammar` among the `k` best of `data` other than `skip` ([`ranked`]):
+/// the first the grammar accepts is the masked argmax, since every token after them ranks lower.
+/// The grammar judges each candidate on its own, so one pass over the `k` checks them all.
+fn ranked_choice(grammar: &mut LlamaSampler, data: &[LlamaTokenData], skip: LlamaToken, k: usize) -> Option<LlamaToken> {
+    let top = ranked(data, skip, k)?;
+    let mut arr = LlamaTokenDataArray::new(top.iter().map(|&(l, id)| LlamaTokenData::new(LlamaToken(id), l, 0.0)).collect(), false);
+    grammar.apply(&mut arr);
+    arr.data.iter().find(|d| d.logit() > f32::NEG_INFINITY).map(|d| d.id())
 }
 
 impl Picker {
@@ -1204,6 +1218,23 @@ pub(crate) fn prompt_text(model: &LlamaModel, r: &Rendered) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranked_choices_follow_the_greedy_samplers_order() {
+        let data = |l: &[f32]| l.iter().enumerate().map(|(i, &x)| LlamaTokenData::new(LlamaToken(i as i32), x, 0.0)).collect::<Vec<_>>();
+        let ids = |v: Option<Vec<(f32, i32)>>| v.map(|v| v.into_iter().map(|(_, id)| id).collect::<Vec<_>>());
+        // the chosen token (id 1) is skipped; equal logits go to the lower id; −∞ never ranks
+        let d = data(&[1.0, 9.0, 3.0, f32::NEG_INFINITY, 3.0, 2.0]);
+        assert_eq!(ids(ranked(&d, LlamaToken(1), 10)), Some(vec![2, 4, 5, 0]));
+        assert_eq!(ids(ranked(&d, LlamaToken(1), 2)), Some(vec![2, 4]));
+        assert_eq!(ids(ranked(&d, LlamaToken(1), 1)), Some(vec![2]));
+        assert_eq!(ids(ranked(&d, LlamaToken(1), 0)), Some(vec![]));
+        // −0.0 and 0.0 are equal to the sampler's `>`: the lower id first
+        assert_eq!(ids(ranked(&data(&[5.0, 0.0, -0.0]), LlamaToken(0), 2)), Some(vec![1, 2]));
+        assert_eq!(ids(ranked(&data(&[5.0, -0.0, 0.0]), LlamaToken(0), 2)), Some(vec![1, 2]));
+        // a NaN logit: no ranking (the caller masks the whole vocabulary instead)
+        assert_eq!(ranked(&data(&[1.0, f32::NAN, 0.5]), LlamaToken(0), 2), None);
+    }
 
     #[test]
     fn streaming_holds_back_partial_characters_and_stop_prefixes() {

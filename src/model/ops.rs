@@ -471,10 +471,13 @@ pub fn nll_entropy(logits: &Tensor, targets: &[u32]) -> Result<(Vec<f32>, f64)> 
         return Ok((both.into_iter().map(|r| r[0]).collect(), entropy));
     }
     let l = logits.detach().to_dtype(candle_core::DType::F32)?;
+    let lp = candle_nn::ops::log_softmax(&l, D::Minus1)?;
+    let t = Tensor::from_vec(targets.to_vec(), (n, 1), l.device())?;
+    let nll = lp.gather(&t, 1)?.squeeze(1)?.neg()?.to_vec1::<f32>()?;
     // a −∞ logit has probability 0 and adds nothing (0 × −∞ would be NaN)
-    let lp = candle_nn::ops::log_softmax(&l, D::Minus1)?.maximum(f32::MIN)?;
+    let lp = lp.maximum(f32::MIN)?;
     let entropy = (lp.exp()? * &lp)?.sum(1)?.neg()?.mean_all()?.to_scalar::<f32>()? as f64;
-    Ok((nll(&l, targets)?.to_vec1::<f32>()?, entropy))
+    Ok((nll, entropy))
 }
 
 /// `−log softmax(logits)[target]` per row of `logits [n, vocab]`: `[n]`.

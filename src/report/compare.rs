@@ -28,12 +28,7 @@ pub struct Comparison {
 }
 
 fn rows(dir: &Path) -> Result<BTreeMap<String, SampleRow>> {
-    let mut out = BTreeMap::new();
-    for mut r in util::read_jsonl::<SampleRow>(&dir.join("samples.jsonl"))? {
-        r.reparse();
-        out.entry(r.id.clone()).or_insert(r);
-    }
-    Ok(out)
+    Ok(crate::run::read_samples(dir)?.into_iter().map(|r| (r.id.clone(), r)).collect())
 }
 
 /// Compare two run folders on the sentences both have.

@@ -49,14 +49,11 @@ impl ModeRow {
     }
 }
 
-/// `full` or `N per dataset (seed S)`, with the split and the prompt mode where they are not
+/// The run's sample ([`Run::sample_text`]), with the split and the prompt mode where they are not
 /// the test split and direct answers.
 fn sample_text(r: &Run) -> String {
     let s = &r.scores;
-    let mut t = match s.limit {
-        Some(n) => format!("{n} per dataset (seed {})", s.seed),
-        None => "full".into(),
-    };
+    let mut t = r.sample_text();
     if s.split != "test" {
         t.push_str(&format!(", {}", s.split));
     }
@@ -66,28 +63,45 @@ fn sample_text(r: &Run) -> String {
     t
 }
 
-/// Runs grouped by (model, mode, split, limit, seed), groups with two or more decodings only,
-/// each group's runs ordered free, json, schema.
-fn groups(runs: &[Run]) -> BTreeMap<(String, String, Option<usize>, u64), Vec<&Run>> {
+/// `free` for runs made before the option.
+fn decoding_of(r: &Run) -> &str {
+    if r.scores.decoding.is_empty() { "free" } else { &r.scores.decoding }
+}
+
+/// Runs grouped by (model, sample), groups with two or more decodings only, each group's runs
+/// ordered free, json, schema (then any other); also the runs left out because another run of
+/// the same decoding in their group is further on (a model file remade under the same name).
+fn groups(runs: &[Run]) -> (BTreeMap<(String, String, Option<usize>, u64), Vec<&Run>>, Vec<&Run>) {
     let mut g: BTreeMap<_, Vec<&Run>> = BTreeMap::new();
     for r in runs {
         let s = &r.scores;
-        g.entry((s.model.clone(), sample_text(r), s.limit, s.seed)).or_default().push(r);
+        // the seed only draws a sample: full runs of any seed are one sample
+        g.entry((s.model.clone(), sample_text(r), s.limit, s.limit.map_or(0, |_| s.seed))).or_default().push(r);
     }
-    let rank = |d: &str| ["", "free", "json", "schema"].iter().position(|x| *x == d).map_or(3, |i| i.max(1));
+    let rank = |r: &Run| ["free", "json", "schema"].iter().position(|x| *x == decoding_of(r)).unwrap_or(3);
+    let mut dropped = Vec::new();
     g.retain(|_, v| {
-        // two runs of one decoding (a model file remade under the same name): the one further on
-        v.sort_by_key(|r| (rank(&r.scores.decoding), std::cmp::Reverse(r.scores.usage.sentences), r.id()));
-        v.dedup_by_key(|r| rank(&r.scores.decoding));
+        v.sort_by_key(|r| (rank(r), decoding_of(r).to_string(), std::cmp::Reverse(r.scores.usage.sentences), r.id()));
+        let mut kept: Vec<&Run> = Vec::new();
+        for r in v.drain(..) {
+            if kept.last().is_some_and(|k| decoding_of(k) == decoding_of(r)) {
+                dropped.push(r);
+            } else {
+                kept.push(r);
+            }
+        }
+        *v = kept;
         v.len() > 1
     });
-    g
+    (g, dropped)
 }
 
-/// The rows of every group (runs whose samples cannot be read are an error naming the file).
-pub fn rows(runs: &[Run]) -> Result<Vec<ModeRow>> {
+/// The rows of every group (runs whose samples cannot be read are an error naming the file), and
+/// the runs left out as duplicates of a decoding.
+pub fn rows(runs: &[Run]) -> Result<(Vec<ModeRow>, Vec<String>)> {
     let mut out = Vec::new();
-    for ((model, sample, limit, seed), group) in groups(runs) {
+    let (groups, dropped) = groups(runs);
+    for ((model, sample, limit, seed), group) in groups {
         let sets: Vec<usize> = (0..ZERO_SHOT_COLUMNS.len()).filter(|&i| group.iter().all(|r| r.zero_shot()[i].is_some_and(|d| d.complete()))).collect();
         if sets.is_empty() {
             continue;
@@ -95,19 +109,19 @@ pub fn rows(runs: &[Run]) -> Result<Vec<ModeRow>> {
         for r in group {
             let names: Vec<&str> = sets.iter().map(|&i| ZERO_SHOT_COLUMNS[i].0).collect();
             let ds: Vec<_> = sets.iter().filter_map(|&i| r.zero_shot()[i]).collect();
-            let samples_path = r.path.with_file_name("samples.jsonl");
-            let samples: Vec<SampleRow> = crate::util::read_jsonl(&samples_path)?;
+            let dir = r.path.parent().unwrap_or(Path::new("."));
+            let samples: Vec<SampleRow> = crate::run::read_samples(dir)?;
             let rows: Vec<&SampleRow> = samples.iter().filter(|s| names.contains(&s.dataset.as_str())).collect();
             let sentences: usize = ds.iter().map(|d| d.sentences).sum();
             if rows.len() != sentences {
-                return Err(Error::Report(format!("{}: {} rows for the compared datasets, scores.json counts {sentences}", samples_path.display(), rows.len())));
+                return Err(Error::Report(format!("{}: {} sentences of the compared datasets, its scores.json counts {sentences} (rerun rner rescore)", dir.join("samples.jsonl").display(), rows.len())));
             }
             let u = &r.scores.usage;
             out.push(ModeRow {
                 model: model.clone(),
                 sample: sample.clone(),
                 tag: super::training::sample_tag(limit, seed, &r.scores.split) + if r.scores.mode == crate::run::scores::Mode::Cot { "-cot" } else { "" },
-                decoding: if r.scores.decoding.is_empty() { "free".into() } else { r.scores.decoding.clone() },
+                decoding: decoding_of(r).to_string(),
                 sets: sets.iter().map(|&i| ZERO_SHOT_COLUMNS[i].1).collect(),
                 f1: average(&ds.iter().map(|d| round2(d.f1)).collect::<Vec<_>>()),
                 parse_failures: ds.iter().map(|d| d.parse_failures).sum(),
@@ -124,7 +138,7 @@ pub fn rows(runs: &[Run]) -> Result<Vec<ModeRow>> {
             });
         }
     }
-    Ok(out)
+    Ok((out, dropped.iter().map(|r| r.id()).collect()))
 }
 
 fn perr(e: PolarsError) -> Error {
@@ -134,7 +148,7 @@ fn perr(e: PolarsError) -> Error {
 /// `reports/decoding.{md,csv}` and one plot per benchmark sample; None when no model has runs
 /// under two decodings.
 pub fn write(runs: &[Run], reports_dir: &Path) -> Result<Option<PathBuf>> {
-    let rows = rows(runs)?;
+    let (rows, dropped) = rows(runs)?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -227,6 +241,12 @@ pub fn write(runs: &[Run], reports_dir: &Path) -> Result<Option<PathBuf>> {
         plots.push(format!("`plots/{stem}.png`"));
     }
     md.push_str(&format!("\nPlots (Avg F1 over each block's compared datasets, one bar per decoding): {}.\n", plots.join(", ")));
+    if !dropped.is_empty() {
+        md.push_str(&format!(
+            "\nLeft out (another run of the same model, sample and decoding has more sentences): {}.\n",
+            dropped.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
     let p = reports_dir.join("decoding.md");
     crate::util::write_atomic(&p, md.as_bytes())?;
     Ok(Some(p))
@@ -240,7 +260,7 @@ mod tests {
     fn the_committed_smollm2_sample_runs_compare_under_three_decodings() {
         // real runs: SmolLM2-135M on 50 sentences per dataset under free, json and schema
         let runs = super::super::load_runs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("results")).unwrap();
-        let rows = rows(&runs).unwrap();
+        let (rows, _) = rows(&runs).unwrap();
         let group: Vec<&ModeRow> = rows.iter().filter(|r| r.model == "smollm2-135m-instruct" && r.tag == "n50-s42").collect();
         assert_eq!(group.iter().map(|r| r.decoding.as_str()).collect::<Vec<_>>(), ["free", "json", "schema"]);
         for r in &group {
@@ -253,6 +273,15 @@ mod tests {
             assert_eq!(r.capped, ds.iter().map(|d| d.truncated).sum::<usize>(), "{}: capped answers counted from the samples", r.results);
             assert!(r.under_schema <= r.predicted && r.gen_tokens > 0);
         }
+        // a second run of one decoding that has done less is left out and named
+        let mut more = runs.clone();
+        let mut dup = runs.iter().find(|r| r.scores.model == "smollm2-135m-instruct" && r.scores.limit == Some(50) && r.scores.decoding == "json").unwrap().clone();
+        dup.scores.run_id = "dup".into();
+        dup.scores.usage.sentences = 0;
+        more.push(dup);
+        let (again, dropped) = super::rows(&more).unwrap();
+        assert_eq!(dropped, ["dup"]);
+        assert_eq!(again, rows);
         // the schema grammar allows no other label and every answer parses; free ones hardly do
         assert_eq!(group[2].under_schema, group[2].predicted);
         assert!(group[2].predicted > 0 && group[2].parse_failures == 0);

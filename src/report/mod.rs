@@ -92,6 +92,14 @@ impl Run {
         Some(score::average(&f1s))
     }
 
+    /// `N per dataset (seed S)` or `full test sets`.
+    pub fn sample_text(&self) -> String {
+        match self.scores.limit {
+            Some(n) => format!("{n} per dataset (seed {})", self.scores.seed),
+            None => "full test sets".into(),
+        }
+    }
+
     /// `full` or `N per dataset`.
     pub fn limit_text(&self) -> String {
         match self.scores.limit {

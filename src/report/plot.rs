@@ -839,6 +839,13 @@ pub struct BarSeries {
     pub paper: bool,
 }
 
+/// Grouped bars: the chart's margin and y-label area (pixels), the share of a group its bars
+/// take, and the share of a bar's slot the bar fills.
+const MARGIN: u32 = 10;
+const Y_LABELS: u32 = 56;
+const GROUP_SHARE: f64 = 0.84;
+const BAR_SHARE: f64 = 0.88;
+
 /// Grouped bars with CI whiskers (stage and reward ablations): `plots_dir/<stem>.{svg,png}`.
 pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &str, plots_dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, groups: &[String], series: &[BarSeries], y_label: &str, legend_w: u32) -> DrawResult {
@@ -850,13 +857,14 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
         let top = (top * 1.15).clamp(5.0, 100.0);
         let n = groups.len().max(1);
         // each bar's value above it (or above its whisker), where bars are wide enough for it
-        let bar_px = (w.saturating_sub(legend_w + 76)) as f64 / n as f64 * 0.84 / series.len().max(1) as f64 * 0.88;
+        // (the chart's width less its margins and y-label area)
+        let bar_px = (w.saturating_sub(legend_w + 2 * MARGIN + Y_LABELS)) as f64 / n as f64 * GROUP_SHARE / series.len().max(1) as f64 * BAR_SHARE;
         let value_labels = bar_px >= 30.0;
         let centers: Vec<f64> = (0..n).map(|k| k as f64 + 0.5).collect();
         let mut chart = ChartBuilder::on(&chart_area)
-            .margin(10)
+            .margin(MARGIN)
             .x_label_area_size(40)
-            .y_label_area_size(56)
+            .y_label_area_size(Y_LABELS)
             .build_cartesian_2d(keyed(0.0..n as f64, centers), 0.0..top)
             .map_err(d)?;
         chart
@@ -869,7 +877,7 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
             .draw()
             .map_err(d)?;
         let m = series.len().max(1) as f64;
-        let bw = 0.84 / m;
+        let bw = GROUP_SHARE / m;
         let (mut ours, mut papers) = (0, 0);
         let colors: Vec<RGBColor> = series
             .iter()
@@ -890,7 +898,7 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
             for (k, v) in s.values.iter().enumerate() {
                 let Some((v, ci)) = v else { continue };
                 let x0 = k as f64 + 0.08 + j as f64 * bw;
-                let x1 = x0 + bw * 0.88;
+                let x1 = x0 + bw * BAR_SHARE;
                 bars.push(Rectangle::new([(x0, 0.0), (x1, *v)], color.filled()));
                 if let Some((lo, hi)) = ci {
                     let xc = (x0 + x1) / 2.0;
@@ -906,8 +914,8 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
                 let style = TextStyle::from((FAMILY, 11).into_font()).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
                 let labels = s.values.iter().enumerate().filter_map(|(k, v)| {
                     let (v, ci) = v.as_ref()?;
-                    let x = k as f64 + 0.08 + j as f64 * bw + bw * 0.44;
-                    let y = ci.map_or(*v, |c| c.1.max(*v)) + top * 0.01;
+                    let x = k as f64 + 0.08 + j as f64 * bw + bw * BAR_SHARE / 2.0;
+                    let y = (ci.map_or(*v, |c| c.1.max(*v)) + top * 0.01).min(top * 0.97);
                     Some(Text::new(format!("{v:.2}"), (x, y), style.clone()))
                 });
                 chart.draw_series(labels).map_err(d)?;

@@ -177,17 +177,6 @@ struct CompareLink {
     page: String,
 }
 
-fn sample_of(r: &Run) -> String {
-    match r.scores.limit {
-        Some(n) => format!("{n} per dataset (seed {})", r.scores.seed),
-        None => "full test sets".into(),
-    }
-}
-
-fn read_rows(r: &Run) -> Result<Vec<SampleRow>> {
-    let p = r.path.with_file_name("samples.jsonl");
-    crate::util::read_jsonl(&p)
-}
 
 /// Write the site; `pairs` are (run a, run b) ids shown side by side. Returns the index path.
 /// `reports/plots/errors-<run>.{svg,png}`: errors by kind and grounded shares per dataset.
@@ -222,7 +211,7 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
     for r in runs {
         let id = r.id();
         let stem = file_stem(&id);
-        let rows = read_rows(r)?;
+        let rows = crate::run::read_samples(r.path.parent().unwrap_or(Path::new(".")))?;
         let mut by_ds: BTreeMap<&str, Vec<&SampleRow>> = BTreeMap::new();
         for row in &rows {
             by_ds.entry(row.dataset.as_str()).or_default().push(row);
@@ -241,7 +230,7 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
         let html = render(
             "run.html",
             context! {
-                system => r.system(), run_id => id.clone(), sample => sample_of(r), stem => stem.clone(),
+                system => r.system(), run_id => id.clone(), sample => r.sample_text(), stem => stem.clone(),
                 command => r.scores.command.clone(), breakdowns => bds, samples_page => samples_page.clone(),
             },
         )?;
@@ -262,7 +251,7 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
                 None => Cell { f1: None, lo: 0.0, hi: 0.0, complete: false, done: 0, total: 0 },
             })
             .collect();
-        index_rows.push(RunRow { system: r.system(), sample: sample_of(r), page, cells, avg: r.scores.average });
+        index_rows.push(RunRow { system: r.system(), sample: r.sample_text(), page, cells, avg: r.scores.average });
         rows_by_run.insert(id, rows);
     }
     let mut links = Vec::new();

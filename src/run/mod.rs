@@ -141,6 +141,19 @@ impl SampleRow {
     }
 }
 
+/// A run folder's `samples.jsonl` as it is scored: each sentence once (a row written twice, by a
+/// crash between the write and the bookkeeping, counts once: the first), re-parsed with the
+/// current parser.
+pub fn read_samples(dir: &Path) -> Result<Vec<SampleRow>> {
+    let mut seen = HashSet::new();
+    let mut rows: Vec<SampleRow> = util::read_jsonl(&dir.join("samples.jsonl"))?;
+    rows.retain(|r| seen.insert(r.id.clone()));
+    for r in &mut rows {
+        r.reparse();
+    }
+    Ok(rows)
+}
+
 /// One working session on a run (a run resumed three times has four).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
@@ -408,16 +421,8 @@ fn usage<'a>(m: &Manifest, rows: impl Iterator<Item = &'a SampleRow>) -> Usage {
 /// Score the rows of a run folder (re-parsing every raw output) and write `scores.json`.
 pub fn rescore_dir(dir: &Path) -> Result<Scores> {
     let manifest: Manifest = util::read_json(&dir.join("manifest.json"))?;
-    let samples_path = dir.join("samples.jsonl");
-    let mut rows: Vec<SampleRow> = util::read_jsonl(&samples_path)?;
     let mut by_dataset: BTreeMap<String, Vec<SampleRow>> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for mut r in rows.drain(..) {
-        // a row written twice (a crash between write and bookkeeping) counts once
-        if !seen.insert(r.id.clone()) {
-            continue;
-        }
-        r.reparse();
+    for r in read_samples(dir)? {
         by_dataset.entry(r.dataset.clone()).or_default().push(r);
     }
     let cfg = &manifest.config;

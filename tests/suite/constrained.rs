@@ -72,17 +72,23 @@ fn checking_the_greedy_choice_first_gives_the_texts_of_masking_every_step() {
     let reg = rner::data::Registry::new(&crate::util::data_dir()).unwrap();
     let mut cases: Vec<Example> = reg.load("crossner_ai", "test").unwrap()[..12].to_vec();
     cases.push(odd_example());
-    let run = |check_first: bool, ranked: usize, d: Decoding| {
+    let run = |check_first: bool, ranked: usize, d: Decoding, repeat_penalty: f32| {
         let settings = LlamaSettings { parallel: 8, ctx_per_seq: 1024, threads: 2, grammar_check_first: check_first, grammar_ranked: ranked, ..Default::default() };
         let mut engine = LlamaEngine::load(&default_model(), settings).unwrap();
-        let reqs = requests(&cases, d, &Sampling { max_tokens: 160, ..Sampling::default() });
+        let reqs = requests(&cases, d, &Sampling { max_tokens: 160, repeat_penalty, ..Sampling::default() });
         let texts: Vec<String> = engine.generate(&reqs).unwrap().into_iter().map(|o| o.text).collect();
         (texts, engine.take_step_times())
     };
+    let same = |what: &str, a: &[String], b: &[String]| {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(x, y, "{what}: sentence {i} differs");
+        }
+    };
+    let k = LlamaSettings::default().grammar_ranked;
     for d in [Decoding::Json, Decoding::Schema] {
-        let (masked, every) = run(false, 0, d);
-        let (checked, first) = run(true, 0, d);
-        let (ranked, next) = run(true, LlamaSettings::default().grammar_ranked, d);
+        let (masked, every) = run(false, 0, d, 1.0);
+        let (checked, first) = run(true, 0, d, 1.0);
+        let (ranked, next) = run(true, k, d, 1.0);
         assert_eq!(every.grammar_full_masks, every.grammar_tokens, "{d:?}: masking every step masks every token");
         assert_eq!(first.grammar_tokens, every.grammar_tokens, "{d:?}: the same number of constrained tokens");
         assert_eq!(next.grammar_tokens, every.grammar_tokens, "{d:?}: the same number of constrained tokens, ranked");
@@ -91,11 +97,19 @@ fn checking_the_greedy_choice_first_gives_the_texts_of_masking_every_step() {
         // the same first choices are rejected; the ranked ones resolve some of them without a mask
         assert_eq!(next.grammar_full_masks + next.grammar_ranked_hits, first.grammar_full_masks, "{d:?}: {next:?} against {first:?}");
         assert!(next.grammar_ranked_hits > 0, "{d:?}: no rejected choice was resolved among the next-best ({next:?})");
-        for (i, ((a, b), c)) in masked.iter().zip(&checked).zip(&ranked).enumerate() {
-            assert_eq!(a, b, "{d:?}: sentence {i} differs");
-            assert_eq!(a, c, "{d:?}: sentence {i} differs with ranked choices");
-        }
+        same(&format!("{d:?} check first"), &masked, &checked);
+        same(&format!("{d:?} ranked"), &masked, &ranked);
     }
+    // a single ranked choice leaves masks to the fallback, which must agree too
+    let (masked, _) = run(false, 0, Decoding::Schema, 1.0);
+    let (one, st) = run(true, 1, Decoding::Schema, 1.0);
+    assert!(st.grammar_full_masks > 0 && st.grammar_ranked_hits > 0, "one ranked choice: {st:?}");
+    same("schema, one ranked choice", &masked, &one);
+    // under a repeat penalty the ranking is by the penalised logits the chain chose from
+    let (masked, _) = run(false, 0, Decoding::Schema, 1.3);
+    let (ranked, st) = run(true, k, Decoding::Schema, 1.3);
+    assert!(st.grammar_ranked_hits > 0, "repeat penalty: {st:?}");
+    same("schema, repeat penalty 1.3", &masked, &ranked);
 }
 
 #[test]
