@@ -177,7 +177,6 @@ struct CompareLink {
     page: String,
 }
 
-
 /// Write the site; `pairs` are (run a, run b) ids shown side by side. Returns the index path.
 /// `reports/plots/errors-<run>.{svg,png}`: errors by kind and grounded shares per dataset.
 fn error_figure(r: &Run, bds: &[super::analysis::Breakdowns], reports_dir: &Path) -> Result<()> {
