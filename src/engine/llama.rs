@@ -485,12 +485,18 @@ fn accepts(grammar: &mut LlamaSampler, token: LlamaToken, logit: f32) -> bool {
 /// prefers them (higher logit; among equal logits, the lower id, as it keeps the first maximum);
 /// −∞ logits left out. None when a logit is NaN, which that sampler's comparisons do not order.
 fn ranked(data: &[LlamaTokenData], skip: LlamaToken, k: usize) -> Option<Vec<(f32, i32)>> {
-    if data.iter().any(|d| d.logit().is_nan()) {
-        return None;
+    let mut top: Vec<(f32, i32)> = Vec::with_capacity(data.len());
+    for d in data {
+        let l = d.logit();
+        if l.is_nan() {
+            return None;
+        }
+        if d.id() != skip && l > f32::NEG_INFINITY {
+            // + 0.0 makes −0.0 equal to 0.0, as `>` has it
+            top.push((l + 0.0, d.id().0));
+        }
     }
-    // + 0.0 makes −0.0 equal to 0.0, as `>` has it
     let order = |a: &(f32, i32), b: &(f32, i32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    let mut top: Vec<(f32, i32)> = data.iter().filter(|d| d.id() != skip && d.logit() > f32::NEG_INFINITY).map(|d| (d.logit() + 0.0, d.id().0)).collect();
     if k < top.len() {
         top.select_nth_unstable_by(k, order);
         top.truncate(k);

@@ -41,11 +41,10 @@ pub struct ModeRow {
 }
 
 impl ModeRow {
-    fn precision(&self) -> f64 {
-        100.0 * self.matched as f64 / self.predicted.max(1) as f64
-    }
-    fn recall(&self) -> f64 {
-        100.0 * self.matched as f64 / self.gold.max(1) as f64
+    /// micro precision and recall (%) over the compared datasets, as the scorer computes them
+    fn precision_recall(&self) -> (f64, f64) {
+        let (p, r, _) = crate::score::Counts { gold: self.gold, predicted: self.predicted, matched: self.matched }.prf();
+        (100.0 * p, 100.0 * r)
     }
 }
 
@@ -166,8 +165,8 @@ pub fn write(runs: &[Run], reports_dir: &Path) -> Result<Option<PathBuf>> {
         int("under_schema_label", rows.iter().map(|r| r.under_schema as u64).collect()),
         int("matched", rows.iter().map(|r| r.matched as u64).collect()),
         int("gold", rows.iter().map(|r| r.gold as u64).collect()),
-        num("precision", rows.iter().map(|r| round2(r.precision())).collect()),
-        num("recall", rows.iter().map(|r| round2(r.recall())).collect()),
+        num("precision", rows.iter().map(|r| round2(r.precision_recall().0)).collect()),
+        num("recall", rows.iter().map(|r| round2(r.precision_recall().1)).collect()),
         int("sentences", rows.iter().map(|r| r.sentences as u64).collect()),
         int("gen_tokens", rows.iter().map(|r| r.gen_tokens as u64).collect()),
         int("capped", rows.iter().map(|r| r.capped as u64).collect()),
@@ -197,8 +196,8 @@ pub fn write(runs: &[Run], reports_dir: &Path) -> Result<Option<PathBuf>> {
                 r.predicted.to_string(),
                 format!("{} ({:.0}%)", r.under_schema, 100.0 * r.under_schema as f64 / r.predicted.max(1) as f64),
                 format!("{} / {}", r.matched, r.gold),
-                format!("{:.1}", r.precision()),
-                format!("{:.1}", r.recall()),
+                format!("{:.1}", r.precision_recall().0),
+                format!("{:.1}", r.precision_recall().1),
                 format!("{:.1}", r.gen_tokens as f64 / r.sentences.max(1) as f64),
                 format!("{} of {}", r.capped, r.sentences),
                 r.sentences_per_s.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into()),
