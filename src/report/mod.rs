@@ -49,6 +49,8 @@ pub struct Run {
     /// `results/<dir>/scores.json`
     pub path: PathBuf,
     pub scores: Scores,
+    /// [`crate::run::EvalConfig::comparison_key`] from the run's `manifest.json` (None without one)
+    pub comparison: Option<String>,
 }
 
 impl Run {
@@ -181,7 +183,9 @@ pub fn load_runs(results_dir: &Path) -> Result<Vec<Run>> {
         }
         let scores: Scores = crate::util::read_json(&path)?;
         check_scores(&scores).map_err(|msg| Error::Report(format!("{}: {msg}", path.display())))?;
-        runs.push(Run { path, scores });
+        let manifest = entry.path().join("manifest.json");
+        let comparison = if manifest.is_file() { Some(crate::util::read_json::<crate::run::Manifest>(&manifest)?.config.comparison_key()) } else { None };
+        runs.push(Run { path, scores, comparison });
     }
     runs.sort_by_key(|r| (r.system(), r.id()));
     Ok(runs)

@@ -57,16 +57,7 @@ impl EvalConfig {
     /// The run id: readable parts plus a hash of every setting that changes outputs
     /// (datasets excluded, so a run can grow by datasets and resume).
     pub fn run_id(&self) -> String {
-        let mut key = serde_json::json!({
-            "engine": self.engine, "model": self.model_sha256, "prompt": prompt::spec_hash(&self.prompt),
-            "mode": self.mode, "decoding": self.decoding, "split": self.split, "limit": self.limit,
-            "seed": self.seed, "sampling": self.sampling, "gold": self.gold_variant,
-        });
-        // an engine setting that changes answers, where it is not the default (earlier ids stay)
-        if let Some(kv) = self.engine_settings.get("kv_type") {
-            key["kv_type"] = kv.clone();
-        }
-        let hash = prompt::short_hash(&key.to_string());
+        let hash = prompt::short_hash(&self.output_key().to_string());
         let mode = match self.mode {
             Mode::Direct => "direct",
             Mode::Cot => "cot",
@@ -76,6 +67,34 @@ impl EvalConfig {
             id.push_str(&format!("-n{n}-s{}", self.seed));
         }
         format!("{id}-{}", &hash[..8])
+    }
+}
+
+impl EvalConfig {
+    /// Every setting that changes outputs (the run id's hash is taken over it).
+    fn output_key(&self) -> serde_json::Value {
+        let mut key = serde_json::json!({
+            "engine": self.engine, "model": self.model_sha256, "prompt": prompt::spec_hash(&self.prompt),
+            "mode": self.mode, "decoding": self.decoding, "split": self.split, "limit": self.limit,
+            "seed": self.seed, "sampling": self.sampling, "gold": self.gold_variant,
+        });
+        // an engine setting that changes answers, where it is not the default (earlier ids stay)
+        if let Some(kv) = self.engine_settings.get("kv_type") {
+            key["kv_type"] = kv.clone();
+        }
+        key
+    }
+
+    /// A hash of every setting that changes outputs but the decoding (and the seed, for a full
+    /// run: it draws no sample). Runs with equal keys differ only in how their answers were
+    /// constrained, so their scores compare what constraining changes.
+    pub fn comparison_key(&self) -> String {
+        let mut key = self.output_key();
+        key["decoding"] = serde_json::Value::Null;
+        if self.limit.is_none() {
+            key["seed"] = serde_json::Value::Null;
+        }
+        prompt::short_hash(&key.to_string())[..8].to_string()
     }
 }
 
