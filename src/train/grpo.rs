@@ -152,10 +152,9 @@ pub struct Logps {
 /// the model's weights are tracked), the mean entropy of its next-token distributions and the
 /// tokens fed.
 pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<Logps> {
-    let (ids, rows, targets) = batch::pack(model, &joined(seqs.iter().copied()), pad)?;
-    let fed = ids.elem_count();
-    let logits = batch::target_logits(model, &ids, rows)?;
+    let (logits, targets, fed) = completion_logits(model, seqs, pad)?;
     let logp = ops::nll(&logits, &targets)?.neg()?;
+    // the entropy is a statistic, taken off the graph
     let entropy = ops::nll_entropy(&logits.detach(), &targets)?.1;
     let mut out = Vec::with_capacity(seqs.len());
     let mut at = 0;
@@ -164,6 +163,14 @@ pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> R
         at += c.len();
     }
     Ok(Logps { per_seq: out, entropy, fed })
+}
+
+/// The logits `[completion tokens, vocab]` that predict each sequence's completion tokens (by
+/// candle's graph), those tokens, and the tokens fed (padding included).
+fn completion_logits(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<(Tensor, Vec<u32>, usize)> {
+    let (ids, rows, targets) = batch::pack(model, &joined(seqs.iter().copied()), pad)?;
+    let fed = ids.elem_count();
+    Ok((batch::target_logits(model, &ids, rows)?, targets, fed))
 }
 
 /// Each rollout as one sequence (`(prompt + completion, first target)`).
@@ -296,19 +303,18 @@ impl Pass {
 pub fn fixed_logps(model: &Model, seqs: &[(Vec<u32>, Vec<u32>)], pad: u32, micro: usize, pass: Pass) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(seqs.len());
     for chunk in seqs.chunks(micro.max(1)) {
+        let mut nll = Vec::new();
         if pass == Pass::Autograd {
             let refs: Vec<(&[u32], &[u32])> = chunk.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-            for lp in completion_logps(model, &refs, pad)?.per_seq {
-                out.push(lp.detach().to_vec1::<f32>()?);
-            }
-            continue;
+            let (logits, targets, _) = completion_logits(model, &refs, pad)?;
+            nll = ops::nll(&logits.detach(), &targets)?.to_vec1::<f32>()?;
+        } else {
+            let b = batch::pack_shared(model, &joined(chunk.iter().map(|(p, c)| (p, c))), pad, pass == Pass::Shared)?;
+            model.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, &mut |logits| {
+                nll = ops::nll(logits, &b.targets)?.to_vec1::<f32>()?;
+                Ok((0.0, None))
+            })?;
         }
-        let b = batch::pack_shared(model, &joined(chunk.iter().map(|(p, c)| (p, c))), pad, pass == Pass::Shared)?;
-        let mut nll = Vec::new();
-        model.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, &mut |logits| {
-            nll = ops::nll(logits, &b.targets)?.to_vec1::<f32>()?;
-            Ok((0.0, None))
-        })?;
         let mut at = 0;
         for (_, c) in chunk {
             out.push(nll[at..at + c.len()].iter().map(|x| -x).collect());
