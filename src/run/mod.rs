@@ -68,9 +68,7 @@ impl EvalConfig {
         }
         format!("{id}-{}", &hash[..8])
     }
-}
 
-impl EvalConfig {
     /// Every setting that changes outputs (the run id's hash is taken over it).
     fn output_key(&self) -> serde_json::Value {
         let mut key = serde_json::json!({
