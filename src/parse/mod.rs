@@ -5,8 +5,9 @@ use serde_json::Value;
 
 use crate::data::Entity;
 
-/// Why an answer yielded no (or only some) entities. The paper's code gives `{}` for the first two
-/// and crashes (eval) or scores 0 (reward) on the others; we record them and go on.
+/// Why an answer yielded no (or only some) entities. The paper's `from_completion` gives `{}` for the
+/// first three and raises on the last two (its eval crashes, its rewards catch it and give 0); we
+/// record them and go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ParseError {
@@ -26,6 +27,12 @@ impl ParseError {
     /// Whether the paper's own `R_schema` / eval would treat the answer as unusable.
     pub fn is_failure(self) -> bool {
         !matches!(self, ParseError::MissingEntities)
+    }
+
+    /// Whether the paper's `from_completion` raises on it (`.items()` on a non-dict, iterating a
+    /// value that is no list, string or dict), which its rewards catch and score 0.
+    pub fn raises(self) -> bool {
+        matches!(self, ParseError::EntitiesNotObject | ParseError::BadSpans)
     }
 }
 
@@ -97,17 +104,46 @@ pub fn process_completion(s: &str) -> String {
     py_strip(&s).to_string()
 }
 
-/// Python `json.loads` on the processed text (also accepts `NaN`/`Infinity` as Python does, by
-/// mapping them to null before a second attempt).
-fn json_loads(s: &str) -> Option<Value> {
+/// Python `json.loads` on the processed text (also accepts `NaN`, `Infinity` and `-Infinity` as
+/// Python does, by reading them as null in a second attempt).
+pub(crate) fn json_loads(s: &str) -> Option<Value> {
     match serde_json::from_str::<Value>(s) {
         Ok(v) => Some(v),
-        Err(_) if s.contains("NaN") || s.contains("Infinity") => {
-            let re = regex::Regex::new(r"-?\bInfinity\b|\bNaN\b").expect("static regex");
-            serde_json::from_str(&re.replace_all(s, "null")).ok()
-        }
+        Err(_) if s.contains("NaN") || s.contains("Infinity") => serde_json::from_str(&nonfinite_to_null(s)).ok(),
         Err(_) => None,
     }
+}
+
+/// `NaN`, `Infinity` and `-Infinity` outside strings → `null`; a string's own text is left alone.
+fn nonfinite_to_null(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
+            out.push_str("null");
+            rest = &rest[token.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// The content of the first `<think>…</think>` block.
+pub fn first_think(text: &str) -> Option<String> {
+    first_between(text, "<think>", "</think>").map(str::to_string)
 }
 
 fn span(text: &str, label: &str) -> Entity {
@@ -116,8 +152,7 @@ fn span(text: &str, label: &str) -> Entity {
 
 /// The paper's `from_completion`, kept total: odd shapes become data, not crashes.
 pub fn prediction(text: &str) -> Prediction {
-    let think = first_between(text, "<think>", "</think>").map(str::to_string);
-    let mut pred = Prediction { entities: Vec::new(), think, error: None };
+    let mut pred = Prediction { entities: Vec::new(), think: first_think(text), error: None };
     let Some(data) = json_loads(&process_completion(text)) else {
         pred.error = Some(ParseError::InvalidJson);
         return pred;
@@ -149,14 +184,6 @@ pub fn prediction(text: &str) -> Prediction {
         }
     }
     pred
-}
-
-/// `R_schema`'s test: valid JSON object with readable entities, every label in the schema.
-pub fn schema_ok(pred: &Prediction, schema: &[String]) -> bool {
-    match pred.error {
-        Some(e) if e.is_failure() => false,
-        _ => pred.entities.iter().all(|e| schema.contains(&e.label)),
-    }
 }
 
 #[cfg(test)]
@@ -217,15 +244,9 @@ mod tests {
         assert_eq!(p.error, Some(ParseError::BadSpans));
         assert_eq!(texts(&p), vec![("Rome".into(), "loc".into())]);
         assert_eq!(prediction("{\"entities\": {\"a\": [NaN, \"x\"]}}").entities.len(), 1);
-    }
-
-    #[test]
-    fn schema_check() {
-        let schema = vec!["person".to_string()];
-        assert!(schema_ok(&prediction("{\"entities\": {\"Person\": [\"Bob\"]}}"), &schema));
-        assert!(!schema_ok(&prediction("{\"entities\": {\"label1\": [\"Bob\"]}}"), &schema));
-        assert!(schema_ok(&prediction("{\"entities\": {}}"), &schema));
-        assert!(!schema_ok(&prediction("nope"), &schema));
+        // Python reads NaN as a float outside strings only: a span's own text is kept
+        let p = prediction("{\"entities\": {\"org\": [\"NaN Ltd\", \"Infinity \\\" Co\"]}, \"x\": -Infinity}");
+        assert_eq!(texts(&p), vec![("NaN Ltd".into(), "org".into()), ("Infinity \" Co".into(), "org".into())]);
     }
 
     #[test]

@@ -12,10 +12,21 @@ use crate::data::Entity;
 
 /// `get_normalized_answer`: lower, drop ASCII punctuation, articles → space, squeeze whitespace.
 pub fn normalize(text: &str) -> String {
-    static ARTICLES: OnceLock<regex::Regex> = OnceLock::new();
-    let re = ARTICLES.get_or_init(|| regex::Regex::new(r"\b(a|an|the)\b").expect("static regex"));
+    // Python's `\b(a|an|the)\b` replaces the maximal runs of word characters that are an article;
+    // its word characters (`str.isalnum()` or `_`) are the letters and numbers of Unicode's general
+    // categories, which excludes the combining marks and symbols the regex crate's `\w` admits (`à`
+    // written as `a` + U+0300, `ⓐ`) and includes the numbers it leaves out (`²`)
+    static WORDS: OnceLock<regex::Regex> = OnceLock::new();
+    let words = WORDS.get_or_init(|| regex::Regex::new(r"[\p{L}\p{N}_]+").expect("static regex"));
     let lowered: String = text.to_lowercase().chars().filter(|c| !c.is_ascii_punctuation()).collect();
-    let spaced = re.replace_all(&lowered, " ");
+    let mut spaced = String::with_capacity(lowered.len());
+    let mut last = 0;
+    for m in words.find_iter(&lowered).filter(|m| matches!(m.as_str(), "a" | "an" | "the")) {
+        spaced.push_str(&lowered[last..m.start()]);
+        spaced.push(' ');
+        last = m.end();
+    }
+    spaced.push_str(&lowered[last..]);
     spaced
         .split(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
         .filter(|t| !t.is_empty())
@@ -225,6 +236,17 @@ mod tests {
         assert_eq!(normalize("  An apple a day "), "apple day");
         assert_eq!(normalize("theory"), "theory");
         assert_eq!(normalize("«Théâtre»"), "«théâtre»");
+    }
+
+    #[test]
+    fn articles_end_where_pythons_words_end() {
+        // outputs of Python's `get_normalized_answer` on the same strings
+        assert_eq!(normalize("a²"), "a²");
+        assert_eq!(normalize("a\u{300}"), "\u{300}");
+        assert_eq!(normalize("Ⓐthe"), "ⓐ");
+        assert_eq!(normalize("the١"), "the١");
+        assert_eq!(normalize("the_a"), "thea");
+        assert_eq!(normalize("an апельсин"), "апельсин");
     }
 
     #[test]

@@ -7,16 +7,18 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
-use crate::parse::{prediction, schema_ok, Prediction};
+use crate::parse::{first_think, json_loads, prediction, process_completion, Prediction};
 use crate::score::{normalize, sentence_f1};
 
 /// One reward component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Component {
-    /// the paper's `R_F1`: the sentence's F1 on the parsed answer (empty gold and empty answer: 0)
+    /// the paper's `R_F1`: the sentence's F1 on the parsed answer (empty gold and empty answer: 0;
+    /// an answer `from_completion` raises on: 0)
     F1,
-    /// the paper's `R_schema`: valid JSON with readable entities, every label in the schema
+    /// the paper's `R_schema`: the processed answer is valid JSON, `from_completion` does not raise,
+    /// every predicted label is in the schema (so `{"entities": {}}` and even `[1,2]` earn it)
     Schema,
     /// ours: a correct abstention (no gold entity, a valid answer with none) earns 1
     EmptyOk,
@@ -40,10 +42,15 @@ impl Component {
     }
 
     /// The component's value in [0, 1].
-    pub fn value(self, completion: &str, pred: &Prediction, ex: &Example) -> f64 {
+    pub fn value(self, completion: &str, answer: &Answer, ex: &Example) -> f64 {
+        let pred = &answer.pred;
+        let raised = pred.error.is_some_and(|e| e.raises());
         match self {
+            Component::F1 if raised => 0.0,
             Component::F1 => sentence_f1(&pred.entities, &ex.gold),
-            Component::Schema => schema_ok(pred, &ex.labels) as u8 as f64,
+            Component::Schema => {
+                (answer.json_ok && !raised && pred.entities.iter().all(|e| ex.labels.contains(&e.label))) as u8 as f64
+            }
             Component::EmptyOk => (ex.gold.is_empty() && pred.entities.is_empty() && pred.error.is_none()) as u8 as f64,
             Component::Format => {
                 let closed = completion.trim_start().starts_with("<think>") && completion.contains("</think>");
@@ -51,6 +58,26 @@ impl Component {
             }
             Component::Grounded => grounded_share(pred, &ex.text).unwrap_or(0.0),
         }
+    }
+}
+
+/// A completion as the paper's reward functions read it: they take `ans = process_completion(o)`,
+/// `R_schema` asks whether `json.loads(ans)` succeeds, and both parse `ans` with `from_completion`,
+/// which runs `process_completion` on it once more (that changes only nested tags, e.g.
+/// `<answer><answer>{…}</answer>`). The rationale is the completion's own first `<think>` block.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub pred: Prediction,
+    /// `json.loads(process_completion(o))` succeeds
+    pub json_ok: bool,
+}
+
+impl Answer {
+    pub fn read(completion: &str) -> Answer {
+        let ans = process_completion(completion);
+        let mut pred = prediction(&ans);
+        pred.think = first_think(completion);
+        Answer { pred, json_ok: json_loads(&ans).is_some() }
     }
 }
 
@@ -85,8 +112,8 @@ impl Weights {
 
     /// Total reward and every component's value (components with weight 0 are still reported).
     pub fn score(&self, completion: &str, ex: &Example) -> (f64, Vec<(Component, f64)>) {
-        let pred = prediction(completion);
-        let values: Vec<(Component, f64)> = Component::ALL.iter().map(|&c| (c, c.value(completion, &pred, ex))).collect();
+        let answer = Answer::read(completion);
+        let values: Vec<(Component, f64)> = Component::ALL.iter().map(|&c| (c, c.value(completion, &answer, ex))).collect();
         let total = self.0.iter().map(|(c, w)| w * values.iter().find(|(k, _)| k == c).map(|(_, v)| *v).unwrap_or(0.0)).sum();
         (total, values)
     }
@@ -165,17 +192,41 @@ mod tests {
         assert_eq!(w.score("<think>\nSteve Jobs is", &gold).0, 0.0);
     }
 
+    fn component(v: &[(Component, f64)], c: Component) -> f64 {
+        v.iter().find(|k| k.0 == c).unwrap().1
+    }
+
+    #[test]
+    fn paper_reward_on_odd_shapes() {
+        let w = Weights::paper();
+        let gold = ex(vec![Entity::new("Steve Jobs", "person"), Entity::new("Apple", "organization")]);
+        // valid JSON that is no object: `from_completion` reads it as `{}`, so the schema point is earned
+        for text in ["[1,2]", "\"x\"", "{\"x\": 1}"] {
+            let (r, v) = w.score(text, &gold);
+            assert_eq!((r, component(&v, Component::Schema)), (1.0, 1.0), "{text}");
+        }
+        // a label whose spans are not iterable makes `from_completion` raise: 0, whatever else is right
+        let (r, v) = w.score("{\"entities\": {\"person\": [\"Steve Jobs\"], \"organization\": null}}", &gold);
+        assert_eq!((r, component(&v, Component::F1)), (0.0, 0.0));
+        assert_eq!(w.score("{\"entities\": [\"Steve Jobs\"]}", &gold).0, 0.0);
+        // nested answer tags: `json.loads(ans)` fails (no schema point), `from_completion(ans)` strips
+        // the rest and finds the entities (full F1)
+        let nested = "<answer><answer>{\"entities\": {\"person\": [\"Steve Jobs\"], \"organization\": [\"Apple\"]}}</answer>";
+        let (r, v) = w.score(nested, &gold);
+        assert_eq!((r, component(&v, Component::F1), component(&v, Component::Schema)), (10.0, 1.0, 0.0));
+    }
+
     #[test]
     fn our_components() {
         let gold = ex(vec![Entity::new("Apple", "organization")]);
         let text = "<think>\nApple is a company.\n</think>\n{\"entities\": {\"organization\": [\"Apple\", \"Microsoft\"]}}";
-        let pred = prediction(text);
-        assert_eq!(Component::Format.value(text, &pred, &gold), 1.0);
+        let answer = Answer::read(text);
+        assert_eq!(Component::Format.value(text, &answer, &gold), 1.0);
         // Microsoft is in neither the sentence nor the rationale
-        assert_eq!(Component::Grounded.value(text, &pred, &gold), 0.5);
+        assert_eq!(Component::Grounded.value(text, &answer, &gold), 0.5);
         let bare = "{\"entities\": {\"organization\": [\"Apple\"]}}";
-        assert_eq!(Component::Format.value(bare, &prediction(bare), &gold), 0.0);
-        assert_eq!(Component::Grounded.value(bare, &prediction(bare), &gold), 0.0, "no rationale: not grounded in it");
+        assert_eq!(Component::Format.value(bare, &Answer::read(bare), &gold), 0.0);
+        assert_eq!(Component::Grounded.value(bare, &Answer::read(bare), &gold), 0.0, "no rationale: not grounded in it");
     }
 
     #[test]
