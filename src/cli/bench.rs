@@ -830,7 +830,7 @@ fn grpo(g: &Global, a: GrpoBenchArgs) -> anyhow::Result<ExitCode> {
                 reset_peak_rss();
             }
             let t0 = Instant::now();
-            let refl = fixed_logps(&model, seqs, pad, a.micro, pass)?;
+            let refl = fixed_logps(&model, seqs, pad, a.micro, pass, obj.temperature)?;
             let t1 = Instant::now();
             let rollouts: Vec<Rollout> = seqs
                 .iter()

@@ -407,6 +407,8 @@ pub struct GrpoArgs {
     pub no_share_prompt: bool,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// how the prompt is wrapped; `model`: as the run behind --init was trained (its run.json), or
+    /// a baseline's own template
     #[arg(long, value_enum, default_value = "model")]
     pub template: Template,
     /// constrained rollouts: `json` forces a valid answer object, `schema` also its labels and
@@ -422,18 +424,28 @@ pub struct GrpoArgs {
     pub out: TrainOut,
 }
 
-/// A model to start from: (name, source GGUF, weights of a checkpoint if any).
-fn init_model(g: &Global, init: &str) -> anyhow::Result<(String, PathBuf, Option<PathBuf>)> {
+/// A model to start from: (name, source GGUF, weights of a checkpoint if any, template).
+/// Also what `--template model` means for it: the template the run behind a checkpoint trained
+/// with (its `results/train/<name>/run.json`), or a baseline's own, as `rner sft` resolves it.
+fn init_model(g: &Global, init: &str) -> anyhow::Result<(String, PathBuf, Option<PathBuf>, Template)> {
     let p = Path::new(init);
     if p.is_dir() {
         let ck = checkpoint::resolve(p).ok_or_else(|| anyhow::anyhow!("--init {init}: no checkpoint in this folder"))?;
         let source = checkpoint::source_of(&ck).ok_or_else(|| anyhow::anyhow!("--init {init}: the checkpoint does not name its source GGUF"))?;
         let name = if p.join("state.json").exists() { p.parent().unwrap_or(p) } else { p };
         let name = name.file_name().and_then(|s| s.to_str()).unwrap_or("init").to_string();
-        return Ok((name, source, Some(ck)));
+        let run = g.results.join("train").join(&name).join("run.json");
+        let template = match crate::util::read_json::<serde_json::Value>(&run) {
+            Ok(v) => match v.get("template") {
+                Some(t) => serde_json::from_value(t.clone()).map_err(|e| anyhow::anyhow!("{}: template: {e}", run.display()))?,
+                None => Template::Model,
+            },
+            Err(_) => Template::Model,
+        };
+        return Ok((name, source, Some(ck), template));
     }
     let m = super::resolve_model(g, init)?;
-    Ok((m.name, m.path, None))
+    Ok((m.name, m.path, None, m.template))
 }
 
 /// A finished (or interrupted) GRPO command.
@@ -459,7 +471,8 @@ pub fn run_grpo(g: &Global, a: GrpoArgs) -> anyhow::Result<ExitCode> {
 pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
     use crate::data::Registry;
     use crate::train::grpo::{self, GrpoConfig, Objective};
-    let (init_name, source, ck) = init_model(g, &a.init)?;
+    let (init_name, source, ck, init_template) = init_model(g, &a.init)?;
+    let template = if a.template == Template::Model { init_template } else { a.template };
     let mut sources: Vec<String> = a.sources.clone();
     if a.no_mit {
         sources.retain(|s| !s.starts_with("mit-"));
@@ -496,6 +509,7 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
             loss_type: a.loss_type,
             scale_rewards: a.scale_rewards,
             max_completion_length: a.max_completion_length,
+            temperature: a.temperature as f64,
         },
         adam: AdamConfig::default(),
         decoding: a.decoding,
@@ -516,11 +530,11 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
         reference.set_weights(&w)?;
     }
     let tok = model::tokenizer::Tokenizer::load(&source)?;
-    let spec = PromptSpec { template: a.template, add_source: false };
+    let spec = PromptSpec { template, add_source: false };
     let log_dir = g.results.join("train").join(&name);
     let run = serde_json::json!({
         "name": name, "stage": "grpo", "command": super::command_line(), "init": a.init, "init_checkpoint": ck,
-        "source": source, "sources": sources, "mit_excluded": a.no_mit, "pool": pool.len(), "config": cfg,
+        "source": source, "sources": sources, "mit_excluded": a.no_mit, "pool": pool.len(), "template": template, "config": cfg,
         "git_commit": crate::util::git_commit(Path::new(".")), "date": crate::util::now(),
     });
     crate::util::write_json(&log_dir.join("run.json"), &run)?;

@@ -449,6 +449,8 @@ struct Slot {
     /// bytes of `bytes` already streamed
     streamed: usize,
     n_gen: usize,
+    /// the sampled tokens, in order
+    sampled: Vec<u32>,
     prompt_tokens: usize,
     /// prompt and generated tokens, for prompt-lookup drafts (None when this sequence does not draft)
     hist: Option<Vec<LlamaToken>>,
@@ -890,6 +892,7 @@ impl<'m> Worker<'m> {
                     bytes: Vec::new(),
                     streamed: 0,
                     n_gen: 0,
+                    sampled: Vec::new(),
                     prompt_tokens: st.tokens.len(),
                     hist: drafts.then(|| st.tokens.clone()),
                     draft: Vec::new(),
@@ -919,6 +922,7 @@ impl<'m> Worker<'m> {
                 loop {
                     let token = s.sampler.pick(&*ctx, s.logits_at + confirmed as i32, &self.steps);
                     s.n_gen += 1;
+                    s.sampled.push(token.0 as u32);
                     if vocab.is_eog(token) {
                         finish = Some(Finish::Stop);
                     } else {
@@ -988,6 +992,7 @@ impl<'m> Worker<'m> {
                         gen_tokens: s.n_gen,
                         finish,
                         latency_ms: s.started.elapsed().as_secs_f64() * 1000.0,
+                        tokens: s.sampled,
                     };
                     src.done(s.tag, Ok(out))?;
                 }

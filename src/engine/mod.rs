@@ -75,6 +75,10 @@ pub struct GenOutput {
     pub gen_tokens: usize,
     pub finish: Finish,
     pub latency_ms: f64,
+    /// the sampled token ids, an end-of-generation token included (llama.cpp; empty from APIs):
+    /// GRPO trains on these, not on a re-tokenisation of `text`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<u32>,
 }
 
 /// Facts about a loaded engine, for manifests.

@@ -427,6 +427,7 @@ fn parse_response(text: &str) -> std::result::Result<GenOutput, String> {
         gen_tokens: usage.completion_tokens.unwrap_or(0),
         finish: if c.finish_reason.as_deref() == Some("length") { Finish::Length } else { Finish::Stop },
         latency_ms: 0.0,
+        tokens: Vec::new(),
     })
 }
 

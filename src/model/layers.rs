@@ -400,7 +400,7 @@ impl Decoder {
     /// same loss and gradients as with the prefix written before each sequence, for
     /// `|prefix|·(b−1)` fewer tokens through the model.
     pub fn nll_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], scale: f64) -> Result<(f64, Vec<(String, Tensor)>)> {
-        self.target_grads(prefix, ids, rows, targets, &mut |logits| {
+        self.target_grads(prefix, ids, rows, targets, 1.0, &mut |logits| {
             let loss = ops::nll(logits, targets)?.sum_all()?.to_scalar::<f32>()? as f64 * scale;
             Ok((loss, Some(Tensor::full(scale as f32, targets.len(), logits.device())?)))
         })
@@ -411,8 +411,9 @@ impl Decoder {
     /// cross-entropy (−log-prob of its target), which the backward pass takes from there (a
     /// policy-gradient loss is a weighted sum of log-probs whose weights depend on their values).
     /// With no derivative the pass stops after the forward and returns no gradient: the shared
-    /// prefix's savings for log-probs alone.
-    pub fn target_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], weigh: &mut Weigh) -> Result<(f64, Vec<(String, Tensor)>)> {
+    /// prefix's savings for log-probs alone. `weigh` sees the logits divided by `temperature` (the
+    /// distribution a policy sampled from), and the backward pass carries that division.
+    pub fn target_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], temperature: f64, weigh: &mut Weigh) -> Result<(f64, Vec<(String, Tensor)>)> {
         let (b, t) = ids.dims2()?;
         let cfg = &self.cfg;
         let past = prefix.len();
@@ -449,9 +450,11 @@ impl Decoder {
         drop(hf);
         let head = Lin { w: self.head.detach(), b: None };
         let logits = head.fwd(&sel)?;
+        let logits = if temperature == 1.0 { logits } else { (logits / temperature)? };
         let (loss, dnll) = weigh(&logits)?;
         let Some(dnll) = dnll else { return Ok((loss, Vec::new())) };
         let dlogits = ops::bwd::nll(&logits, targets, &dnll)?;
+        let dlogits = if temperature == 1.0 { dlogits } else { (dlogits / temperature)? };
         drop(logits);
         let (dsel, dhead, _) = head.bwd(&sel, &dlogits)?;
         drop((dlogits, sel));

@@ -218,10 +218,10 @@ impl Model {
         self.aligned(self.decoder.nll_grads(prefix, ids, rows, targets, scale)?)
     }
 
-    /// [`Model::nll_grads`] for any loss of the target log-probs (see
+    /// [`Model::nll_grads`] for any loss of the target log-probs at `temperature` (see
     /// [`layers::Decoder::target_grads`]; CPU f32 only).
-    pub fn target_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], weigh: &mut layers::Weigh) -> Result<(f64, Vec<Option<Tensor>>)> {
-        self.aligned(self.decoder.target_grads(prefix, ids, rows, targets, weigh)?)
+    pub fn target_grads(&self, prefix: &[u32], ids: &Tensor, rows: &[u32], targets: &[u32], temperature: f64, weigh: &mut layers::Weigh) -> Result<(f64, Vec<Option<Tensor>>)> {
+        self.aligned(self.decoder.target_grads(prefix, ids, rows, targets, temperature, weigh)?)
     }
 
     /// Named gradients put in the order of [`Params::vars`].

@@ -72,6 +72,10 @@ impl Tokenizer {
     /// Prompt and target for SFT: the prompt as inference renders it; the target is the assistant
     /// turn the chat template writes around `completion`, cut after its first end-of-generation
     /// token (appended when the template has none), so EOS is trained and nothing after it.
+    /// The paper's `sft.py` masks the user turn only, so it also trains the assistant header
+    /// (`<|im_start|>assistant\n`) and the `\n` + EOS after `<|im_end|>`. Inference never generates
+    /// them (the prompt ends with the header; generation stops at `<|im_end|>`), so we leave them
+    /// out of the loss: a deviation of about five tokens per example.
     pub fn encode_pair(&self, r: &Rendered, completion: &str) -> Result<Encoded> {
         let prompt = self.prompt_text(r)?;
         let turn = match &r.text {

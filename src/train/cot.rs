@@ -403,7 +403,7 @@ pub fn validate(out: &GenOutput, ex: &Example, bounds: Bounds, use_reasoning: bo
 /// [`validate`] on a stored text (a kept rationale, or a rejected output) that the teacher finished
 /// normally, as `revalidate` and the checked-in sample's test recheck it.
 pub fn validate_stored(text: &str, ex: &Example, bounds: Bounds, answer_required: bool) -> std::result::Result<String, (Check, String)> {
-    let out = GenOutput { text: text.into(), reasoning: None, prompt_tokens: 0, gen_tokens: 0, finish: Finish::Stop, latency_ms: 0.0 };
+    let out = GenOutput { text: text.into(), reasoning: None, prompt_tokens: 0, gen_tokens: 0, finish: Finish::Stop, latency_ms: 0.0, tokens: Vec::new() };
     validate(&out, ex, bounds, false, answer_required)
 }
 
@@ -925,7 +925,7 @@ mod tests {
     }
 
     fn out(text: &str) -> GenOutput {
-        GenOutput { text: text.into(), reasoning: None, prompt_tokens: 10, gen_tokens: 20, finish: Finish::Stop, latency_ms: 0.0 }
+        GenOutput { text: text.into(), reasoning: None, prompt_tokens: 10, gen_tokens: 20, finish: Finish::Stop, latency_ms: 0.0, tokens: Vec::new() }
     }
 
     const GOOD: &str = "Candidates: \"EU\", \"German\" and \"British\". \"EU\" is the European Union, a political and economic union, so it is an organization. \"German\" and \"British\" are adjectives of nationality, not entities of the schema.";

@@ -45,11 +45,20 @@ pub struct Objective {
     pub loss_type: LossType,
     pub scale_rewards: ScaleRewards,
     pub max_completion_length: usize,
+    /// log-probs are those of the logits divided by this, the temperature the completions were
+    /// sampled at, as TRL takes them: the ratios and the KL then compare the distributions sampled
+    /// from. Set by the trainer from [`GrpoConfig::temperature`], so it is not written twice.
+    #[serde(skip, default = "one")]
+    pub temperature: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for Objective {
     fn default() -> Self {
-        Objective { epsilon: 0.2, epsilon_high: 0.28, beta: 0.04, loss_type: LossType::DrGrpo, scale_rewards: ScaleRewards::Group, max_completion_length: 4096 }
+        Objective { epsilon: 0.2, epsilon_high: 0.28, beta: 0.04, loss_type: LossType::DrGrpo, scale_rewards: ScaleRewards::Group, max_completion_length: 4096, temperature: 1.0 }
     }
 }
 
@@ -148,11 +157,11 @@ pub struct Logps {
     pub fed: usize,
 }
 
-/// Log-probabilities of each sequence's completion tokens under `model` (with gradients when
-/// the model's weights are tracked), the mean entropy of its next-token distributions and the
-/// tokens fed.
-pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<Logps> {
-    let (logits, targets, fed) = completion_logits(model, seqs, pad)?;
+/// Log-probabilities of each sequence's completion tokens under `model` at `temperature` (with
+/// gradients when the model's weights are tracked), the mean entropy of its next-token
+/// distributions and the tokens fed.
+pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32, temperature: f64) -> Result<Logps> {
+    let (logits, targets, fed) = completion_logits(model, seqs, pad, temperature)?;
     let logp = ops::nll(&logits, &targets)?.neg()?;
     // the entropy is a statistic, taken off the graph
     let entropy = ops::nll_entropy(&logits.detach(), &targets)?.1;
@@ -165,12 +174,13 @@ pub fn completion_logps(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> R
     Ok(Logps { per_seq: out, entropy, fed })
 }
 
-/// The logits `[completion tokens, vocab]` that predict each sequence's completion tokens (by
-/// candle's graph), those tokens, and the tokens fed (padding included).
-fn completion_logits(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32) -> Result<(Tensor, Vec<u32>, usize)> {
+/// The logits `[completion tokens, vocab]` divided by `temperature` that predict each sequence's
+/// completion tokens (by candle's graph), those tokens, and the tokens fed (padding included).
+fn completion_logits(model: &Model, seqs: &[(&[u32], &[u32])], pad: u32, temperature: f64) -> Result<(Tensor, Vec<u32>, usize)> {
     let (ids, rows, targets) = batch::pack(model, &joined(seqs.iter().copied()), pad)?;
     let fed = ids.elem_count();
-    Ok((batch::target_logits(model, &ids, rows)?, targets, fed))
+    let logits = batch::target_logits(model, &ids, rows)?;
+    Ok((if temperature == 1.0 { logits } else { (logits / temperature)? }, targets, fed))
 }
 
 /// Each rollout as one sequence (`(prompt + completion, first target)`).
@@ -231,7 +241,7 @@ pub fn manual_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: 
     let seqs = joined(rollouts.iter().map(|r| (&r.prompt, &r.completion)));
     let b = batch::pack_shared(policy, &seqs, pad, share)?;
     let mut stats = LossStats::default();
-    let (_, grads) = policy.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, &mut |logits| {
+    let (_, grads) = policy.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, obj.temperature, &mut |logits| {
         let (nll, entropy) = ops::nll_entropy(logits, &b.targets)?;
         let logp: Vec<f32> = nll.into_iter().map(|x| -x).collect();
         let (loss, dlogp, kl, clipped) = terms_by_hand(&logp, rollouts, obj);
@@ -251,7 +261,7 @@ pub fn manual_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: 
 /// tokens fed through the model.
 pub fn loss(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32) -> Result<(Tensor, LossStats, usize)> {
     let seqs: Vec<(&[u32], &[u32])> = rollouts.iter().map(|r| (r.prompt.as_slice(), r.completion.as_slice())).collect();
-    let Logps { per_seq: logps, entropy, fed } = completion_logps(policy, &seqs, pad)?;
+    let Logps { per_seq: logps, entropy, fed } = completion_logps(policy, &seqs, pad, obj.temperature)?;
     let dev = &policy.device;
     let mut per_token = Vec::with_capacity(rollouts.len());
     let (mut kl_sum, mut clipped, mut tokens) = (0f64, 0usize, 0usize);
@@ -298,19 +308,19 @@ impl Pass {
     }
 }
 
-/// Log-probs of each rollout's completion under `model`, without gradients (old policy or
-/// reference), computed `micro` sequences at a time.
-pub fn fixed_logps(model: &Model, seqs: &[(Vec<u32>, Vec<u32>)], pad: u32, micro: usize, pass: Pass) -> Result<Vec<Vec<f32>>> {
+/// Log-probs of each rollout's completion under `model` at `temperature`, without gradients (old
+/// policy or reference), computed `micro` sequences at a time.
+pub fn fixed_logps(model: &Model, seqs: &[(Vec<u32>, Vec<u32>)], pad: u32, micro: usize, pass: Pass, temperature: f64) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(seqs.len());
     for chunk in seqs.chunks(micro.max(1)) {
         let mut nll = Vec::new();
         if pass == Pass::Autograd {
             let refs: Vec<(&[u32], &[u32])> = chunk.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-            let (logits, targets, _) = completion_logits(model, &refs, pad)?;
+            let (logits, targets, _) = completion_logits(model, &refs, pad, temperature)?;
             nll = ops::nll(&logits.detach(), &targets)?.to_vec1::<f32>()?;
         } else {
             let b = batch::pack_shared(model, &joined(chunk.iter().map(|(p, c)| (p, c))), pad, pass == Pass::Shared)?;
-            model.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, &mut |logits| {
+            model.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, temperature, &mut |logits| {
                 nll = ops::nll(logits, &b.targets)?.to_vec1::<f32>()?;
                 Ok((0.0, None))
             })?;
@@ -324,32 +334,39 @@ pub fn fixed_logps(model: &Model, seqs: &[(Vec<u32>, Vec<u32>)], pad: u32, micro
     Ok(out)
 }
 
-/// One update's loss statistics and gradients over `rollouts`, `micro` at a time, each
-/// micro-batch aggregated over itself and the micro-batches weighted equally; no gradient and no
-/// backward pass unless `learn`. Also the tokens through the model (padding included).
+/// One update's loss statistics and gradients over `rollouts`, `micro` at a time; no gradient and
+/// no backward pass unless `learn`. Also the tokens through the model (padding included). Each
+/// micro-batch's loss is aggregated over itself and weighted by its share of the update (of its
+/// rollouts for `grpo` and `dr_grpo`, of its tokens for `bnpo`), so the update's loss is the one
+/// aggregated over all `rollouts` whatever `micro` is. TRL's equal per-device batches give the
+/// same; a last, smaller micro-batch no longer counts as much as a full one.
 pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: u32, micro: usize, pass: Pass, learn: bool) -> Result<(LossStats, usize, Vec<Option<Tensor>>)> {
     use super::optim::{accumulate, add_grads};
     let mut grads = Vec::new();
     let mut agg = LossStats::default();
     let mut fed = 0;
-    let n_mb = rollouts.chunks(micro.max(1)).count() as f64;
+    let all_tokens: usize = rollouts.iter().map(|r| r.completion.len()).sum();
     for mb in rollouts.chunks(micro.max(1)) {
+        let share = match obj.loss_type {
+            LossType::Grpo | LossType::DrGrpo => mb.len() as f64 / rollouts.len() as f64,
+            LossType::Bnpo => mb.iter().map(|r| r.completion.len()).sum::<usize>() as f64 / all_tokens.max(1) as f64,
+        };
         let s = if pass == Pass::Autograd {
             let (l, s, n) = loss(policy, mb, obj, pad)?;
             if learn {
-                accumulate(&mut grads, &policy.params.vars, &(l / n_mb)?.backward()?)?;
+                accumulate(&mut grads, &policy.params.vars, &(l * share)?.backward()?)?;
             }
             fed += n;
             s
         } else {
-            let (s, n, g) = manual_grads(policy, mb, obj, pad, 1.0 / n_mb, pass == Pass::Shared, learn)?;
+            let (s, n, g) = manual_grads(policy, mb, obj, pad, share, pass == Pass::Shared, learn)?;
             if learn {
                 add_grads(&mut grads, g)?;
             }
             fed += n;
             s
         };
-        agg.loss += s.loss / n_mb;
+        agg.loss += s.loss * share;
         agg.kl += s.kl * s.tokens as f64;
         agg.clip_fraction += s.clip_fraction * s.tokens as f64;
         agg.entropy += s.entropy * s.tokens as f64;
@@ -381,15 +398,21 @@ mod tests {
         for cfg in configs() {
             let m = tiny(&cfg);
             let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(p, c)| (p.as_slice(), c.as_slice())).collect();
-            let now = completion_logps(&m, &refs, 0).unwrap().per_seq;
-            // the hand-written forward gives the same log-probs, shared prompt or not
-            for pass in [Pass::Autograd, Pass::Whole, Pass::Shared] {
-                let fixed = fixed_logps(&m, &pairs, 0, 3, pass).unwrap();
-                for (a, b) in fixed.iter().zip(&now) {
-                    let b = b.to_vec1::<f32>().unwrap();
-                    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "{:?} {pass:?}: {a:?} vs {b:?}", cfg.arch);
+            // the hand-written forward gives the same log-probs, shared prompt or not, at any temperature
+            for temperature in [1.0, 0.7] {
+                let now = completion_logps(&m, &refs, 0, temperature).unwrap().per_seq;
+                for pass in [Pass::Autograd, Pass::Whole, Pass::Shared] {
+                    let fixed = fixed_logps(&m, &pairs, 0, 3, pass, temperature).unwrap();
+                    for (a, b) in fixed.iter().zip(&now) {
+                        let b = b.to_vec1::<f32>().unwrap();
+                        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "{:?} {pass:?} T {temperature}: {a:?} vs {b:?}", cfg.arch);
+                    }
                 }
             }
+            let now = completion_logps(&m, &refs, 0, 1.0).unwrap().per_seq;
+            // a lower temperature sharpens the distribution: the likeliest token's log-prob rises
+            let cold = completion_logps(&m, &refs, 0, 0.5).unwrap().per_seq;
+            assert_ne!(now[0].to_vec1::<f32>().unwrap(), cold[0].to_vec1::<f32>().unwrap());
             let offsets = [0.0f32, 0.5, -0.6, 0.1, -0.05, 0.3];
             let rollouts: Vec<Rollout> = pairs
                 .iter()
@@ -413,7 +436,9 @@ mod tests {
             let mut clipped_somewhere = false;
             for loss_type in [LossType::Grpo, LossType::Bnpo, LossType::DrGrpo] {
                 for beta in [0.0, 0.04] {
-                    let obj = Objective { beta, loss_type, max_completion_length: 6, ..Objective::default() };
+                    // the KL runs are also taken at a sampling temperature other than 1
+                    let temperature = if beta == 0.0 { 1.0 } else { 0.8 };
+                    let obj = Objective { beta, loss_type, max_completion_length: 6, temperature, ..Objective::default() };
                     for mb in [&rollouts[..3], &rollouts[..]] {
                         let (l, want, fed_autograd) = loss(&m, mb, &obj, 0).unwrap();
                         let store = (l * scale).unwrap().backward().unwrap();
@@ -459,6 +484,22 @@ mod tests {
             let (c, fc, gc) = update_grads(&m, &rollouts, &obj, 0, 2, Pass::Shared, false).unwrap();
             assert!(gc.is_empty() && fc == fb && (c.loss - b.loss).abs() <= 1e-9 * b.loss.abs().max(1.0) && c.tokens == b.tokens, "{c:?} vs {b:?}");
             assert!(update_grads(&m, &rollouts, &obj, 0, 2, Pass::Autograd, false).unwrap().2.is_empty());
+            // `micro` is memory, not the objective: micro-batches of 3 + 1 give the loss and
+            // gradients of one batch of 4, for every aggregation
+            for loss_type in [LossType::Grpo, LossType::Bnpo, LossType::DrGrpo] {
+                let obj = Objective { loss_type, max_completion_length: 6, ..Objective::default() };
+                for pass in [Pass::Autograd, Pass::Shared] {
+                    let (one, _, g1) = update_grads(&m, &rollouts, &obj, 0, 4, pass, true).unwrap();
+                    let (split, _, g2) = update_grads(&m, &rollouts, &obj, 0, 3, pass, true).unwrap();
+                    assert!((one.loss - split.loss).abs() <= 1e-5 * one.loss.abs().max(1e-3), "{loss_type:?} {pass:?}: {one:?} vs {split:?}");
+                    for (a, b) in g1.iter().zip(&g2) {
+                        let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+                        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                        let size = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                        assert!(diff <= 1e-4 * size.max(1e-3), "{loss_type:?} {pass:?}: max |Δ| {diff} against {size}");
+                    }
+                }
+            }
         }
     }
 
@@ -646,6 +687,7 @@ pub fn train(
     let target = crate::model::export::Target::read(&source)?;
     let pad = tok.eos();
     let pass = Pass::for_model(policy, cfg.share_prompt);
+    let obj = Objective { temperature: cfg.temperature as f64, ..cfg.objective.clone() };
     let bar = crate::util::progress(!quiet, "grpo", "steps", cfg.steps, start);
     let mut last = None;
     let mut interrupted = false;
@@ -653,6 +695,11 @@ pub fn train(
         let t_step = Instant::now();
         // the prompts of this step: the pool in order, wrapping around
         let prompts: Vec<&crate::data::Example> = (0..cfg.prompts_per_step).map(|i| &pool[(step * cfg.prompts_per_step + i) % pool.len()]).collect();
+        // each prompt is tokenised once for its G completions
+        let prompt_ids: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|ex| Ok(tok.encode(&tok.prompt_text(&crate::prompt::render(ex, spec))?, true)))
+            .collect::<Result<_>>()?;
         // 1. rollouts from a snapshot of the policy, in llama.cpp
         let t0 = Instant::now();
         target.write(&policy.snapshot()?, crate::model::export::ExportType::F16, &snapshot)?;
@@ -675,7 +722,10 @@ pub fn train(
             })
             .collect();
         let outs = {
-            let settings = LlamaSettings { parallel: reqs.len().min(16), ctx_per_seq: 2048, threads: 0, ..Default::default() };
+            // room for the longest prompt and a completion of the longest length allowed
+            let longest = prompt_ids.iter().map(Vec::len).max().unwrap_or(0);
+            let ctx_per_seq = (longest + cfg.objective.max_completion_length + 16).max(2048);
+            let settings = LlamaSettings { parallel: reqs.len().min(16), ctx_per_seq, threads: 0, ..Default::default() };
             let mut engine = LlamaEngine::load(&snapshot, settings)?;
             engine.generate(&reqs)?
         };
@@ -694,31 +744,26 @@ pub fn train(
         let adv = advantages(&rewards, g, cfg.objective.scale_rewards);
         // 3. tokens and fixed log-probs (old policy, reference)
         let t1 = Instant::now();
-        // each prompt is tokenised once for its G completions
-        let prompt_ids: Vec<Vec<u32>> = prompts
-            .iter()
-            .map(|ex| Ok(tok.encode(&tok.prompt_text(&crate::prompt::render(ex, spec))?, true)))
-            .collect::<Result<_>>()?;
         let mut seqs = Vec::with_capacity(outs.len());
         for (i, o) in outs.iter().enumerate() {
             let enc = prompt_ids[i / g].clone();
-            let mut c = tok.encode(&o.text, false);
-            if o.finish == Finish::Stop {
-                c.push(tok.eos());
-            }
+            // the tokens sampled, the end-of-generation token that stopped them included (a
+            // re-tokenisation of the text could differ from them, and its end token with it)
+            let mut c = o.tokens.clone();
             c.truncate(cfg.objective.max_completion_length.max(1));
             if c.is_empty() {
                 c.push(tok.eos());
             }
             seqs.push((enc, c));
         }
-        let old = if cfg.num_iterations > 1 { fixed_logps(policy, &seqs, pad, cfg.micro, pass)? } else { vec![Vec::new(); seqs.len()] };
-        let refl = if cfg.objective.beta != 0.0 {
-            fixed_logps(reference, &seqs, pad, cfg.micro, pass)?
+        let t = obj.temperature;
+        let old = if cfg.num_iterations > 1 { fixed_logps(policy, &seqs, pad, cfg.micro, pass, t)? } else { vec![Vec::new(); seqs.len()] };
+        let refl = if obj.beta != 0.0 {
+            fixed_logps(reference, &seqs, pad, cfg.micro, pass, t)?
         } else if cfg.num_iterations > 1 {
             old.clone()
         } else {
-            fixed_logps(policy, &seqs, pad, cfg.micro, pass)?
+            fixed_logps(policy, &seqs, pad, cfg.micro, pass, t)?
         };
         let rollouts: Vec<Rollout> = seqs
             .into_iter()
@@ -734,7 +779,7 @@ pub fn train(
         let mut lr = 0.0;
         let all_zero = adv.iter().all(|a| *a == 0.0);
         for it in 0..cfg.num_iterations {
-            let (agg, _, grads) = update_grads(policy, &rollouts, &cfg.objective, pad, cfg.micro, pass, !all_zero || cfg.objective.beta != 0.0)?;
+            let (agg, _, grads) = update_grads(policy, &rollouts, &obj, pad, cfg.micro, pass, !all_zero || obj.beta != 0.0)?;
             let update = step * cfg.num_iterations + it;
             lr = cosine_lr(cfg.lr, update, total_updates, warmup);
             if !grads.is_empty() {

@@ -1,6 +1,7 @@
 //! Stage 2, CoT tuning: supervised fine-tuning on `<think>\nCOT\n</think>\n` + JSON answer (or the
-//! answer alone, the no-CoT ablation), loss on the assistant turn only, EOS trained — as the
-//! paper's `sft.py` — with AdamW, gradient accumulation, global-norm clipping, a cosine schedule
+//! answer alone, the no-CoT ablation), loss on the assistant turn only, its end token trained —
+//! as the paper's `sft.py`, except that it also trains the assistant header and the `\n` + EOS
+//! after `<|im_end|>`, tokens inference never generates (see `Tokenizer::encode_pair`) — with AdamW, gradient accumulation, global-norm clipping, a cosine schedule
 //! with warmup, seeded shuffling and length bucketing. Every update is logged (JSONL) and every
 //! N updates a checkpoint is written; a rerun resumes from the newest one and continues the very
 //! same loss curve.

@@ -425,8 +425,8 @@ fn grpo_raises_the_mean_reward_on_a_toy_task() {
         let rewards: Vec<f64> = draws.iter().map(|&t| (t == target) as u8 as f64).collect();
         let adv = advantages(&rewards, g, obj.scale_rewards);
         let seqs: Vec<(Vec<u32>, Vec<u32>)> = draws.iter().map(|&t| (prompt.clone(), vec![t])).collect();
-        let old = fixed_logps(&policy, &seqs, 0, 16, Pass::Shared).unwrap();
-        let refl = fixed_logps(&reference, &seqs, 0, 16, Pass::Shared).unwrap();
+        let old = fixed_logps(&policy, &seqs, 0, 16, Pass::Shared, obj.temperature).unwrap();
+        let refl = fixed_logps(&reference, &seqs, 0, 16, Pass::Shared, obj.temperature).unwrap();
         let rollouts: Vec<Rollout> = seqs
             .into_iter()
             .zip(adv)
