@@ -116,6 +116,11 @@ pub fn rows(runs: &[Run]) -> Result<(Vec<ModeRow>, Vec<String>)> {
             Some(k) if blocks[&(model.as_str(), sample.as_str())] > 1 => Some(k.as_str()),
             _ => None,
         };
+        // a run with no dataset complete yet has nothing to compare: it waits, the others are compared
+        let group: Vec<_> = group.iter().filter(|r| r.zero_shot().iter().any(|d| d.is_some_and(|d| d.complete()))).collect();
+        if group.len() < 2 {
+            continue;
+        }
         let sets: Vec<usize> = (0..ZERO_SHOT_COLUMNS.len()).filter(|&i| group.iter().all(|r| r.zero_shot()[i].is_some_and(|d| d.complete()))).collect();
         if sets.is_empty() {
             continue;
