@@ -435,12 +435,11 @@ fn init_model(g: &Global, init: &str) -> anyhow::Result<(String, PathBuf, Option
         let name = if p.join("state.json").exists() { p.parent().unwrap_or(p) } else { p };
         let name = name.file_name().and_then(|s| s.to_str()).unwrap_or("init").to_string();
         let run = g.results.join("train").join(&name).join("run.json");
-        let template = match crate::util::read_json::<serde_json::Value>(&run) {
-            Ok(v) => match v.get("template") {
-                Some(t) => serde_json::from_value(t.clone()).map_err(|e| anyhow::anyhow!("{}: template: {e}", run.display()))?,
-                None => Template::Model,
-            },
-            Err(_) => Template::Model,
+        // a run.json written before templates were recorded (or none) means the model's own
+        let recorded = crate::util::read_json::<serde_json::Value>(&run).ok().and_then(|v| v.get("template").cloned());
+        let template = match recorded {
+            Some(t) => serde_json::from_value(t).map_err(|e| anyhow::anyhow!("{}: template: {e}", run.display()))?,
+            None => Template::Model,
         };
         return Ok((name, source, Some(ck), template));
     }
