@@ -508,7 +508,8 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
             loss_type: a.loss_type,
             scale_rewards: a.scale_rewards,
             max_completion_length: a.max_completion_length,
-            temperature: a.temperature as f64,
+            // grpo::train sets it from `temperature` above
+            ..Objective::default()
         },
         adam: AdamConfig::default(),
         decoding: a.decoding,

@@ -104,36 +104,58 @@ pub fn process_completion(s: &str) -> String {
     py_strip(&s).to_string()
 }
 
-/// Python `json.loads` on the processed text (also accepts `NaN`, `Infinity` and `-Infinity` as
-/// Python does, by reading them as null in a second attempt).
+/// Python `json.loads` on the processed text. What Python reads and serde_json refuses is
+/// rewritten and parsed in a second attempt: see [`python_json_compat`].
 pub(crate) fn json_loads(s: &str) -> Option<Value> {
     match serde_json::from_str::<Value>(s) {
         Ok(v) => Some(v),
-        Err(_) if s.contains("NaN") || s.contains("Infinity") => serde_json::from_str(&nonfinite_to_null(s)).ok(),
-        Err(_) => None,
+        Err(_) => {
+            let compat = python_json_compat(s);
+            if compat == s {
+                return None;
+            }
+            serde_json::from_str(&compat).ok()
+        }
     }
 }
 
-/// `NaN`, `Infinity` and `-Infinity` outside strings → `null`; a string's own text is left alone.
-fn nonfinite_to_null(s: &str) -> String {
+/// Two things Python's `json.loads` accepts that serde_json does not: `NaN`, `Infinity` and
+/// `-Infinity` outside strings (floats there, null here), and a lone UTF-16 surrogate escape
+/// inside a string (a lone surrogate character there; `\ufffd` here: neither occurs in any gold
+/// span, so F1 and R_schema come out the same). A string's own text and every other escape are left alone.
+fn python_json_compat(s: &str) -> String {
+    let hex4 = |h: &str| h.get(..4).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit())).and_then(|h| u32::from_str_radix(h, 16).ok());
     let mut out = String::with_capacity(s.len());
-    let (mut in_string, mut escaped) = (false, false);
+    let mut in_string = false;
     let mut rest = s;
     while let Some(c) = rest.chars().next() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
-            out.push_str("null");
-            rest = &rest[token.len()..];
+        if in_string && c == '\\' {
+            // an escape, taken whole: `\uXXXX` (a surrogate pair as one) or a backslash and one character
+            let len = match rest.strip_prefix("\\u").and_then(hex4) {
+                Some(n) => {
+                    let low = |n: u32| (0xDC00..=0xDFFF).contains(&n);
+                    let pair = (0xD800..=0xDBFF).contains(&n) && rest[6..].strip_prefix("\\u").and_then(hex4).is_some_and(low);
+                    if (0xD800..=0xDFFF).contains(&n) && !pair {
+                        out.push_str("\\ufffd");
+                        rest = &rest[6..];
+                        continue;
+                    }
+                    if pair { 12 } else { 6 }
+                }
+                None => 1 + rest[1..].chars().next().map_or(0, char::len_utf8),
+            };
+            out.push_str(&rest[..len]);
+            rest = &rest[len..];
             continue;
+        }
+        if c == '"' {
+            in_string = !in_string;
+        } else if !in_string {
+            if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
+                out.push_str("null");
+                rest = &rest[token.len()..];
+                continue;
+            }
         }
         out.push(c);
         rest = &rest[c.len_utf8()..];
@@ -247,12 +269,21 @@ mod tests {
         // Python reads NaN as a float outside strings only: a span's own text is kept
         let p = prediction("{\"entities\": {\"org\": [\"NaN Ltd\", \"Infinity \\\" Co\"]}, \"x\": -Infinity}");
         assert_eq!(texts(&p), vec![("NaN Ltd".into(), "org".into()), ("Infinity \" Co".into(), "org".into())]);
+        // Python reads a lone surrogate escape (serde_json refuses it); a pair, another escape and an
+        // escaped backslash before `u` are left as they are
+        let p = prediction("{\"entities\": {\"person\": [\"a\\ud800b\", \"\\udc00\\u0041\", \"\\ud83d\\ude00\\ud800\", \"Bob\"]}}");
+        assert_eq!(p.error, None);
+        let want = ["a\u{fffd}b", "\u{fffd}A", "\u{1F600}\u{fffd}", "Bob"];
+        assert_eq!(texts(&p), want.iter().map(|t| (t.to_string(), "person".to_string())).collect::<Vec<_>>());
+        let p = prediction("{\"entities\": {\"x\": [\"a\\\\ud800\\\"\"]}, \"n\": NaN}");
+        assert_eq!(texts(&p), vec![("a\\ud800\"".into(), "x".into())]);
+        assert_eq!(prediction("{\"entities\": {\"x\": [\"\\ud80\"]}}").error, Some(ParseError::InvalidJson));
     }
 
     #[test]
     fn never_panics_on_junk() {
         let mut seed = 7u64;
-        let alphabet: Vec<char> = "{}[]\":,<>/thinkanswer`json \n\\é\u{FF1A}0aN".chars().collect();
+        let alphabet: Vec<char> = "{}[]\":,<>/thinkanswer`json \n\\é\u{FF1A}0aNud8c".chars().collect();
         for _ in 0..20_000 {
             let len = (seed % 40) as usize;
             let s: String = (0..len)

@@ -376,10 +376,42 @@ pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: 
     Ok((LossStats { kl: agg.kl / t, clip_fraction: agg.clip_fraction / t, entropy: agg.entropy / t, ..agg }, fed, grads))
 }
 
+/// One AdamW update of `vars` from `grads` clipped to global norm `clip`; gives the norm before
+/// clipping. Empty `grads` (no backward pass: every advantage 0 and no KL term) step with zero
+/// gradients, as TRL does: its loss is then 0 and its gradients zeros, but AdamW still steps, and
+/// the momentum it keeps (and weight decay) moves the weights.
+fn optimizer_step(opt: &mut super::optim::AdamW, vars: &[candle_core::Var], mut grads: Vec<Option<Tensor>>, lr: f64, clip: f64) -> Result<f64> {
+    if grads.is_empty() {
+        grads = vars.iter().map(|v| Ok(Some(v.as_tensor().zeros_like()?))).collect::<Result<_>>()?;
+    }
+    let (norm, factor) = super::optim::clip_factor(&grads, clip)?;
+    opt.step(&grads, lr, factor)?;
+    Ok(norm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn a_step_without_signal_still_moves_the_weights_by_their_momentum() {
+        let var = candle_core::Var::from_tensor(&Tensor::new(&[1f32, -2.0], &Device::Cpu).unwrap()).unwrap();
+        let mut opt = crate::train::optim::AdamW::new(vec![var.clone()], Default::default()).unwrap();
+        let g = Tensor::new(&[0.5f32, -0.5], &Device::Cpu).unwrap();
+        assert_eq!(optimizer_step(&mut opt, &[var.clone()], vec![Some(g)], 0.1, 1.0).unwrap(), 0.5f64.sqrt());
+        let after_one = var.as_tensor().to_vec1::<f32>().unwrap();
+        assert_eq!(optimizer_step(&mut opt, &[var.clone()], Vec::new(), 0.1, 1.0).unwrap(), 0.0);
+        let after_two = var.as_tensor().to_vec1::<f32>().unwrap();
+        // PyTorch's AdamW at t = 2 with g = 0: m = 0.9·m₁, v = 0.999·v₁, p −= lr·m̂ / (√v̂ + eps)
+        for i in 0..2 {
+            let (m1, v1) = (0.1 * 0.5f64, 0.001 * 0.25f64);
+            let (m, v) = (0.9 * m1 / (1.0 - 0.81), 0.999 * v1 / (1.0 - 0.999f64.powi(2)));
+            let want = after_one[i] as f64 - 0.1 * m / (v.sqrt() + 1e-8) * if i == 0 { 1.0 } else { -1.0 };
+            assert!((after_two[i] as f64 - want).abs() < 1e-5, "{i}: {} vs {want}", after_two[i]);
+        }
+        assert_eq!(opt.t, 2);
+    }
 
     /// The hand-written GRPO pass against candle's autograd of [`loss`]: loss, statistics and
     /// every gradient, for each aggregation, with and without the KL term, with ratios off 1
@@ -659,7 +691,7 @@ pub fn train(
     quiet: bool,
 ) -> Result<super::sft::Outcome> {
     use super::checkpoint;
-    use super::optim::{clip_factor, cosine_lr, AdamW};
+    use super::optim::{cosine_lr, AdamW};
     use crate::engine::llama::{LlamaEngine, LlamaSettings};
     use crate::engine::{Engine, Finish, GenRequest, Sampling};
     use std::io::Write;
@@ -782,11 +814,7 @@ pub fn train(
             let (agg, _, grads) = update_grads(policy, &rollouts, &obj, pad, cfg.micro, pass, !all_zero || obj.beta != 0.0)?;
             let update = step * cfg.num_iterations + it;
             lr = cosine_lr(cfg.lr, update, total_updates, warmup);
-            if !grads.is_empty() {
-                let (norm, factor) = clip_factor(&grads, cfg.clip)?;
-                grad_norm = norm;
-                opt.step(&grads, lr, factor)?;
-            }
+            grad_norm = optimizer_step(&mut opt, &policy.params.vars, grads, lr, cfg.clip)?;
             if it == 0 {
                 stats = agg;
             }
