@@ -38,8 +38,11 @@ fn init_name(model: &str) -> String {
     }
 }
 
-pub fn cells(runs: &[Run], train: &[TrainRun]) -> Cells {
+/// The cells, from runs whose dataset is complete; and the runs still partial on theirs
+/// (`` `id` (done/expected sentences) ``), which no cell counts until they finish.
+pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<String>) {
     let mut out: Cells = BTreeMap::new();
+    let mut partial = Vec::new();
     let lr: Vec<&TrainRun> = train.iter().filter(|t| t.run.get("train_set").and_then(|v| v.as_str()).is_some()).collect();
     for t in &lr {
         let set = t.run["train_set"].as_str().unwrap_or_default().to_string();
@@ -49,6 +52,10 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> Cells {
         let command = t.run.get("command").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.split == "test") {
             if let Some(d) = r.scores.datasets.get(&set) {
+                if !d.complete() {
+                    partial.push(format!("`{}` ({}/{} sentences)", r.id(), d.sentences, d.expected));
+                    continue;
+                }
                 out.entry((set.clone(), init.clone(), r.scores.limit, r.scores.seed)).or_default().push(Point {
                     fraction,
                     seed,
@@ -63,7 +70,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> Cells {
     // the 0% point: the starting model itself on the same dataset and sample
     let keys: Vec<_> = out.keys().cloned().collect();
     for (set, init, limit, seed) in keys {
-        if let Some(r) = runs.iter().find(|r| r.scores.model == init && r.scores.limit == limit && r.scores.seed == seed && r.scores.split == "test" && r.scores.datasets.contains_key(&set)) {
+        if let Some(r) = runs.iter().find(|r| r.scores.model == init && r.scores.limit == limit && r.scores.seed == seed && r.scores.split == "test" && r.scores.datasets.get(&set).is_some_and(|d| d.complete())) {
             let d = &r.scores.datasets[&set];
             let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new() };
             out.get_mut(&(set, init, limit, seed)).expect("key").push(p);
@@ -72,7 +79,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> Cells {
     for v in out.values_mut() {
         v.sort_by(|a, b| a.fraction.total_cmp(&b.fraction).then(a.seed.cmp(&b.seed)));
     }
-    out
+    (out, partial)
 }
 
 /// Mean and sample standard deviation (0 for one value).
@@ -107,8 +114,8 @@ fn pct(f: f64) -> String {
 
 /// Write the table and the plot; `None` when no low-resource run is scored yet.
 pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Option<PathBuf>> {
-    let cells = cells(runs, train);
-    if cells.is_empty() {
+    let (cells, partial) = cells(runs, train);
+    if cells.is_empty() && partial.is_empty() {
         return Ok(None);
     }
     let mut md = String::from(
@@ -183,9 +190,13 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
         md.push_str(&format!("\nRuns: {}.\n\n", runs_used.join(", ")));
         panels.push((format!("{set} ({})", limit.map(|n| format!("{n} test sentences")).unwrap_or("full test".into())), fracs.iter().map(|f| pct(*f)).collect(), bands));
     }
-    md.push_str("Plot: `plots/low-resource.png` — mean F1 per share (line), ± 1 sd over seeds (band), each seed (×).\n");
-    let plots = reports_dir.join("plots");
-    super::plot::bands(&panels, "share of the train split", "F1 (%)", &plots, "low-resource")?;
+    if !partial.is_empty() {
+        md.push_str(&format!("Partial, in no cell until complete (rerunning the step resumes it): {}.\n\n", partial.join(", ")));
+    }
+    if !panels.is_empty() {
+        md.push_str("Plot: `plots/low-resource.png` — mean F1 per share (line), ± 1 sd over seeds (band), each seed (×).\n");
+        super::plot::bands(&panels, "share of the train split", "F1 (%)", &reports_dir.join("plots"), "low-resource")?;
+    }
     let p = reports_dir.join("low-resource.md");
     crate::util::write_atomic(&p, md.as_bytes())?;
     crate::util::write_atomic(&reports_dir.join("low-resource.csv"), csv.as_bytes())?;
@@ -202,6 +213,32 @@ mod tests {
         assert!((m - 2.0).abs() < 1e-12 && (sd - 1.0).abs() < 1e-12);
         assert_eq!(mean_sd(&[5.0]), (5.0, 0.0));
         assert!(mean_sd(&[]).0.is_nan());
+    }
+
+    #[test]
+    fn a_partial_run_is_named_and_counted_in_no_cell() {
+        // real runs: the cpu preset's low-resource steps
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let runs = super::super::load_runs(&results).unwrap();
+        let train = super::super::training::load(&results).unwrap();
+        let (cells, partial) = cells(&runs, &train);
+        let ai = &cells[&("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42)];
+        assert_eq!(ai.iter().filter(|p| p.fraction == 0.1).count(), 3, "three complete seeds");
+        let ids: Vec<String> = cells.values().flatten().map(|p| p.run_id.clone()).collect();
+        for p in &partial {
+            let id = p.split('`').nth(1).unwrap();
+            assert!(!ids.iter().any(|x| x == id), "{id} is partial and in a cell");
+        }
+        // one seed's run cut short leaves its cell and is named
+        let cut = ai.iter().find(|p| p.fraction == 0.1).unwrap().run_id.clone();
+        let mut fewer = runs.clone();
+        let r = fewer.iter_mut().find(|r| r.id() == cut).unwrap();
+        r.scores.datasets.get_mut("crossner_ai").unwrap().sentences = 66;
+        let (again, named) = super::cells(&fewer, &train);
+        let ai = &again[&("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42)];
+        assert_eq!(ai.iter().filter(|p| p.fraction == 0.1).count(), 2);
+        assert!(named.contains(&format!("`{cut}` (66/200 sentences)")), "{named:?}");
+        assert_eq!(named.len(), partial.len() + 1);
     }
 
     #[test]
