@@ -14,7 +14,33 @@ fn keep_freed_memory() {
     }
 }
 
+/// llama.cpp's CPU threads are OpenMP threads, and libgomp lets an idle one spin about 300,000
+/// times before it sleeps. Two processes sharing the cores (an eval beside a training run, the
+/// test suite's parallel tests) then spin against each other: two 6-sentence evals side by side
+/// took 93 s each here against 2.6 s alone. A spin count of 1000 measured the same speed alone
+/// and 6.4 s for the pair (`benchmarks/shared-cores.sh`). libgomp reads its settings when it
+/// loads, before `main`, so the process runs itself again once with the count set. A user's own
+/// `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` is left alone; if the exec fails, it goes on as it is.
+fn spin_less_when_cores_are_shared() {
+    #[cfg(all(unix, feature = "llama"))]
+    {
+        use std::os::unix::process::CommandExt;
+        if ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"].iter().any(|v| std::env::var_os(v).is_some()) {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else { return };
+        let mut args = std::env::args_os();
+        let mut cmd = std::process::Command::new(exe);
+        if let Some(arg0) = args.next() {
+            cmd.arg0(arg0);
+        }
+        // exec returns only when it failed
+        let _ = cmd.args(args).env("GOMP_SPINCOUNT", rner::engine::llama::GOMP_SPINCOUNT).exec();
+    }
+}
+
 fn main() -> ExitCode {
+    spin_less_when_cores_are_shared();
     keep_freed_memory();
     match rner::cli::run() {
         Ok(code) => code,

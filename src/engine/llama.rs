@@ -27,6 +27,11 @@ use super::{find_stop, Engine, EngineInfo, Finish, GenOutput, GenRequest, Sampli
 use crate::prompt::Rendered;
 use crate::{Error, Result};
 
+/// How long llama.cpp's idle OpenMP threads spin before they sleep (libgomp's `GOMP_SPINCOUNT`):
+/// the `rner` binary runs with it unless the user set their own, and `.cargo/config.toml` sets it
+/// for `cargo test`, whose tests share the cores. See `spin_less_when_cores_are_shared` in main.rs.
+pub const GOMP_SPINCOUNT: &str = "1000";
+
 /// Engine settings (all plain data, recorded in manifests).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaSettings {

@@ -109,23 +109,20 @@ pub fn process_completion(s: &str) -> String {
 pub(crate) fn json_loads(s: &str) -> Option<Value> {
     match serde_json::from_str::<Value>(s) {
         Ok(v) => Some(v),
-        Err(_) => {
-            let compat = python_json_compat(s);
-            if compat == s {
-                return None;
-            }
-            serde_json::from_str(&compat).ok()
-        }
+        Err(_) => python_json_compat(s).and_then(|compat| serde_json::from_str(&compat).ok()),
     }
 }
 
-/// Two things Python's `json.loads` accepts that serde_json does not: `NaN`, `Infinity` and
-/// `-Infinity` outside strings (floats there, null here), and a lone UTF-16 surrogate escape
-/// inside a string (a lone surrogate character there; `\ufffd` here: neither occurs in any gold
-/// span, so F1 and R_schema come out the same). A string's own text and every other escape are left alone.
-fn python_json_compat(s: &str) -> String {
+/// What Python's `json.loads` accepts and serde_json does not: `NaN`, `Infinity` and `-Infinity`
+/// outside strings, and numbers past f64's range (`1e400`, or an integer of 400 digits): floats
+/// or ints there, null here, and a non-string is no span either way; and a lone UTF-16 surrogate
+/// escape inside a string (a lone surrogate character there; `\ufffd` here: neither occurs in any
+/// gold span, so F1 and R_schema come out the same). A string's own text and every other escape
+/// are left alone. `None` when there is nothing to rewrite.
+fn python_json_compat(s: &str) -> Option<String> {
     let hex4 = |h: &str| h.get(..4).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit())).and_then(|h| u32::from_str_radix(h, 16).ok());
     let mut out = String::with_capacity(s.len());
+    let mut changed = false;
     let mut in_string = false;
     let mut rest = s;
     while let Some(c) = rest.chars().next() {
@@ -138,6 +135,7 @@ fn python_json_compat(s: &str) -> String {
                     if (0xD800..=0xDFFF).contains(&n) && !pair {
                         out.push_str("\\ufffd");
                         rest = &rest[6..];
+                        changed = true;
                         continue;
                     }
                     if pair { 12 } else { 6 }
@@ -154,13 +152,27 @@ fn python_json_compat(s: &str) -> String {
             if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
                 out.push_str("null");
                 rest = &rest[token.len()..];
+                changed = true;
+                continue;
+            }
+            if c == '-' || c.is_ascii_digit() {
+                // a number token, taken whole; one past f64's range becomes null
+                let len = rest.find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c))).unwrap_or(rest.len());
+                let number = &rest[..len];
+                if number.parse::<f64>().is_ok_and(f64::is_infinite) {
+                    out.push_str("null");
+                    changed = true;
+                } else {
+                    out.push_str(number);
+                }
+                rest = &rest[len..];
                 continue;
             }
         }
         out.push(c);
         rest = &rest[c.len_utf8()..];
     }
-    out
+    changed.then_some(out)
 }
 
 /// The content of the first `<think>…</think>` block.
@@ -278,6 +290,15 @@ mod tests {
         let p = prediction("{\"entities\": {\"x\": [\"a\\\\ud800\\\"\"]}, \"n\": NaN}");
         assert_eq!(texts(&p), vec![("a\\ud800\"".into(), "x".into())]);
         assert_eq!(prediction("{\"entities\": {\"x\": [\"\\ud80\"]}}").error, Some(ParseError::InvalidJson));
+        // numbers past f64's range: Python reads an inf float or a big int, neither a span
+        let big = format!("1{}", "0".repeat(400));
+        let p = prediction(&format!("{{\"entities\": {{\"x\": [1e400, \"Rome\", -2.5E+999, {big}], \"y\": [\"1e400\"]}}, \"n\": 1e-400}}"));
+        assert_eq!(p.error, None);
+        assert_eq!(texts(&p), vec![("Rome".into(), "x".into()), ("1e400".into(), "y".into())]);
+        assert_eq!(prediction("{\"entities\": 1e400}").error, Some(ParseError::EntitiesNotObject));
+        // a malformed number stays malformed
+        assert_eq!(prediction("{\"entities\": {\"x\": [1e, \"Rome\"]}}").error, Some(ParseError::InvalidJson));
+        assert_eq!(prediction("{\"entities\": {\"x\": [01, \"Rome\"]}}").error, Some(ParseError::InvalidJson));
     }
 
     #[test]

@@ -380,9 +380,10 @@ pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: 
 /// clipping. Empty `grads` (no backward pass: every advantage 0 and no KL term) step with zero
 /// gradients, as TRL does: its loss is then 0 and its gradients zeros, but AdamW still steps, and
 /// the momentum it keeps (and weight decay) moves the weights.
-fn optimizer_step(opt: &mut super::optim::AdamW, vars: &[candle_core::Var], mut grads: Vec<Option<Tensor>>, lr: f64, clip: f64) -> Result<f64> {
+fn optimizer_step(opt: &mut super::optim::AdamW, grads: Vec<Option<Tensor>>, lr: f64, clip: f64) -> Result<f64> {
     if grads.is_empty() {
-        grads = vars.iter().map(|v| Ok(Some(v.as_tensor().zeros_like()?))).collect::<Result<_>>()?;
+        opt.step_zero_grads(lr)?;
+        return Ok(0.0);
     }
     let (norm, factor) = super::optim::clip_factor(&grads, clip)?;
     opt.step(&grads, lr, factor)?;
@@ -399,9 +400,9 @@ mod tests {
         let var = candle_core::Var::from_tensor(&Tensor::new(&[1f32, -2.0], &Device::Cpu).unwrap()).unwrap();
         let mut opt = crate::train::optim::AdamW::new(vec![var.clone()], Default::default()).unwrap();
         let g = Tensor::new(&[0.5f32, -0.5], &Device::Cpu).unwrap();
-        assert_eq!(optimizer_step(&mut opt, &[var.clone()], vec![Some(g)], 0.1, 1.0).unwrap(), 0.5f64.sqrt());
+        assert_eq!(optimizer_step(&mut opt, vec![Some(g)], 0.1, 1.0).unwrap(), 0.5f64.sqrt());
         let after_one = var.as_tensor().to_vec1::<f32>().unwrap();
-        assert_eq!(optimizer_step(&mut opt, &[var.clone()], Vec::new(), 0.1, 1.0).unwrap(), 0.0);
+        assert_eq!(optimizer_step(&mut opt, Vec::new(), 0.1, 1.0).unwrap(), 0.0);
         let after_two = var.as_tensor().to_vec1::<f32>().unwrap();
         // PyTorch's AdamW at t = 2 with g = 0: m = 0.9·m₁, v = 0.999·v₁, p −= lr·m̂ / (√v̂ + eps)
         for i in 0..2 {
@@ -814,7 +815,7 @@ pub fn train(
             let (agg, _, grads) = update_grads(policy, &rollouts, &obj, pad, cfg.micro, pass, !all_zero || obj.beta != 0.0)?;
             let update = step * cfg.num_iterations + it;
             lr = cosine_lr(cfg.lr, update, total_updates, warmup);
-            grad_norm = optimizer_step(&mut opt, &policy.params.vars, grads, lr, cfg.clip)?;
+            grad_norm = optimizer_step(&mut opt, grads, lr, cfg.clip)?;
             if it == 0 {
                 stats = agg;
             }

@@ -63,28 +63,55 @@ impl candle_core::InplaceOp2 for FusedStep<'_> {
         let (Some((ps, pe)), Some((gs, ge))) = (dst_l.contiguous_offsets(), gl.contiguous_offsets()) else {
             candle_core::bail!("adamw-fused: weights and gradients must be contiguous")
         };
-        let (p, g) = (&mut p[ps..pe], &g[gs..ge]);
-        let mut st = self.state.borrow_mut();
-        let s = self.c;
-        // PyTorch's AdamW, term for term: p ← p·(1 − lr·wd) − (lr / bc1)·m / (√v / √bc2 + eps).
-        // Iterators (no bounds checks) and no per-element division by the bias corrections
-        // let LLVM vectorise the loop (the optimizer column of `rner bench train`)
-        let step = s.lr / s.bc1;
-        let sqrt_bc2 = s.bc2.sqrt();
-        let keep = 1.0 - s.lr * s.decay;
-        let (c1, c2) = (1.0 - s.b1, 1.0 - s.b2);
-        const CH: usize = 1 << 14;
-        p.par_chunks_mut(CH).zip(g.par_chunks(CH)).zip(st.par_chunks_mut(2 * CH)).for_each(|((p, g), mv)| {
-            for ((p, g), mv) in p.iter_mut().zip(g).zip(mv.chunks_exact_mut(2)) {
-                let gi = g * s.scale;
-                let m = s.b1 * mv[0] + c1 * gi;
-                let v = s.b2 * mv[1] + c2 * gi * gi;
-                mv[0] = m;
-                mv[1] = v;
-                *p = *p * keep - step * m / (v.sqrt() / sqrt_bc2 + s.eps);
-            }
-        });
+        fused_update(&mut p[ps..pe], Some(&g[gs..ge]), &mut self.state.borrow_mut(), self.c);
         Ok(())
+    }
+}
+
+/// The same update with every gradient zero, so no gradient tensor is needed.
+impl candle_core::InplaceOp1 for FusedStep<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-fused-zero-grad"
+    }
+
+    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(p) = dst else { candle_core::bail!("adamw-fused: f32 weights only") };
+        let Some((ps, pe)) = dst_l.contiguous_offsets() else { candle_core::bail!("adamw-fused: weights must be contiguous") };
+        fused_update(&mut p[ps..pe], None, &mut self.state.borrow_mut(), self.c);
+        Ok(())
+    }
+}
+
+/// PyTorch's AdamW, term for term: p ← p·(1 − lr·wd) − (lr / bc1)·m / (√v / √bc2 + eps), over
+/// weights `p`, gradients `g` (all zero when `None`) and interleaved moments `mv`. Iterators (no
+/// bounds checks) and no per-element division by the bias corrections let LLVM vectorise the
+/// loop (the optimizer column of `rner bench train`).
+fn fused_update(p: &mut [f32], g: Option<&[f32]>, mv: &mut [f32], s: Coeffs) {
+    let step = s.lr / s.bc1;
+    let sqrt_bc2 = s.bc2.sqrt();
+    let keep = 1.0 - s.lr * s.decay;
+    let (c1, c2) = (1.0 - s.b1, 1.0 - s.b2);
+    let one = |p: &mut f32, g: f32, mv: &mut [f32]| {
+        let gi = g * s.scale;
+        let m = s.b1 * mv[0] + c1 * gi;
+        let v = s.b2 * mv[1] + c2 * gi * gi;
+        mv[0] = m;
+        mv[1] = v;
+        *p = *p * keep - step * m / (v.sqrt() / sqrt_bc2 + s.eps);
+    };
+    const CH: usize = 1 << 14;
+    let chunks = p.par_chunks_mut(CH).zip(mv.par_chunks_mut(2 * CH));
+    match g {
+        Some(g) => chunks.zip(g.par_chunks(CH)).for_each(|((p, mv), g)| {
+            for ((p, g), mv) in p.iter_mut().zip(g).zip(mv.chunks_exact_mut(2)) {
+                one(p, *g, mv);
+            }
+        }),
+        None => chunks.for_each(|(p, mv)| {
+            for (p, mv) in p.iter_mut().zip(mv.chunks_exact_mut(2)) {
+                one(p, 0.0, mv);
+            }
+        }),
     }
 }
 
@@ -98,6 +125,21 @@ struct Coeffs {
     bc1: f32,
     bc2: f32,
     scale: f32,
+}
+
+impl Coeffs {
+    fn new(cfg: &AdamConfig, t: usize, lr: f64, scale: f64) -> Coeffs {
+        Coeffs {
+            lr: lr as f32,
+            b1: cfg.beta1 as f32,
+            b2: cfg.beta2 as f32,
+            eps: cfg.eps as f32,
+            decay: cfg.weight_decay as f32,
+            bc1: (1.0 - cfg.beta1.powi(t as i32)) as f32,
+            bc2: (1.0 - cfg.beta2.powi(t as i32)) as f32,
+            scale: scale as f32,
+        }
+    }
 }
 
 impl AdamW {
@@ -115,19 +157,25 @@ impl AdamW {
         Ok(AdamW { cfg, t: 0, vars, moments })
     }
 
+    /// One update with every gradient zero (a step without signal): as PyTorch's AdamW, the moments
+    /// decay and still move the weights. Allocates no gradients on CPU.
+    pub fn step_zero_grads(&mut self, lr: f64) -> Result<()> {
+        if let Moments::Cpu(states) = &mut self.moments {
+            self.t += 1;
+            let c = Coeffs::new(&self.cfg, self.t, lr, 1.0);
+            for (var, st) in self.vars.iter().zip(states.iter_mut()) {
+                var.as_tensor().inplace_op1(&FusedStep { state: RefCell::new(st.as_mut_slice()), c })?;
+            }
+            return Ok(());
+        }
+        let zeros = self.vars.iter().map(|v| Ok(Some(v.as_tensor().zeros_like()?))).collect::<Result<Vec<_>>>()?;
+        self.step(&zeros, lr, 1.0)
+    }
+
     /// One update with learning rate `lr`; gradients are multiplied by `scale` first (clipping).
     pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64, scale: f64) -> Result<()> {
         self.t += 1;
-        let c = Coeffs {
-            lr: lr as f32,
-            b1: self.cfg.beta1 as f32,
-            b2: self.cfg.beta2 as f32,
-            eps: self.cfg.eps as f32,
-            decay: self.cfg.weight_decay as f32,
-            bc1: (1.0 - self.cfg.beta1.powi(self.t as i32)) as f32,
-            bc2: (1.0 - self.cfg.beta2.powi(self.t as i32)) as f32,
-            scale: scale as f32,
-        };
+        let c = Coeffs::new(&self.cfg, self.t, lr, scale);
         match &mut self.moments {
             Moments::Cpu(states) => {
                 for ((var, g), st) in self.vars.iter().zip(grads).zip(states.iter_mut()) {
@@ -260,6 +308,30 @@ pub fn cosine_lr(base: f64, step: usize, total: usize, warmup: usize) -> f64 {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn a_zero_gradient_step_equals_stepping_with_zero_tensors() {
+        let cfg = AdamConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 };
+        // more elements than one parallel chunk, so the chunked loop is covered
+        let p0: Vec<f32> = (0..40_000).map(|i| ((i % 97) as f32 - 48.0) / 10.0).collect();
+        let g: Vec<f32> = (0..40_000).map(|i| ((i % 13) as f32 - 6.0) / 100.0).collect();
+        let run = |zero_step: bool| {
+            let var = Var::from_tensor(&Tensor::new(p0.as_slice(), &Device::Cpu).unwrap()).unwrap();
+            let mut opt = AdamW::new(vec![var.clone()], cfg).unwrap();
+            opt.step(&[Some(Tensor::new(g.as_slice(), &Device::Cpu).unwrap())], 0.01, 0.5).unwrap();
+            let before = var.as_tensor().to_vec1::<f32>().unwrap();
+            if zero_step {
+                opt.step_zero_grads(0.02).unwrap();
+            } else {
+                opt.step(&[Some(var.as_tensor().zeros_like().unwrap())], 0.02, 1.0).unwrap();
+            }
+            assert_eq!(opt.t, 2);
+            let after = var.as_tensor().to_vec1::<f32>().unwrap();
+            assert!(before.iter().zip(&after).filter(|(b, a)| b != a).count() > 39_000, "the momentum moves the weights");
+            (after, opt.state(&["w".to_string()]).unwrap()["v.w"].to_vec1::<f32>().unwrap())
+        };
+        assert_eq!(run(true), run(false));
+    }
 
     #[test]
     fn fused_adamw_matches_the_formula_over_steps() {

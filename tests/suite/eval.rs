@@ -248,3 +248,42 @@ fn prompt_lookup_drafts_are_confirmed_by_the_model_and_keep_its_answers() {
     }
     assert!(long_agreements + 1 >= plain.len(), "only {long_agreements} of {} answers agree for 64 bytes", plain.len());
 }
+
+/// The `rner` binary runs itself again with a short OpenMP spin count (two llama.cpp processes on
+/// shared cores otherwise spin against each other), and leaves a user's own setting alone.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_sets_a_short_openmp_spin_unless_the_user_set_one() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let environ_once_listening = |user: Option<(&str, &str)>| {
+        let mut c = rner();
+        c.env_remove("GOMP_SPINCOUNT").env_remove("OMP_WAIT_POLICY");
+        if let Some((k, v)) = user {
+            c.env(k, v);
+        }
+        let mut child = c
+            .args(["serve", "--model"])
+            .arg(default_model())
+            .args(["--port", "0", "--parallel", "1", "--ctx", "256", "--threads", "1"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("listening on") {
+            line.clear();
+            assert!(err.read_line(&mut line).unwrap() > 0, "serve ended before it listened");
+        }
+        // the pid is the same across exec: its environment now is the one it runs with
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        environ.split(|&b| b == 0).map(|v| String::from_utf8_lossy(v).to_string()).filter(|v| v.contains("OMP_") || v.starts_with("GOMP_")).collect::<Vec<_>>()
+    };
+    assert_eq!(environ_once_listening(None), vec![format!("GOMP_SPINCOUNT={}", rner::engine::llama::GOMP_SPINCOUNT)]);
+    assert_eq!(environ_once_listening(Some(("GOMP_SPINCOUNT", "7"))), vec!["GOMP_SPINCOUNT=7".to_string()]);
+    assert_eq!(environ_once_listening(Some(("OMP_WAIT_POLICY", "PASSIVE"))), vec!["OMP_WAIT_POLICY=PASSIVE".to_string()]);
+    // the test process itself runs with it (from .cargo/config.toml), for its in-process engines
+    assert_eq!(std::env::var("GOMP_SPINCOUNT").as_deref(), Ok(rner::engine::llama::GOMP_SPINCOUNT));
+}
