@@ -297,9 +297,9 @@ fn generate(g: &Global, a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let base = rows[0].sentences_per_s;
     let mut md = format!(
         "## Generation (llama.cpp engine)\n\nCommand: `{}`  \nModel: `{}`; {} sentences of `{}` test (seed {}), paper prompt, greedy, max {} new tokens.  \n\
-         Machine: {} ({} threads). Build: release, `RUSTFLAGS=-C target-cpu=native` (set in .cargo/config.toml), llama-cpp-2 0.1.160.  \nMeasured: {}\n\n\
+         Machine: {} ({} threads). Build: release, `RUSTFLAGS=-C target-cpu=native` (set in .cargo/config.toml), llama-cpp-2 0.1.160. OpenMP: {}.  \nMeasured: {}\n\n\
          | setting | sequences/batch | prefix reuse | draft tokens | seconds | sentences/s | generated tok/s | speed-up |\n|---|---|---|---|---|---|---|---|\n",
-        command_line(), m.name, reqs.len(), a.sample.dataset, a.sample.seed, a.max_tokens, crate::util::cpu_model(), crate::util::cpus(), crate::util::now()
+        command_line(), m.name, reqs.len(), a.sample.dataset, a.sample.seed, a.max_tokens, crate::util::cpu_model(), crate::util::cpus(), openmp_note(), crate::util::now()
     );
     for r in &rows {
         md.push_str(&format!(
@@ -959,4 +959,13 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let d = std::env::temp_dir().join(format!("rner-site-bench-{}", std::process::id()));
     std::fs::create_dir_all(&d)?;
     Ok(d)
+}
+
+/// The OpenMP variables the run had (libgomp's defaults when none: its idle threads spin longer).
+fn openmp_note() -> String {
+    let vars = crate::run::openmp_env();
+    if vars.is_empty() {
+        return "libgomp defaults".into();
+    }
+    vars.iter().map(|(k, v)| format!("`{k}={v}`")).collect::<Vec<_>>().join(", ")
 }

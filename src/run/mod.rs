@@ -221,12 +221,20 @@ pub struct Machine {
     pub cpu: String,
     pub os: String,
     pub gpu: Option<String>,
+    /// OpenMP settings llama.cpp's threads ran with (`GOMP_SPINCOUNT`, `OMP_WAIT_POLICY`, … as set)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub openmp: BTreeMap<String, String>,
 }
 
 impl Machine {
     pub fn this() -> Machine {
-        Machine { cpus: util::cpus(), cpu: util::cpu_model(), os: std::env::consts::OS.into(), gpu: None }
+        Machine { cpus: util::cpus(), cpu: util::cpu_model(), os: std::env::consts::OS.into(), gpu: None, openmp: openmp_env() }
     }
+}
+
+/// The OpenMP variables set in this process's environment (the `rner` binary sets `GOMP_SPINCOUNT`).
+pub fn openmp_env() -> BTreeMap<String, String> {
+    std::env::vars().filter(|(k, _)| k.starts_with("OMP_") || k.starts_with("GOMP_")).collect()
 }
 
 /// The examples of one dataset the run covers (all, or a seeded sample of `limit`).

@@ -119,6 +119,7 @@ fn eval_writes_rows_scores_and_manifest() {
     assert_eq!(m["config"]["model_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(m["data_files"]["crossner_ai"]["sha256"].as_str().unwrap().len(), 64);
     assert!(m["sessions"][0]["command"].as_str().unwrap().contains("--limit 3"));
+    assert_eq!(m["machine"]["openmp"]["GOMP_SPINCOUNT"], rner::engine::llama::GOMP_SPINCOUNT, "the OpenMP setting the run had");
     // rescore re-parses without the model and gives the same scores
     let r = rner().args(["--quiet", "--results"]).arg(tmp.path()).arg("rescore").output().unwrap();
     assert!(r.status.success());
