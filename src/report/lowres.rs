@@ -24,10 +24,16 @@ pub struct Point {
     pub ci95: [f64; 2],
     pub run_id: String,
     pub command: String,
+    /// test sentences scored, of `expected`
+    pub sentences: usize,
+    pub expected: usize,
 }
 
-/// (dataset, starting model, eval limit, eval seed) → points.
-pub type Cells = BTreeMap<(String, String, Option<usize>, u64), Vec<Point>>;
+/// (dataset, starting model, eval limit, eval seed): a cell's key.
+pub type CellKey = (String, String, Option<usize>, u64);
+
+/// Cell key → points.
+pub type Cells = BTreeMap<CellKey, Vec<Point>>;
 
 /// The name a starting model goes by in the tables: its baseline name, or its file stem.
 fn init_name(model: &str) -> String {
@@ -38,9 +44,9 @@ fn init_name(model: &str) -> String {
     }
 }
 
-/// The cells, from runs whose dataset is complete; and the runs still partial on theirs
-/// (`` `id` (done/expected sentences) ``), which no cell counts until they finish.
-pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<String>) {
+/// The cells, from runs whose dataset is complete; and the runs still partial on theirs (with
+/// the cell they would join and their F1 so far), which no cell counts until they finish.
+pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point)>) {
     let mut out: Cells = BTreeMap::new();
     let mut partial = Vec::new();
     let lr: Vec<&TrainRun> = train.iter().filter(|t| t.run.get("train_set").and_then(|v| v.as_str()).is_some()).collect();
@@ -52,18 +58,22 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<String>) {
         let command = t.run.get("command").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.split == "test") {
             if let Some(d) = r.scores.datasets.get(&set) {
-                if !d.complete() {
-                    partial.push(format!("`{}` ({}/{} sentences)", r.id(), d.sentences, d.expected));
-                    continue;
-                }
-                out.entry((set.clone(), init.clone(), r.scores.limit, r.scores.seed)).or_default().push(Point {
+                let key = (set.clone(), init.clone(), r.scores.limit, r.scores.seed);
+                let point = Point {
                     fraction,
                     seed,
                     f1: d.f1,
                     ci95: d.ci95,
                     run_id: r.id(),
                     command: command.clone(),
-                });
+                    sentences: d.sentences,
+                    expected: d.expected,
+                };
+                if d.complete() {
+                    out.entry(key).or_default().push(point);
+                } else {
+                    partial.push((key, point));
+                }
             }
         }
     }
@@ -72,7 +82,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<String>) {
     for (set, init, limit, seed) in keys {
         if let Some(r) = runs.iter().find(|r| r.scores.model == init && r.scores.limit == limit && r.scores.seed == seed && r.scores.split == "test" && r.scores.datasets.get(&set).is_some_and(|d| d.complete())) {
             let d = &r.scores.datasets[&set];
-            let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new() };
+            let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new(), sentences: d.sentences, expected: d.expected };
             out.get_mut(&(set, init, limit, seed)).expect("key").push(p);
         }
     }
@@ -124,23 +134,27 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
          0% = the starting model without fine-tuning. Starting models: the base student and our ReasoningNER model (the GRPO export). \
          Paper row: ReasoningNER 8B on CoNLL-2003 (`paper.md` §8.2), **paper-reported**, not a run of ours.\n\n",
     );
-    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,run_id,command\n");
+    // every run, complete or not: a partial one's F1 is over the sentences it has (sentences < expected)
+    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,run_id,command\n");
     let mut by_set: BTreeMap<(String, Option<usize>, u64), Vec<(String, &Vec<Point>)>> = BTreeMap::new();
     for ((set, init, limit, seed), pts) in &cells {
         by_set.entry((set.clone(), *limit, *seed)).or_default().push((init.clone(), pts));
-        for p in pts {
-            csv.push_str(&format!(
-                "{set},{init},{},{seed},{},{},{},{},{},{},\"{}\"\n",
-                limit.map(|n| n.to_string()).unwrap_or("full".into()),
-                p.fraction,
-                p.seed.map(|s| s.to_string()).unwrap_or_default(),
-                p.f1,
-                p.ci95[0],
-                p.ci95[1],
-                p.run_id,
-                p.command.replace('"', "'")
-            ));
-        }
+    }
+    let rows = cells.iter().flat_map(|(k, pts)| pts.iter().map(move |p| (k, p))).chain(partial.iter().map(|(k, p)| (k, p)));
+    for ((set, init, limit, seed), p) in rows {
+        csv.push_str(&format!(
+            "{set},{init},{},{seed},{},{},{},{},{},{},{},{},\"{}\"\n",
+            limit.map(|n| n.to_string()).unwrap_or("full".into()),
+            p.fraction,
+            p.seed.map(|s| s.to_string()).unwrap_or_default(),
+            p.f1,
+            p.ci95[0],
+            p.ci95[1],
+            p.sentences,
+            p.expected,
+            p.run_id,
+            p.command.replace('"', "'")
+        ));
     }
     let mut panels = Vec::new();
     for ((set, limit, seed), inits) in &by_set {
@@ -191,7 +205,8 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
         panels.push((format!("{set} ({})", limit.map(|n| format!("{n} test sentences")).unwrap_or("full test".into())), fracs.iter().map(|f| pct(*f)).collect(), bands));
     }
     if !partial.is_empty() {
-        md.push_str(&format!("Partial, in no cell until complete (rerunning the step resumes it): {}.\n\n", partial.join(", ")));
+        let named: Vec<String> = partial.iter().map(|(_, p)| format!("`{}` ({}/{} sentences)", p.run_id, p.sentences, p.expected)).collect();
+        md.push_str(&format!("Partial, in no cell until complete (rerunning the step resumes it; the CSV lists them with their F1 so far): {}.\n\n", named.join(", ")));
     }
     if !panels.is_empty() {
         md.push_str("Plot: `plots/low-resource.png` — mean F1 per share (line), ± 1 sd over seeds (band), each seed (×).\n");
@@ -225,10 +240,11 @@ mod tests {
         let ai = &cells[&("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42)];
         assert_eq!(ai.iter().filter(|p| p.fraction == 0.1).count(), 3, "three complete seeds");
         let ids: Vec<String> = cells.values().flatten().map(|p| p.run_id.clone()).collect();
-        for p in &partial {
-            let id = p.split('`').nth(1).unwrap();
-            assert!(!ids.iter().any(|x| x == id), "{id} is partial and in a cell");
+        for (_, p) in &partial {
+            assert!(p.sentences < p.expected);
+            assert!(!ids.contains(&p.run_id), "{} is partial and in a cell", p.run_id);
         }
+        assert!(cells.values().flatten().all(|p| p.sentences == p.expected));
         // one seed's run cut short leaves its cell and is named
         let cut = ai.iter().find(|p| p.fraction == 0.1).unwrap().run_id.clone();
         let mut fewer = runs.clone();
@@ -237,7 +253,9 @@ mod tests {
         let (again, named) = super::cells(&fewer, &train);
         let ai = &again[&("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42)];
         assert_eq!(ai.iter().filter(|p| p.fraction == 0.1).count(), 2);
-        assert!(named.contains(&format!("`{cut}` (66/200 sentences)")), "{named:?}");
+        let (key, p) = named.iter().find(|(_, p)| p.run_id == cut).expect("the cut run is named");
+        assert_eq!((p.sentences, p.expected, p.fraction), (66, 200, 0.1));
+        assert_eq!(key, &("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42));
         assert_eq!(named.len(), partial.len() + 1);
     }
 
