@@ -17,9 +17,9 @@ fn keep_freed_memory() {
 /// llama.cpp's CPU threads are OpenMP threads, and libgomp lets an idle one spin about 300,000
 /// times before it sleeps. Two processes sharing the cores (an eval beside a training run, the
 /// test suite's parallel tests) then spin against each other: two 6-sentence evals side by side
-/// took 93 s each here against 2.6 s alone. A spin count of 1000 measured the same speed alone
-/// and 6.4 s for the pair (`benchmarks/shared-cores.sh`). libgomp reads its settings when it
-/// loads, before `main`, so the process runs itself again once with the count set. A user's own
+/// took 71 s each on 2 cores against 2.9 s alone; with a spin count of 1000, 6.0 s each and 2.5 s
+/// alone (`results/bench/shared-cores.md`, by `benchmarks/shared-cores.sh`). libgomp reads its
+/// settings when it loads, before `main`, so the process runs itself again once with the count set. A user's own
 /// `OMP_WAIT_POLICY` or `GOMP_SPINCOUNT` is left alone; if the exec fails, it goes on as it is.
 fn spin_less_when_cores_are_shared() {
     #[cfg(all(unix, feature = "llama"))]
