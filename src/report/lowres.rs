@@ -56,7 +56,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point)>)
         let seed = t.run.pointer("/config/seed").and_then(|v| v.as_u64());
         let init = init_name(&t.init);
         let command = t.run.get("command").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.split == "test") {
+        for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.split == "test" && t.exported_as(r)) {
             if let Some(d) = r.scores.datasets.get(&set) {
                 let key = (set.clone(), init.clone(), r.scores.limit, r.scores.seed);
                 let point = Point {

@@ -51,6 +51,8 @@ pub struct Run {
     pub scores: Scores,
     /// [`crate::run::EvalConfig::comparison_key`] from the run's `manifest.json` (None without one)
     pub comparison: Option<String>,
+    /// the sha256 of the model file it ran (from `manifest.json`; None for API models or without one)
+    pub model_sha256: Option<String>,
 }
 
 impl Run {
@@ -184,8 +186,10 @@ pub fn load_runs(results_dir: &Path) -> Result<Vec<Run>> {
         let scores: Scores = crate::util::read_json(&path)?;
         check_scores(&scores).map_err(|msg| Error::Report(format!("{}: {msg}", path.display())))?;
         let manifest = entry.path().join("manifest.json");
-        let comparison = if manifest.is_file() { Some(crate::util::read_json::<crate::run::Manifest>(&manifest)?.config.comparison_key()) } else { None };
-        runs.push(Run { path, scores, comparison });
+        let config = if manifest.is_file() { Some(crate::util::read_json::<crate::run::Manifest>(&manifest)?.config) } else { None };
+        let comparison = config.as_ref().map(|c| c.comparison_key());
+        let model_sha256 = config.map(|c| c.model_sha256).filter(|h| !h.is_empty());
+        runs.push(Run { path, scores, comparison, model_sha256 });
     }
     runs.sort_by_key(|r| (r.system(), r.id()));
     Ok(runs)

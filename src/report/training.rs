@@ -22,6 +22,17 @@ pub struct TrainRun {
     pub dir: PathBuf,
 }
 
+impl TrainRun {
+    /// Whether `run` scored this training run's export: its model file's sha256 is the one the
+    /// export recorded (true when either is unknown: API runs, runs before manifests, no export).
+    pub fn exported_as(&self, run: &Run) -> bool {
+        match (self.run.get("export_sha256").and_then(|v| v.as_str()), run.model_sha256.as_deref()) {
+            (Some(export), Some(ran)) => export == ran,
+            _ => true,
+        }
+    }
+}
+
 /// Every training run under `results/train`.
 pub fn load(results_dir: &Path) -> Result<Vec<TrainRun>> {
     let dir = results_dir.join("train");
@@ -113,12 +124,17 @@ impl<'a> StageIndex<'a> {
         StageIndex { lowres, train }
     }
 
-    /// The stage of `model`: its base model, a direct or CoT SFT export, or a GRPO export.
-    fn stage_of(&self, model: &str) -> Option<(usize, String)> {
+    /// The stage of `run`'s model: its base model, a direct or CoT SFT export, or a GRPO export.
+    /// A run of a file with the export's name but other bytes (a model since retrained) is none.
+    fn stage_of(&self, run: &Run) -> Option<(usize, String)> {
+        let model = &run.scores.model[..];
         if self.lowres.contains(model) {
             return None;
         }
         if let Some(t) = self.train.iter().find(|t| t.name == model) {
+            if !t.exported_as(run) {
+                return None;
+            }
             return Some(match (&t.stage[..], t.target.as_deref()) {
                 ("sft", Some("direct")) => (1, format!("+ SFT w/o CoT ({})", t.name)),
                 ("sft", _) => (2, format!("+ SFT with CoT ({})", t.name)),
@@ -152,7 +168,7 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
         if s.decoding != "free" || r.zero_shot().iter().any(Option::is_none) {
             continue;
         }
-        if let Some((k, label)) = index.stage_of(&s.model) {
+        if let Some((k, label)) = index.stage_of(r) {
             blocks.entry((s.limit, s.seed, s.split.clone())).or_default().push((k, label, r));
         }
     }
@@ -227,12 +243,12 @@ pub fn base_pairs(runs: &[Run], train: &[TrainRun]) -> Vec<(String, String)> {
     let index = StageIndex::new(train);
     let mut out = Vec::new();
     for r in runs {
-        let Some((k, _)) = index.stage_of(&r.scores.model) else { continue };
+        let Some((k, _)) = index.stage_of(r) else { continue };
         if k == 0 {
             continue;
         }
         let base = runs.iter().find(|b| {
-            matches!(index.stage_of(&b.scores.model), Some((0, _)))
+            matches!(index.stage_of(b), Some((0, _)))
                 && b.scores.limit == r.scores.limit
                 && b.scores.seed == r.scores.seed
                 && b.scores.decoding == r.scores.decoding
@@ -395,4 +411,32 @@ pub fn plot_grpo(reports_dir: &Path, name: &str, log_dir: &Path) -> Result<()> {
     ];
     curves(&panels, "step", &reports_dir.join("plots"), &format!("grpo-{name}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_a_retrained_file_is_no_stage_of_the_training_run() {
+        // real runs: the cpu preset's CoT-tuned model on the 50-sentence sample
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let runs = super::super::load_runs(&results).unwrap();
+        let train = load(&results).unwrap();
+        let index = StageIndex::new(&train);
+        let run = runs.iter().find(|r| r.id() == "cpu-sft-cot-direct-free-test-n50-s42-86d07ef7").unwrap();
+        let t = train.iter().find(|t| t.name == "cpu-sft-cot").unwrap();
+        assert_eq!(run.model_sha256.as_deref(), t.run["export_sha256"].as_str(), "the committed run scored the committed export");
+        assert_eq!(index.stage_of(run).map(|s| s.0), Some(2));
+        // the same name, other bytes: the model was trained again after this run
+        let mut other = run.clone();
+        other.model_sha256 = Some("0".repeat(64));
+        assert_eq!(index.stage_of(&other), None);
+        // a run without a manifest's sha is taken by its name, as before
+        other.model_sha256 = None;
+        assert_eq!(index.stage_of(&other).map(|s| s.0), Some(2));
+        // the base model has no export to compare with
+        let base = runs.iter().find(|r| r.scores.model == "smollm2-135m-instruct" && r.scores.limit == Some(50)).unwrap();
+        assert_eq!(index.stage_of(base).map(|s| s.0), Some(0));
+    }
 }
