@@ -419,19 +419,25 @@ mod tests {
 
     #[test]
     fn a_run_of_a_retrained_file_is_no_stage_of_the_training_run() {
-        // real runs: the cpu preset's CoT-tuned model on the 50-sentence sample
+        // real runs: the cpu preset's CoT-tuned model on the 50-sentence sample, scored once from
+        // the first training's file (c85b428a, lost with its machine) and once from the committed
+        // retraining's export (efe1bbb2), both under the model name cpu-sft-cot
         let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
         let runs = super::super::load_runs(&results).unwrap();
         let train = load(&results).unwrap();
         let index = StageIndex::new(&train);
-        let run = runs.iter().find(|r| r.id() == "cpu-sft-cot-direct-free-test-n50-s42-86d07ef7").unwrap();
+        let run_of = |id: &str| runs.iter().find(|r| r.id() == id).unwrap_or_else(|| panic!("no committed run {id}"));
         let t = train.iter().find(|t| t.name == "cpu-sft-cot").unwrap();
-        assert_eq!(run.model_sha256.as_deref(), t.run["export_sha256"].as_str(), "the committed run scored the committed export");
-        assert_eq!(index.stage_of(run).map(|s| s.0), Some(2));
-        // the same name, other bytes: the model was trained again after this run
-        let mut other = run.clone();
-        other.model_sha256 = Some("0".repeat(64));
-        assert_eq!(index.stage_of(&other), None);
+        let export = t.run["export_sha256"].as_str();
+        let current = run_of("cpu-sft-cot-direct-free-test-n50-s42-6d0c65ba");
+        assert_eq!(current.model_sha256.as_deref(), export, "this run scored the committed export");
+        assert_eq!(index.stage_of(current).map(|s| s.0), Some(2));
+        // the same name, other bytes: the first file's run is no run of the committed training
+        let first = run_of("cpu-sft-cot-direct-free-test-n50-s42-86d07ef7");
+        assert_eq!(first.scores.model, current.scores.model);
+        assert_ne!(first.model_sha256.as_deref(), export);
+        assert_eq!(index.stage_of(first), None);
+        let mut other = current.clone();
         // a run without a manifest's sha is taken by its name, as before
         other.model_sha256 = None;
         assert_eq!(index.stage_of(&other).map(|s| s.0), Some(2));
