@@ -8,6 +8,7 @@
 //!   sample size): grouped bars per dataset, our runs with 95% CI whiskers
 //!   beside the paper rows marked `plot = true` (ReasoningNER 8B / 1.7B, GPT-4);
 //! - `reports/plots/labels-<run-id>.{svg,png}`: per-label F1 of a run, one panel per dataset.
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::run::scores::{Mode, Scores};
@@ -53,12 +54,21 @@ pub struct Run {
     pub comparison: Option<String>,
     /// the sha256 of the model file it ran (from `manifest.json`; None for API models or without one)
     pub model_sha256: Option<String>,
+    /// the first 8 hex digits of `model_sha256`, set by [`load_runs`] only when runs of one model
+    /// name scored files of different bytes (a model trained again under its name), so that
+    /// tables and plots tell those files apart
+    pub file_tag: Option<String>,
 }
 
 impl Run {
-    /// `model (mode, decoding)`, e.g. `smollm2-135m-instruct (direct, free)`.
+    /// `model (mode, decoding)`, e.g. `smollm2-135m-instruct (direct, free)`; `model @sha8 (mode,
+    /// decoding)` when the model name has runs of several files.
     pub fn system(&self) -> String {
-        system_name(&self.scores)
+        let name = system_name(&self.scores);
+        match &self.file_tag {
+            Some(tag) => name.replacen(&self.scores.model, &format!("{} @{tag}", self.scores.model), 1),
+            None => name,
+        }
     }
 
     /// The run id, falling back to the folder name when `scores.json` has none.
@@ -189,10 +199,27 @@ pub fn load_runs(results_dir: &Path) -> Result<Vec<Run>> {
         let config = if manifest.is_file() { Some(crate::util::read_json::<crate::run::Manifest>(&manifest)?.config) } else { None };
         let comparison = config.as_ref().map(|c| c.comparison_key());
         let model_sha256 = config.map(|c| c.model_sha256).filter(|h| !h.is_empty());
-        runs.push(Run { path, scores, comparison, model_sha256 });
+        runs.push(Run { path, scores, comparison, model_sha256, file_tag: None });
     }
+    tag_files(&mut runs);
     runs.sort_by_key(|r| (r.system(), r.id()));
     Ok(runs)
+}
+
+/// Sets [`Run::file_tag`] on every run with a recorded sha whose model name has runs of more
+/// than one file.
+fn tag_files(runs: &mut [Run]) {
+    let mut files: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in runs.iter() {
+        if let Some(h) = &r.model_sha256 {
+            files.entry(r.scores.model.clone()).or_default().insert(h.clone());
+        }
+    }
+    for r in runs.iter_mut() {
+        if files.get(&r.scores.model).is_some_and(|f| f.len() > 1) {
+            r.file_tag = r.model_sha256.as_ref().map(|h| h.chars().take(8).collect());
+        }
+    }
 }
 
 /// Values a report cannot draw are errors, not silent garbage.
@@ -287,6 +314,24 @@ mod tests {
     fn columns_follow_the_registry_order() {
         let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, crate::data::ZERO_SHOT);
+    }
+
+    #[test]
+    fn a_model_name_with_runs_of_several_files_names_each_file() {
+        // real runs: cpu-sft-cot's sample run from the first training's file and from the retrained one
+        let runs = load_runs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("results")).unwrap();
+        let system = |id: &str| runs.iter().find(|r| r.id() == id).unwrap().system();
+        assert_eq!(system("cpu-sft-cot-direct-free-test-n50-s42-86d07ef7"), "cpu-sft-cot @c85b428a (direct, free)");
+        assert_eq!(system("cpu-sft-cot-direct-free-test-n50-s42-6d0c65ba"), "cpu-sft-cot @efe1bbb2 (direct, free)");
+        // one file under its name: no tag
+        assert_eq!(system("smollm2-135m-instruct-direct-free-test-n50-s42-b2db9753"), "smollm2-135m-instruct (direct, free)");
+        // a run without a recorded sha stays untagged beside tagged ones
+        let mut mixed: Vec<Run> = runs.iter().filter(|r| r.scores.model == "cpu-sft-cot").cloned().collect();
+        mixed.iter_mut().for_each(|r| r.file_tag = None);
+        mixed[0].model_sha256 = None;
+        tag_files(&mut mixed);
+        assert!(mixed[0].file_tag.is_none());
+        assert!(mixed[1..].iter().all(|r| r.file_tag.is_some()));
     }
 
     #[test]
