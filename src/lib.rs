@@ -4,6 +4,7 @@ pub mod engine;
 pub mod model;
 pub mod error;
 pub mod baseline;
+#[cfg(feature = "llama")]
 pub mod cli;
 pub mod parse;
 pub mod prompt;

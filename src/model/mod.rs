@@ -249,12 +249,30 @@ impl Model {
     }
 }
 
-/// The device training runs on: CUDA when built with `--features cuda` and one is present.
+/// The device training runs on: CUDA when built with `--features cuda` and one is present, else
+/// the CPU. A CUDA build on a machine without an NVIDIA driver or GPU trains on the CPU with a
+/// warning: cudarc loads the driver library at run time and panics when it is missing, so the
+/// probe runs under `catch_unwind` (with the panic message kept off stderr).
 pub fn device(cpu: bool) -> Result<Device> {
-    if cpu {
+    if cpu || !candle_core::utils::cuda_is_available() {
         return Ok(Device::Cpu);
     }
-    Ok(Device::cuda_if_available(0)?)
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| Device::new_cuda(0));
+    std::panic::set_hook(hook);
+    match probe {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => {
+            tracing::warn!("built with CUDA, but no CUDA device 0 ({e}): training on the CPU");
+            Ok(Device::Cpu)
+        }
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied()).unwrap_or("no message");
+            tracing::warn!("built with CUDA, but the CUDA driver could not be loaded ({msg}): training on the CPU");
+            Ok(Device::Cpu)
+        }
+    }
 }
 
 /// The training dtype for a device: f32 on CPU, bf16 on CUDA.
@@ -336,5 +354,18 @@ pub(crate) mod testing {
             Config { arch: Arch::Qwen2, rope_interleaved: false, qkv_bias: true, tied: false, ..base.clone() },
             Config { arch: Arch::Qwen3, rope_interleaved: false, qk_norm: true, kv_heads: 1, ..base.clone() },
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn training_runs_on_the_cpu_where_there_is_no_gpu() {
+        // a plain build always trains on the CPU; a CUDA build takes CUDA device 0 where the
+        // driver and a GPU are, and falls back to the CPU (no panic, no error) where they are not
+        let gpu = std::path::Path::new("/dev/nvidia0").exists();
+        let d = super::device(false).unwrap();
+        assert_eq!(d.is_cuda(), candle_core::utils::cuda_is_available() && gpu);
+        assert!(super::device(true).unwrap().is_cpu());
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch;
 use crate::model::{ops, Model};
-use crate::{Error, Result};
+use crate::Result;
 
 /// How rewards become advantages (`scale_rewards`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -380,6 +380,7 @@ pub fn update_grads(policy: &Model, rollouts: &[Rollout], obj: &Objective, pad: 
 /// clipping. Empty `grads` (no backward pass: every advantage 0 and no KL term) step with zero
 /// gradients, as TRL does: its loss is then 0 and its gradients zeros, but AdamW still steps, and
 /// the momentum it keeps (and weight decay) moves the weights.
+#[cfg(any(feature = "llama", test))]
 fn optimizer_step(opt: &mut super::optim::AdamW, grads: Vec<Option<Tensor>>, lr: f64, clip: f64) -> Result<f64> {
     if grads.is_empty() {
         opt.step_zero_grads(lr)?;
@@ -692,6 +693,7 @@ pub fn train(
     quiet: bool,
 ) -> Result<super::sft::Outcome> {
     use super::checkpoint;
+    use crate::Error;
     use super::optim::{cosine_lr, AdamW};
     use crate::engine::llama::{LlamaEngine, LlamaSettings};
     use crate::engine::{Engine, Finish, GenRequest, Sampling};
