@@ -95,6 +95,8 @@ struct Ctx<'a> {
     p: &'a Preset,
     threads: usize,
     checkpoints: PathBuf,
+    /// the runs under results/, read once when a step first asks
+    runs: std::cell::OnceCell<Vec<crate::report::Run>>,
 }
 
 impl Ctx<'_> {
@@ -105,6 +107,32 @@ impl Ctx<'_> {
     /// A training step is done when its export exists.
     fn trained(&self, name: &str) -> bool {
         self.model_file(name).is_file()
+    }
+
+    /// The id of a complete run, under this preset's evaluation settings, of the file that training
+    /// run `name` exported (by the sha256 its log `results/train/<name>/run.json` records), over
+    /// `datasets` of the test split; None when the log, its export or such a run is missing.
+    /// It lets a step whose only use of the file is that score pass over it where the file is not
+    /// (a clean clone of committed results, another machine): training again would give other
+    /// bytes (a new run) and overwrite the committed log.
+    fn scored_export(&self, name: &str, datasets: &[&str], limit: Option<usize>) -> Option<String> {
+        let log = self.g.results.join("train").join(name).join("run.json");
+        let run: serde_json::Value = crate::util::read_json(&log).ok()?;
+        let sha = run.get("export_sha256")?.as_str()?.to_string();
+        let runs = self.runs.get_or_init(|| crate::report::load_runs(&self.g.results).unwrap_or_default());
+        let e = &self.p.eval;
+        runs.iter()
+            .find(|r| {
+                let s = &r.scores;
+                s.model == name
+                    && r.model_sha256.as_deref() == Some(sha.as_str())
+                    && s.split == "test"
+                    && s.limit == limit
+                    && (limit.is_none() || s.seed == e.seed)
+                    && s.decoding == e.decoding.name()
+                    && datasets.iter().all(|d| s.datasets.get(*d).is_some_and(|x| x.complete()))
+            })
+            .map(|r| r.id())
     }
 
     /// The flags of `rner eval` for `model` over `datasets` of `split`.
@@ -355,6 +383,9 @@ impl Ctx<'_> {
                 } else {
                     let name = p.low_resource_name(dataset, *fraction, *seed, init);
                     if !self.trained(&name) {
+                        if let Some(id) = self.scored_export(&name, &[dataset.as_str()], lr.eval_limit) {
+                            return Ok(("skipped".into(), format!("{id} scored its logged export; the file is not here")));
+                        }
                         let argv = self.low_resource_argv(from, dataset, *fraction, *seed, &name);
                         if !self.sft(argv, commands)? {
                             return Ok(("interrupted".into(), String::new()));
@@ -382,15 +413,40 @@ impl Ctx<'_> {
     /// the CoT step once done, and scores of untrained models once done. Evaluations of trained
     /// models always run: they resume, so they cost a model load when complete, and a retrained
     /// model (a new file hash) gets a new run.
+    ///
+    /// A training step whose file no later step trains from (the direct-tuned model, GRPO reward
+    /// variants after the first) is also done when its file is absent but the preset's evaluation
+    /// of its logged export is complete ([`Self::scored_export`]); the CoT step also when its file
+    /// holds the `until_kept` examples it wants.
     fn already_done(&self, s: &Step, before: &std::collections::HashSet<String>) -> bool {
+        let leaf_scored = |name: &str| self.scored_export(name, &crate::data::ZERO_SHOT, self.p.eval.limit).is_some();
         match &s.kind {
-            StepKind::Sft { target } => self.trained(&self.p.run_name(&format!("sft-{target}"))),
-            StepKind::Grpo { index } => self.trained(&self.p.grpo_name(*index)),
+            StepKind::Sft { target } => {
+                let name = self.p.run_name(&format!("sft-{target}"));
+                self.trained(&name) || (target == "direct" && leaf_scored(&name))
+            }
+            StepKind::Grpo { index } => {
+                let name = self.p.grpo_name(*index);
+                self.trained(&name) || (*index > 0 && leaf_scored(&name))
+            }
             StepKind::Report => false,
-            StepKind::Eval { model } => !self.produced(model) && before.contains(&s.id),
+            StepKind::Eval { model } => {
+                if self.produced(model) {
+                    !self.trained(model) && leaf_scored(model)
+                } else {
+                    before.contains(&s.id)
+                }
+            }
             StepKind::LowResource { .. } => false,
-            StepKind::Cot => before.contains(&s.id),
+            StepKind::Cot => before.contains(&s.id) || self.cot_kept_enough(),
         }
+    }
+
+    /// Whether the CoT file holds the `until_kept` examples the preset wants (false without one).
+    fn cot_kept_enough(&self) -> bool {
+        let Some(n) = self.p.cot.until_kept else { return false };
+        let file = self.p.cot_file(&self.g.results);
+        std::fs::read_to_string(&file).is_ok_and(|t| t.lines().filter(|l| !l.trim().is_empty()).count() >= n)
     }
 }
 
@@ -427,7 +483,7 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     }
     let log = steps_log(g, &p);
     let before = done_before(&log)?;
-    let ctx = Ctx { g, p: &p, threads: a.threads, checkpoints: a.checkpoints.clone() };
+    let ctx = Ctx { g, p: &p, threads: a.threads, checkpoints: a.checkpoints.clone(), runs: Default::default() };
     let pending: Vec<bool> = steps.iter().map(|s| !ctx.already_done(s, &before)).collect();
     // a low-resource grid always reruns (its cells resume on their own): once it has finished in an
     // earlier session, what is left of it is only the check that every cell is done
@@ -543,7 +599,7 @@ mod tests {
         let g = global(root);
         let (mut p, _) = Preset::load(&root.join("baselines"), "cpu").unwrap();
         fn ctx<'a>(g: &'a Global, p: &'a Preset) -> Ctx<'a> {
-            Ctx { g, p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck") }
+            Ctx { g, p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck"), runs: Default::default() }
         }
 
         // free (the default): no --decoding anywhere, as in every command recorded so far
@@ -579,5 +635,33 @@ mod tests {
         // plan ids: another decoding is another step (a free run's "done" does not skip it)
         let ids: Vec<String> = p.plan(&|_| 1.0, 350, &|_| 1000).into_iter().map(|s| s.id).collect();
         assert!(ids.contains(&"eval-base-schema".to_string()) && ids.contains(&"cot-json".to_string()), "{ids:?}");
+    }
+
+    /// On a machine without the committed exports (a clean clone), a step whose only use of its
+    /// file is a committed score passes over it; a step whose file later steps train from does not.
+    #[test]
+    fn scored_exports_stand_for_missing_files_only_where_nothing_trains_from_them() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut g = global(root);
+        g.models = PathBuf::from("/nonexistent-models");
+        let (p, _) = Preset::load(&root.join("baselines"), "cpu").unwrap();
+        let c = Ctx { g: &g, p: &p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck"), runs: Default::default() };
+        // real committed runs: a complete low-resource cell, and one whose run stopped at 66 of 200
+        let ai = c.scored_export("cpu-lr-crossner_ai-p10-s1-base", &["crossner_ai"], Some(200));
+        assert_eq!(ai.as_deref(), Some("cpu-lr-crossner-ai-p10-s1-base-direct-free-test-n200-s42-8952d1bc"));
+        assert_eq!(c.scored_export("cpu-lr-crossner_literature-p10-s1-base", &["crossner_literature"], Some(200)), None);
+        assert_eq!(c.scored_export("cpu-lr-crossner_ai-p10-s1-base", &["crossner_ai"], Some(50)), None, "another sample");
+        let before = std::collections::HashSet::new();
+        let done = |id: &str| {
+            let steps = p.plan(&|_| 1.0, 350, &|_| 1000);
+            let s = steps.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no step {id}"));
+            c.already_done(s, &before)
+        };
+        // the direct-tuned model's sample run scored its logged export: no retraining for it
+        assert!(done("cpu-sft-direct") && done("eval-cpu-sft-direct"));
+        // GRPO trains from the CoT-tuned file, so without the file it is not done
+        assert!(!done("cpu-sft-cot"));
+        // the committed CoT set holds the 2,000 kept examples the preset wants
+        assert!(done("cot"));
     }
 }
