@@ -251,8 +251,10 @@ impl Model {
 
 /// The device training runs on: CUDA when built with `--features cuda` and one is present, else
 /// the CPU. A CUDA build on a machine without an NVIDIA driver or GPU trains on the CPU with a
-/// warning: cudarc loads the driver library at run time and panics when it is missing, so the
-/// probe runs under `catch_unwind` (with the panic message kept off stderr).
+/// warning. Without a GPU the probe returns an error; without the driver library, cudarc (when
+/// it loads the library at run time) panics instead, so the probe runs under `catch_unwind` (with
+/// the panic message kept off stderr). Checked on a machine with the CUDA 11.8 toolkit and no GPU
+/// (`tests` below, built with `--features cuda`): the CPU is chosen.
 pub fn device(cpu: bool) -> Result<Device> {
     if cpu || !candle_core::utils::cuda_is_available() {
         return Ok(Device::Cpu);
