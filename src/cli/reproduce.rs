@@ -646,11 +646,24 @@ mod tests {
         g.models = PathBuf::from("/nonexistent-models");
         let (p, _) = Preset::load(&root.join("baselines"), "cpu").unwrap();
         let c = Ctx { g: &g, p: &p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck"), runs: Default::default() };
-        // real committed runs: a complete low-resource cell, and one whose run stopped at 66 of 200
-        let ai = c.scored_export("cpu-lr-crossner_ai-p10-s1-base", &["crossner_ai"], Some(200));
+        // a real committed run of a complete low-resource cell
+        let cell = "cpu-lr-crossner_ai-p10-s1-base";
+        let ai = c.scored_export(cell, &["crossner_ai"], Some(200));
         assert_eq!(ai.as_deref(), Some("cpu-lr-crossner-ai-p10-s1-base-direct-free-test-n200-s42-8952d1bc"));
-        assert_eq!(c.scored_export("cpu-lr-crossner_literature-p10-s1-base", &["crossner_literature"], Some(200)), None);
-        assert_eq!(c.scored_export("cpu-lr-crossner_ai-p10-s1-base", &["crossner_ai"], Some(50)), None, "another sample");
+        assert_eq!(c.scored_export(cell, &["crossner_ai"], Some(50)), None, "another sample");
+        assert_eq!(c.scored_export(cell, &["crossner_music"], Some(200)), None, "another dataset");
+        // the same run cut short, or of other bytes, does not stand for the file
+        for cut in [true, false] {
+            let mut runs = crate::report::load_runs(&g.results).unwrap();
+            let r = runs.iter_mut().find(|r| Some(r.id()) == ai).unwrap();
+            if cut {
+                r.scores.datasets.get_mut("crossner_ai").unwrap().sentences = 66;
+            } else {
+                r.model_sha256 = Some("0".repeat(64));
+            }
+            let other = Ctx { g: &g, p: &p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck"), runs: runs.into() };
+            assert_eq!(other.scored_export(cell, &["crossner_ai"], Some(200)), None, "cut short: {cut}");
+        }
         let before = std::collections::HashSet::new();
         let done = |id: &str| {
             let steps = p.plan(&|_| 1.0, 350, &|_| 1000);
