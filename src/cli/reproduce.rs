@@ -119,7 +119,12 @@ impl Ctx<'_> {
         let log = self.g.results.join("train").join(name).join("run.json");
         let run: serde_json::Value = crate::util::read_json(&log).ok()?;
         let sha = run.get("export_sha256")?.as_str()?.to_string();
-        let runs = self.runs.get_or_init(|| crate::report::load_runs(&self.g.results).unwrap_or_default());
+        let runs = self.runs.get_or_init(|| {
+            crate::report::load_runs(&self.g.results).unwrap_or_else(|e| {
+                tracing::warn!("{e}: no committed score stands for a missing file this time");
+                Vec::new()
+            })
+        });
         let e = &self.p.eval;
         runs.iter()
             .find(|r| {
@@ -445,8 +450,9 @@ impl Ctx<'_> {
     /// Whether the CoT file holds the `until_kept` examples the preset wants (false without one).
     fn cot_kept_enough(&self) -> bool {
         let Some(n) = self.p.cot.until_kept else { return false };
+        // counted as `rner cot` counts the kept examples it resumes from
         let file = self.p.cot_file(&self.g.results);
-        std::fs::read_to_string(&file).is_ok_and(|t| t.lines().filter(|l| !l.trim().is_empty()).count() >= n)
+        file.is_file() && crate::train::cot::read_records(&file).is_ok_and(|r| r.len() >= n)
     }
 }
 
