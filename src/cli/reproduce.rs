@@ -33,6 +33,39 @@ pub struct ReproduceArgs {
     /// where training checkpoints go (large; git-ignored)
     #[arg(long, default_value = "checkpoints")]
     pub checkpoints: PathBuf,
+    /// run only the steps whose ids match one of these patterns (comma-separated; `*` matches any
+    /// run of characters), in the plan's order; the others are left as they are for a later run
+    #[arg(long, value_delimiter = ',', value_name = "STEPS")]
+    pub only: Vec<String>,
+}
+
+/// Whether step id `id` matches `pattern`, where `*` stands for any run of characters.
+fn id_matches(pattern: &str, id: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == id;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !id.starts_with(first) || id.len() < first.len() + last.len() || !id.ends_with(last) {
+        return false;
+    }
+    let mut rest = &id[first.len()..id.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Which steps `--only` selects (all of them without it); a pattern that matches no step is an
+/// error naming it.
+fn selected(steps: &[Step], only: &[String], preset: &str) -> anyhow::Result<Vec<bool>> {
+    if let Some(p) = only.iter().find(|p| !steps.iter().any(|s| id_matches(p, &s.id))) {
+        anyhow::bail!("--only {p}: no step of preset {preset} has a matching id (`rner reproduce --preset {preset} --dry-run` lists them)");
+    }
+    Ok(steps.iter().map(|s| only.is_empty() || only.iter().any(|p| id_matches(p, &s.id))).collect())
 }
 
 /// One row of `results/reproduce/<preset>/steps.jsonl`.
@@ -490,6 +523,7 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     let log = steps_log(g, &p);
     let before = done_before(&log)?;
     let ctx = Ctx { g, p: &p, threads: a.threads, checkpoints: a.checkpoints.clone(), runs: Default::default() };
+    let chosen = selected(&steps, &a.only, &p.name)?;
     let pending: Vec<bool> = steps.iter().map(|s| !ctx.already_done(s, &before)).collect();
     // a low-resource grid always reruns (its cells resume on their own): once it has finished in an
     // earlier session, what is left of it is only the check that every cell is done
@@ -499,7 +533,20 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     println!("rner reproduce --preset {} ({}): {}", p.name, path.display(), p.description);
     println!("{:>3}  {:<44} {:>12}  {}", "#", "step", "estimate", "what");
     for (i, (s, todo)) in steps.iter().zip(&pending).enumerate() {
-        println!("{:>3}  {:<44} {:>12}  {}{}", i + 1, s.id, human_time(s.estimate_s), s.what, if !*todo { "  [done]" } else if finished(s) { "  [done; its cells are rechecked]" } else { "" });
+        let mark = if !*todo {
+            "  [done]"
+        } else if finished(s) {
+            "  [done; its cells are rechecked]"
+        } else if !chosen[i] {
+            "  [not in --only]"
+        } else {
+            ""
+        };
+        println!("{:>3}  {:<44} {:>12}  {}{mark}", i + 1, s.id, human_time(s.estimate_s), s.what);
+    }
+    if !a.only.is_empty() {
+        let run: f64 = steps.iter().zip(&pending).zip(&chosen).filter(|((s, p), c)| **p && **c && !finished(s)).map(|((s, _), _)| s.estimate_s).sum();
+        println!("--only {}: {} of the steps left run now ({})", a.only.join(","), steps.iter().zip(&pending).zip(&chosen).filter(|((s, p), c)| **p && **c && !finished(s)).count(), human_time(run));
     }
     println!(
         "estimated: {} for the whole preset, {} for the {} steps left (rates measured on a 2-core CPU for SmolLM2-135M, scaled by model size; see src/run/preset.rs)",
@@ -525,7 +572,7 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
         )?;
         let n = steps.len();
         for (i, (s, todo)) in steps.iter().zip(&pending).enumerate() {
-            if !todo {
+            if !todo || !chosen[i] {
                 continue;
             }
             println!("[{}/{n}] {} — {} (estimate {})", i + 1, s.id, s.what, human_time(s.estimate_s));
@@ -596,6 +643,28 @@ mod tests {
             baselines: root.join("baselines"),
             quiet: true,
         }
+    }
+
+    /// `--only` picks steps of the committed cpu preset's plan by id pattern, in plan order, and
+    /// names a pattern that matches nothing.
+    #[test]
+    fn only_selects_steps_by_id_pattern_and_names_a_pattern_that_matches_none() {
+        assert!(id_matches("cpu-grpo-paper", "cpu-grpo-paper"));
+        assert!(!id_matches("cpu-grpo-paper", "eval-cpu-grpo-paper"));
+        assert!(id_matches("*cpu-grpo-paper", "eval-cpu-grpo-paper"));
+        assert!(id_matches("cpu-lr-*-p10-*-base", "cpu-lr-crossner_ai-p10-s1-base"));
+        assert!(!id_matches("cpu-lr-*-p10-*-base", "cpu-lr-crossner_ai-p100-s1-base"));
+        assert!(!id_matches("a*a", "a"), "the two ends may not overlap");
+        assert!(id_matches("*", ""));
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (p, _) = Preset::load(&root.join("baselines"), "cpu").unwrap();
+        let steps = p.plan(&|_| 1.0, 350, &|_| 1000);
+        let chosen = selected(&steps, &["*cpu-grpo-paper".into(), "report".into()], &p.name).unwrap();
+        let ids: Vec<&str> = steps.iter().zip(&chosen).filter(|(_, c)| **c).map(|(s, _)| s.id.as_str()).collect();
+        assert_eq!(ids, ["cpu-grpo-paper", "eval-cpu-grpo-paper", "report"]);
+        assert!(selected(&steps, &[], &p.name).unwrap().iter().all(|c| *c));
+        let e = selected(&steps, &["cpu-grpo-papr".into()], &p.name).unwrap_err().to_string();
+        assert!(e.contains("--only cpu-grpo-papr") && e.contains("preset cpu"), "{e}");
     }
 
     /// Every step's flags parse as the command they name, and carry the preset's settings.
