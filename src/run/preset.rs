@@ -286,8 +286,8 @@ pub struct Rates {
     pub prefill_tok_s: f64,
     /// seconds to load, export and clean up around a training run
     pub overhead_s: f64,
-    /// seconds per GRPO step beyond generation and the update (F16 export, llama.cpp load, scoring)
-    pub grpo_step_overhead_s: f64,
+    /// training tokens per second in a GRPO policy update (prompt and completions of a group)
+    pub grpo_train_tok_s: f64,
 }
 
 /// A GRPO log-prob pass (forward only) against a training pass of the same tokens: 13.30 s
@@ -308,7 +308,12 @@ pub const REFERENCE: Rates = Rates {
     prompt_tokens: 206.0,
     prefill_tok_s: 340.0,
     overhead_s: 15.0,
-    grpo_step_overhead_s: 25.0,
+    // the cpu preset's GRPO run (results/train/cpu-grpo-paper/steps.jsonl, 60 steps, 2026-12-06):
+    // a step took 35.1 s on average, its rollout (export and llama.cpp load included), log-prob
+    // pass and update 11.9 + 5.8 + 17.5 s, nothing besides (no per-step overhead to add); the
+    // update ran 112 prompt and completion tokens per second (the log-prob pass 339, 0.33 of a
+    // training pass: below GRPO_LOGP_PASS, which is kept from the bench)
+    grpo_train_tok_s: 112.0,
 };
 
 impl Rates {
@@ -435,12 +440,12 @@ impl Preset {
             // bench grpo`), the old policy's with several iterations, and the training passes
             let tokens = g.prompts_per_step as f64 * r.prompt_tokens + completions * g.max_completion_length as f64 * 0.5;
             let passes = GRPO_LOGP_PASS * (1.0 + (g.num_iterations > 1) as u8 as f64) + g.num_iterations as f64;
-            let update = tokens * passes / r.train_tok_s;
+            let update = tokens * passes / r.grpo_train_tok_s;
             steps.push(Step {
                 id: self.grpo_name(i),
                 kind: StepKind::Grpo { index: i },
                 what: format!("stage 3{}: GRPO from the CoT-tuned model, reward {}", if i == 0 { "" } else { " ablation" }, v.weights),
-                estimate_s: g.steps as f64 * ((rollout + update) * sizes(&self.student) + r.grpo_step_overhead_s) + r.overhead_s * 2.0,
+                estimate_s: g.steps as f64 * (rollout + update) * sizes(&self.student) + r.overhead_s * 2.0,
             });
         }
         if self.sft.direct_ablation {
