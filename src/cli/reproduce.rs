@@ -528,12 +528,18 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     // a low-resource grid always reruns (its cells resume on their own): once it has finished in an
     // earlier session, what is left of it is only the check that every cell is done
     let finished = |s: &Step| matches!(s.kind, StepKind::LowResource { .. }) && before.contains(&s.id);
-    let left: f64 = steps.iter().zip(&pending).filter(|(s, p)| **p && !finished(s)).map(|(s, _)| s.estimate_s).sum();
-    let total: f64 = steps.iter().map(|s| s.estimate_s).sum();
+    // what a step is expected to take: its last pass in the step log (this preset's earlier runs,
+    // here or where the log was committed), else the rate-based estimate
+    let rows: Vec<StepRecord> = crate::util::read_jsonl(&log)?;
+    let measured: Vec<Option<f64>> = steps.iter().map(|s| measured_pass(&rows, &s.id)).collect();
+    let expect = |i: usize| measured[i].unwrap_or(steps[i].estimate_s);
+    let to_run = |i: usize| pending[i] && !finished(&steps[i]);
+    let left: f64 = (0..steps.len()).filter(|&i| to_run(i)).map(expect).sum();
+    let total: f64 = (0..steps.len()).map(expect).sum();
     println!("rner reproduce --preset {} ({}): {}", p.name, path.display(), p.description);
     println!("{:>3}  {:<44} {:>12}  {}", "#", "step", "estimate", "what");
-    for (i, (s, todo)) in steps.iter().zip(&pending).enumerate() {
-        let mark = if !*todo {
+    for (i, s) in steps.iter().enumerate() {
+        let mark = if !pending[i] {
             "  [done]"
         } else if finished(s) {
             "  [done; its cells are rechecked]"
@@ -542,17 +548,18 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
         } else {
             ""
         };
-        println!("{:>3}  {:<44} {:>12}  {}{mark}", i + 1, s.id, human_time(s.estimate_s), s.what);
+        let time = format!("{}{}", human_time(expect(i)), if measured[i].is_some() { "*" } else { " " });
+        println!("{:>3}  {:<44} {:>13}  {}{mark}", i + 1, s.id, time, s.what);
     }
     if !a.only.is_empty() {
-        let run: f64 = steps.iter().zip(&pending).zip(&chosen).filter(|((s, p), c)| **p && **c && !finished(s)).map(|((s, _), _)| s.estimate_s).sum();
-        println!("--only {}: {} of the steps left run now ({})", a.only.join(","), steps.iter().zip(&pending).zip(&chosen).filter(|((s, p), c)| **p && **c && !finished(s)).count(), human_time(run));
+        let now: Vec<usize> = (0..steps.len()).filter(|&i| to_run(i) && chosen[i]).collect();
+        println!("--only {}: {} of the steps left run now ({})", a.only.join(","), now.len(), human_time(now.iter().map(|&i| expect(i)).sum()));
     }
     println!(
-        "estimated: {} for the whole preset, {} for the {} steps left (rates measured on a 2-core CPU for SmolLM2-135M, scaled by model size; see src/run/preset.rs)",
+        "estimated: {} for the whole preset, {} for the {} steps left (* the step's last pass in the step log; the others from rates measured on a 2-core CPU for SmolLM2-135M, scaled by model size, see src/run/preset.rs)",
         human_time(total),
         human_time(left),
-        steps.iter().zip(&pending).filter(|(s, p)| **p && !finished(s)).count()
+        (0..steps.len()).filter(|&i| to_run(i)).count()
     );
     if a.dry_run {
         return Ok(ExitCode::SUCCESS);
@@ -575,7 +582,7 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
             if !todo || !chosen[i] {
                 continue;
             }
-            println!("[{}/{n}] {} — {} (estimate {})", i + 1, s.id, s.what, human_time(s.estimate_s));
+            println!("[{}/{n}] {} — {} (estimate {})", i + 1, s.id, s.what, human_time(expect(i)));
             let t0 = Instant::now();
             let mut commands = Vec::new();
             let (status, note) = ctx.run_step(s, &mut commands).map_err(|e| anyhow::anyhow!("step {} ({}): {e:#}", s.id, commands.last().cloned().unwrap_or_default()))?;
@@ -592,6 +599,29 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Seconds of a step's last pass that did the work: its last `done` run with the `interrupted` runs
+/// that led up to it (a step resumed across sessions); without one, what it has run so far since
+/// its last finished pass.
+fn last_pass_s(rows: &[&StepRecord]) -> f64 {
+    let sum = |rs: &[&StepRecord]| rs.iter().map(|r| r.seconds).sum::<f64>();
+    // the interrupted runs just before record `end`
+    let resumed_from = |end: usize| rows[..end].iter().rposition(|r| r.status != "interrupted").map_or(0, |i| i + 1);
+    match rows.iter().rposition(|r| r.status == "done") {
+        Some(end) => sum(&rows[resumed_from(end)..=end]),
+        // unfinished: its interrupted runs since the last other record, else the last look at it
+        None => match resumed_from(rows.len()) {
+            start if start < rows.len() => sum(&rows[start..]),
+            _ => rows.last().map_or(0.0, |r| r.seconds),
+        },
+    }
+}
+
+/// The last pass of step `id` in the step log `rows`, when it has finished one.
+fn measured_pass(rows: &[StepRecord], id: &str) -> Option<f64> {
+    let mine: Vec<&StepRecord> = rows.iter().filter(|r| r.id == id).collect();
+    mine.iter().any(|r| r.status == "done").then(|| last_pass_s(&mine))
+}
+
 /// `reports/reproduce-<preset>.md`: every step with its commands, estimate and measured time.
 fn summary(g: &Global, p: &Preset, steps: &[Step]) -> anyhow::Result<()> {
     let rows: Vec<StepRecord> = crate::util::read_jsonl(&steps_log(g, p))?;
@@ -604,12 +634,14 @@ fn summary(g: &Global, p: &Preset, steps: &[Step]) -> anyhow::Result<()> {
         crate::util::cpus(),
         crate::util::cpu_model()
     );
-    let (mut measured, mut estimated) = (0.0, 0.0);
+    let (mut measured, mut pass, mut estimated) = (0.0, 0.0, 0.0);
     for (i, s) in steps.iter().enumerate() {
         // the session that did the work, else the latest look at the step
         let last = rows.iter().rev().find(|r| r.id == s.id && r.status == "done").or_else(|| rows.iter().rev().find(|r| r.id == s.id && r.status != "interrupted"));
-        let secs: f64 = rows.iter().filter(|r| r.id == s.id).map(|r| r.seconds).sum();
+        let mine: Vec<&StepRecord> = rows.iter().filter(|r| r.id == s.id).collect();
+        let secs: f64 = mine.iter().map(|r| r.seconds).sum();
         measured += secs;
+        pass += last_pass_s(&mine);
         estimated += s.estimate_s;
         let cmds = last.map(|r| r.commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join("<br>")).unwrap_or_default();
         md.push_str(&format!(
@@ -622,7 +654,12 @@ fn summary(g: &Global, p: &Preset, steps: &[Step]) -> anyhow::Result<()> {
             cmds
         ));
     }
-    md.push_str(&format!("\nTotal: {} measured over all sessions, {} estimated.\n", human_time(measured), human_time(estimated)));
+    md.push_str(&format!(
+        "\nTotal: {} for one pass of every step (each step's last run that did the work, with the interrupted runs it resumed), {} measured over all sessions (steps run again included), {} estimated.\n",
+        human_time(pass),
+        human_time(measured),
+        human_time(estimated)
+    ));
     let out = g.reports.join(format!("reproduce-{}.md", p.name));
     crate::util::write_atomic(&out, md.as_bytes())?;
     println!("{}", out.display());
@@ -643,6 +680,22 @@ mod tests {
             baselines: root.join("baselines"),
             quiet: true,
         }
+    }
+
+    /// One pass of a step is its last run that did the work with the interrupted runs it resumed.
+    #[test]
+    fn a_pass_counts_the_interrupted_runs_it_resumed_and_not_earlier_passes() {
+        let rec = |status: &str, seconds: f64| StepRecord { id: "s".into(), status: status.into(), commands: vec![], seconds, estimate_s: 0.0, note: String::new(), date: String::new() };
+        let pass = |rs: &[StepRecord]| last_pass_s(&rs.iter().collect::<Vec<_>>());
+        assert_eq!(pass(&[]), 0.0);
+        assert_eq!(pass(&[rec("done", 5.0)]), 5.0);
+        assert_eq!(pass(&[rec("interrupted", 2.0), rec("interrupted", 3.0), rec("done", 5.0), rec("skipped", 1.0)]), 10.0);
+        // trained again later: only the second pass
+        assert_eq!(pass(&[rec("interrupted", 2.0), rec("done", 5.0), rec("interrupted", 7.0), rec("done", 11.0)]), 18.0);
+        assert_eq!(pass(&[rec("done", 5.0), rec("done", 11.0)]), 11.0);
+        // unfinished: what it has run since its last other record
+        assert_eq!(pass(&[rec("skipped", 1.0), rec("interrupted", 2.0), rec("interrupted", 3.0)]), 5.0);
+        assert_eq!(pass(&[rec("not_run", 0.5)]), 0.5);
     }
 
     /// `--only` picks steps of the committed cpu preset's plan by id pattern, in plan order, and
