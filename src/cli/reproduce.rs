@@ -537,7 +537,7 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     let left: f64 = (0..steps.len()).filter(|&i| to_run(i)).map(expect).sum();
     let total: f64 = (0..steps.len()).map(expect).sum();
     println!("rner reproduce --preset {} ({}): {}", p.name, path.display(), p.description);
-    println!("{:>3}  {:<44} {:>12}  {}", "#", "step", "estimate", "what");
+    println!("{:>3}  {:<44} {:>13}  {}", "#", "step", "estimate ", "what");
     for (i, s) in steps.iter().enumerate() {
         let mark = if !pending[i] {
             "  [done]"
