@@ -666,6 +666,13 @@ pub struct Band {
     pub paper: bool,
 }
 
+/// One colour per band name over all panels (names sorted), so a starting model keeps its colour
+/// from panel to panel whichever others a panel holds.
+fn band_colors(panels: &[(String, Vec<String>, Vec<Band>)]) -> std::collections::HashMap<String, RGBColor> {
+    let names: std::collections::BTreeSet<&String> = panels.iter().flat_map(|p| p.2.iter().filter(|b| !b.paper).map(|b| &b.name)).collect();
+    names.into_iter().enumerate().map(|(j, n)| (n.clone(), series_color(j))).collect()
+}
+
 /// Curves with bands (one panel per `(title, bands)`), e.g. low-resource F1 against the training
 /// share: `plots_dir/<stem>.{svg,png}`.
 /// x values are positions 0, 1, … named by each panel's `ticks` (evenly spaced shares read better
@@ -673,6 +680,7 @@ pub struct Band {
 pub fn bands(panels: &[(String, Vec<String>, Vec<Band>)], x_label: &str, y_label: &str, plots_dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, panels: &[(String, Vec<String>, Vec<Band>)], x_label: &str, y_label: &str) -> DrawResult {
         root.fill(&WHITE).map_err(d)?;
+        let colors = band_colors(panels);
         let cols = panels.len().clamp(1, 2);
         let rows = panels.len().div_ceil(cols).max(1);
         let areas = root.split_evenly((rows, cols));
@@ -696,14 +704,8 @@ pub fn bands(panels: &[(String, Vec<String>, Vec<Band>)], x_label: &str, y_label
                 .axis_desc_style((FAMILY, 13))
                 .draw()
                 .map_err(d)?;
-            let mut ours = 0;
             for b in bands {
-                let color = if b.paper {
-                    PAPER[0]
-                } else {
-                    ours += 1;
-                    series_color(ours - 1)
-                };
+                let color = if b.paper { PAPER[0] } else { colors[&b.name] };
                 if !b.paper && b.points.len() > 1 {
                     let mut poly: Vec<(f64, f64)> = b.points.iter().map(|p| (p.0, p.3)).collect();
                     poly.extend(b.points.iter().rev().map(|p| (p.0, p.2)));
@@ -951,5 +953,19 @@ mod tests {
         let colours: std::collections::HashSet<(u8, u8, u8)> = (0..30).map(|j| series_color(j)).map(|RGBColor(r, g, b)| (r, g, b)).collect();
         assert_eq!(colours.len(), 30);
         assert!(OURS.iter().enumerate().all(|(j, c)| series_color(j) == *c), "the first ten are the palette itself");
+    }
+
+    /// A band keeps its colour across panels, whichever other bands a panel holds.
+    #[test]
+    fn a_band_name_has_one_colour_in_every_panel() {
+        let band = |name: &str, paper: bool| Band { name: name.into(), points: vec![(0.0, 1.0, 1.0, 1.0)], dots: Vec::new(), paper };
+        let panels = vec![
+            ("a".to_string(), vec!["10%".to_string()], vec![band("smollm2", false), band("paper", true)]),
+            ("b".to_string(), vec!["10%".to_string()], vec![band("cpu-grpo-paper", false), band("smollm2", false)]),
+        ];
+        let c = band_colors(&panels);
+        assert_eq!(c.len(), 2, "paper bands take no series colour");
+        assert_eq!(c["cpu-grpo-paper"], series_color(0));
+        assert_eq!(c["smollm2"], series_color(1));
     }
 }
