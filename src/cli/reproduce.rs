@@ -39,33 +39,25 @@ pub struct ReproduceArgs {
     pub only: Vec<String>,
 }
 
-/// Whether step id `id` matches `pattern`, where `*` stands for any run of characters.
+/// `pattern` as an anchored regex, where `*` stands for any run of characters.
+fn id_pattern(pattern: &str) -> regex::Regex {
+    regex::Regex::new(&format!("^{}$", regex::escape(pattern).replace(r"\*", ".*"))).expect("an escaped pattern is a valid regex")
+}
+
+/// Whether step id `id` matches `pattern` (`*`: any run of characters).
+#[cfg(test)]
 fn id_matches(pattern: &str, id: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == id;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !id.starts_with(first) || id.len() < first.len() + last.len() || !id.ends_with(last) {
-        return false;
-    }
-    let mut rest = &id[first.len()..id.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    true
+    id_pattern(pattern).is_match(id)
 }
 
 /// Which steps `--only` selects (all of them without it); a pattern that matches no step is an
 /// error naming it.
 fn selected(steps: &[Step], only: &[String], preset: &str) -> anyhow::Result<Vec<bool>> {
-    if let Some(p) = only.iter().find(|p| !steps.iter().any(|s| id_matches(p, &s.id))) {
+    let patterns: Vec<regex::Regex> = only.iter().map(|p| id_pattern(p)).collect();
+    if let Some((p, _)) = only.iter().zip(&patterns).find(|(_, r)| !steps.iter().any(|s| r.is_match(&s.id))) {
         anyhow::bail!("--only {p}: no step of preset {preset} has a matching id (`rner reproduce --preset {preset} --dry-run` lists them)");
     }
-    Ok(steps.iter().map(|s| only.is_empty() || only.iter().any(|p| id_matches(p, &s.id))).collect())
+    Ok(steps.iter().map(|s| patterns.is_empty() || patterns.iter().any(|r| r.is_match(&s.id))).collect())
 }
 
 /// One row of `results/reproduce/<preset>/steps.jsonl`.
@@ -85,9 +77,9 @@ fn steps_log(g: &Global, p: &Preset) -> PathBuf {
     g.results.join("reproduce").join(&p.name).join("steps.jsonl")
 }
 
-/// Ids of the steps recorded as done in earlier sessions (a bad line is an error naming it).
-fn done_before(log: &Path) -> crate::Result<std::collections::HashSet<String>> {
-    Ok(crate::util::read_jsonl::<StepRecord>(log)?.into_iter().filter(|r| r.status == "done" || r.status == "skipped").map(|r| r.id).collect())
+/// Ids of the steps the step log records as done or already there in earlier sessions.
+fn done_before(rows: &[StepRecord]) -> std::collections::HashSet<String> {
+    rows.iter().filter(|r| r.status == "done" || r.status == "skipped").map(|r| r.id.clone()).collect()
 }
 
 /// Parse `argv` as the flags of one command, exactly as typed on the command line.
@@ -521,7 +513,8 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let log = steps_log(g, &p);
-    let before = done_before(&log)?;
+    let rows: Vec<StepRecord> = crate::util::read_jsonl(&log)?;
+    let before = done_before(&rows);
     let ctx = Ctx { g, p: &p, threads: a.threads, checkpoints: a.checkpoints.clone(), runs: Default::default() };
     let chosen = selected(&steps, &a.only, &p.name)?;
     let pending: Vec<bool> = steps.iter().map(|s| !ctx.already_done(s, &before)).collect();
@@ -530,7 +523,6 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     let finished = |s: &Step| matches!(s.kind, StepKind::LowResource { .. }) && before.contains(&s.id);
     // what a step is expected to take: its last pass in the step log (this preset's earlier runs,
     // here or where the log was committed), else the rate-based estimate
-    let rows: Vec<StepRecord> = crate::util::read_jsonl(&log)?;
     let measured: Vec<Option<f64>> = steps.iter().map(|s| measured_pass(&rows, &s.id)).collect();
     let expect = |i: usize| measured[i].unwrap_or(steps[i].estimate_s);
     let to_run = |i: usize| pending[i] && !finished(&steps[i]);
