@@ -23,6 +23,7 @@ pub struct ReportArgs {
 pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
     let paper = g.baselines.join("paper-table1.toml");
     let train = crate::report::training::load(&g.results)?;
+    let whole = a.labels.is_empty();
     let opts = ZeroShotOptions {
         label_runs: if a.labels.is_empty() { LabelRuns::All } else { LabelRuns::Only(a.labels) },
         exclude_models: crate::report::training::low_resource_models(&train),
@@ -68,6 +69,14 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
             pairs.push((x.to_string(), y.to_string()));
         }
         println!("{}", crate::report::site::write(&runs, &pairs, &g.reports)?.display());
+    }
+    // the whole report was written from results/: what it holds for runs no longer there goes
+    if whole {
+        let ids: Vec<String> = runs.iter().map(crate::report::Run::id).collect();
+        let names: Vec<String> = train.iter().map(|t| t.name.clone()).collect();
+        for p in crate::report::prune_stale(&g.reports, &ids, &names, a.html)? {
+            println!("removed {} (its run is not in {})", p.display(), g.results.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

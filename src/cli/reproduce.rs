@@ -448,8 +448,26 @@ impl Ctx<'_> {
     /// variants after the first) is also done when its file is absent but the preset's evaluation
     /// of its logged export is complete ([`Self::scored_export`]); the CoT step also when its file
     /// holds the `until_kept` examples it wants.
+    /// Whether the export that training run `name` logged has a complete zero-shot run under this
+    /// preset's evaluation settings.
+    fn leaf_scored(&self, name: &str) -> bool {
+        self.scored_export(name, &crate::data::ZERO_SHOT, self.p.eval.limit).is_some()
+    }
+
+    /// Whether a step that always reruns (a low-resource grid, the evaluation of a model this preset
+    /// trained whose file is here) finished in an earlier session, so that what is left of it is
+    /// only the check that every row is there.
+    fn only_rechecks(&self, s: &Step, before: &std::collections::HashSet<String>) -> bool {
+        before.contains(&s.id)
+            && match &s.kind {
+                StepKind::LowResource { .. } => true,
+                StepKind::Eval { model } => self.produced(model) && self.leaf_scored(model),
+                _ => false,
+            }
+    }
+
     fn already_done(&self, s: &Step, before: &std::collections::HashSet<String>) -> bool {
-        let leaf_scored = |name: &str| self.scored_export(name, &crate::data::ZERO_SHOT, self.p.eval.limit).is_some();
+        let leaf_scored = |name: &str| self.leaf_scored(name);
         match &s.kind {
             StepKind::Sft { target } => {
                 let name = self.p.run_name(&format!("sft-{target}"));
@@ -518,9 +536,7 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     let ctx = Ctx { g, p: &p, threads: a.threads, checkpoints: a.checkpoints.clone(), runs: Default::default() };
     let chosen = selected(&steps, &a.only, &p.name)?;
     let pending: Vec<bool> = steps.iter().map(|s| !ctx.already_done(s, &before)).collect();
-    // a low-resource grid always reruns (its cells resume on their own): once it has finished in an
-    // earlier session, what is left of it is only the check that every cell is done
-    let finished = |s: &Step| matches!(s.kind, StepKind::LowResource { .. }) && before.contains(&s.id);
+    let finished = |s: &Step| ctx.only_rechecks(s, &before);
     // what a step is expected to take: its last pass in the step log (this preset's earlier runs,
     // here or where the log was committed), else the rate-based estimate
     let measured: Vec<Option<f64>> = steps.iter().map(|s| measured_pass(&rows, &s.id)).collect();
@@ -534,7 +550,7 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
         let mark = if !pending[i] {
             "  [done]"
         } else if finished(s) {
-            "  [done; its cells are rechecked]"
+            "  [done; rechecked]"
         } else if !chosen[i] {
             "  [not in --only]"
         } else {

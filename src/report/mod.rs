@@ -306,9 +306,79 @@ pub(crate) fn file_stem(id: &str) -> String {
     }
 }
 
+/// Per-run files under `reports_dir` whose run is no longer in results/ (a rerun under a new run id,
+/// a removed run): the plots `plots/{labels,errors}-<run>.{svg,png}` and `plots/{sft,grpo}-<training
+/// run>.{svg,png}`, and with `site` the site's `run-<run>.html`, `samples-<run>.html`,
+/// `data/<run>.js` and `compare-<a>-vs-<b>.html` of a gone run. Removes them; returns their paths,
+/// sorted. Every other file (tables, the shared plots, CoT reports) is left alone.
+pub fn prune_stale(reports_dir: &Path, run_ids: &[String], train_names: &[String], site: bool) -> Result<Vec<PathBuf>> {
+    let runs: BTreeSet<String> = run_ids.iter().map(|id| file_stem(id)).collect();
+    let trains: BTreeSet<&str> = train_names.iter().map(String::as_str).collect();
+    let mut gone = Vec::new();
+    let mut sweep = |dir: PathBuf, stale: &dyn Fn(&str) -> bool| -> Result<()> {
+        let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(()) };
+        for e in rd {
+            let path = e.map_err(|e| Error::io(&dir, e))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            if path.is_file() && stale(&name) {
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                gone.push(path);
+            }
+        }
+        Ok(())
+    };
+    let stem_of = |name: &str, exts: &[&str]| exts.iter().find_map(|x| name.strip_suffix(x)).map(str::to_string);
+    sweep(reports_dir.join("plots"), &|name| {
+        let Some(stem) = stem_of(name, &[".svg", ".png"]) else { return false };
+        if let Some(run) = stem.strip_prefix("labels-").or_else(|| stem.strip_prefix("errors-")) {
+            return !runs.contains(run);
+        }
+        stem.strip_prefix("sft-").or_else(|| stem.strip_prefix("grpo-")).is_some_and(|t| !trains.contains(t))
+    })?;
+    if site {
+        let dir = reports_dir.join("site");
+        sweep(dir.clone(), &|name| {
+            let Some(stem) = stem_of(name, &[".html"]) else { return false };
+            if let Some(run) = stem.strip_prefix("run-").or_else(|| stem.strip_prefix("samples-")) {
+                return !runs.contains(run);
+            }
+            stem.strip_prefix("compare-").and_then(|p| p.split_once("-vs-")).is_some_and(|(a, b)| !runs.contains(a) || !runs.contains(b))
+        })?;
+        sweep(dir.join("data"), &|name| stem_of(name, &[".js"]).is_some_and(|run| !runs.contains(&run)))?;
+    }
+    gone.sort();
+    Ok(gone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_per_run_files_are_pruned_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for f in [
+            "plots/labels-keep-1.png", "plots/labels-gone-2.svg", "plots/errors-gone-2.png", "plots/errors-keep-1.svg",
+            "plots/sft-train-a.png", "plots/grpo-old.svg", "plots/zero-shot.png", "plots/low-resource.svg", "plots/cot-x-words.png",
+            "site/run-keep-1.html", "site/run-gone-2.html", "site/samples-gone-2.html", "site/index.html", "site/style.css",
+            "site/compare-keep-1-vs-gone-2.html", "site/compare-keep-1-vs-keep-3.html", "site/data/gone-2.js", "site/data/keep-3.js",
+            "zero-shot.md",
+        ] {
+            std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+            std::fs::write(r.join(f), "x").unwrap();
+        }
+        let ids = ["keep-1".to_string(), "keep-3".to_string()];
+        let gone = prune_stale(r, &ids, &["train-a".to_string()], false).unwrap();
+        let names = |g: &[PathBuf]| g.iter().map(|p| p.strip_prefix(r).unwrap().display().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&gone), ["plots/errors-gone-2.png", "plots/grpo-old.svg", "plots/labels-gone-2.svg"]);
+        assert!(r.join("site/run-gone-2.html").is_file(), "the site is left alone without --html");
+        let gone = prune_stale(r, &ids, &["train-a".to_string()], true).unwrap();
+        assert_eq!(names(&gone), ["site/compare-keep-1-vs-gone-2.html", "site/data/gone-2.js", "site/run-gone-2.html", "site/samples-gone-2.html"]);
+        for kept in ["plots/labels-keep-1.png", "plots/sft-train-a.png", "plots/zero-shot.png", "plots/low-resource.svg", "plots/cot-x-words.png", "site/index.html", "site/compare-keep-1-vs-keep-3.html", "site/data/keep-3.js", "zero-shot.md"] {
+            assert!(r.join(kept).is_file(), "{kept}");
+        }
+    }
 
     #[test]
     fn columns_follow_the_registry_order() {

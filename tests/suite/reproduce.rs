@@ -118,13 +118,15 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
     assert!(low.contains("t-grpo-paper |") && low.contains("SmolLM2-135M-Instruct.Q4_1 |"), "{low}");
     assert!(d.join("rep/plots/low-resource.png").is_file());
     assert!(d.join("rep/reproduce-t.md").is_file());
-    // the plan now marks what is done, and a finished low-resource grid is not counted as left
+    // the plan now marks what is done, and a finished low-resource grid or evaluation is not counted as left
     let mut c = rner();
     let dry = c.args(["reproduce", "--dry-run", "--preset"]).arg(&file).arg("--results").arg(d.join("r")).arg("--models").arg(d.join("m")).arg("--checkpoints").arg(d.join("c")).output().unwrap();
     let plan = String::from_utf8_lossy(&dry.stdout).to_string();
     let line = |id: &str| plan.lines().find(|l| l.split_whitespace().nth(1) == Some(id)).unwrap_or_else(|| panic!("{id} missing:\n{plan}")).to_string();
     assert!(line("t-sft-cot").ends_with("[done]"), "{plan}");
-    assert!(line("t-lr-crossner_ai-p2-s1-reasoningner").ends_with("[done; its cells are rechecked]"), "{plan}");
+    assert!(line("t-lr-crossner_ai-p2-s1-reasoningner").ends_with("[done; rechecked]"), "{plan}");
+    // a trained model's evaluation, its file here and its export scored, reruns to find every row
+    assert!(line("eval-t-grpo-paper").ends_with("[done; rechecked]"), "{plan}");
 
     // a rerun: nothing is trained or generated again; evaluations of trained models are looked at
     // (they resume, finding every row) and recorded as skipped
