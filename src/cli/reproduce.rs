@@ -439,15 +439,6 @@ impl Ctx<'_> {
         }
     }
 
-    /// Whether a step can be passed over without running: training steps whose export exists,
-    /// the CoT step once done, and scores of untrained models once done. Evaluations of trained
-    /// models always run: they resume, so they cost a model load when complete, and a retrained
-    /// model (a new file hash) gets a new run.
-    ///
-    /// A training step whose file no later step trains from (the direct-tuned model, GRPO reward
-    /// variants after the first) is also done when its file is absent but the preset's evaluation
-    /// of its logged export is complete ([`Self::scored_export`]); the CoT step also when its file
-    /// holds the `until_kept` examples it wants.
     /// Whether the export that training run `name` logged has a complete zero-shot run under this
     /// preset's evaluation settings.
     fn leaf_scored(&self, name: &str) -> bool {
@@ -466,21 +457,29 @@ impl Ctx<'_> {
             }
     }
 
+    /// Whether a step can be passed over without running: training steps whose export exists,
+    /// the CoT step once done, and scores of untrained models once done. Evaluations of trained
+    /// models always run: they resume, so they cost a model load when complete, and a retrained
+    /// model (a new file hash) gets a new run.
+    ///
+    /// A training step whose file no later step trains from (the direct-tuned model, GRPO reward
+    /// variants after the first) is also done when its file is absent but the preset's evaluation
+    /// of its logged export is complete ([`Self::scored_export`]); the CoT step also when its file
+    /// holds the `until_kept` examples it wants.
     fn already_done(&self, s: &Step, before: &std::collections::HashSet<String>) -> bool {
-        let leaf_scored = |name: &str| self.leaf_scored(name);
         match &s.kind {
             StepKind::Sft { target } => {
                 let name = self.p.run_name(&format!("sft-{target}"));
-                self.trained(&name) || (target == "direct" && leaf_scored(&name))
+                self.trained(&name) || (target == "direct" && self.leaf_scored(&name))
             }
             StepKind::Grpo { index } => {
                 let name = self.p.grpo_name(*index);
-                self.trained(&name) || (*index > 0 && leaf_scored(&name))
+                self.trained(&name) || (*index > 0 && self.leaf_scored(&name))
             }
             StepKind::Report => false,
             StepKind::Eval { model } => {
                 if self.produced(model) {
-                    !self.trained(model) && leaf_scored(model)
+                    !self.trained(model) && self.leaf_scored(model)
                 } else {
                     before.contains(&s.id)
                 }
