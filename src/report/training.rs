@@ -310,14 +310,17 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
         return Ok(None);
     }
     let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(_, n)| *n).collect();
-    let mut md = String::from("# Reward ablation (ours; the paper has none)\n\nEach GRPO run starts from the same CoT-tuned checkpoint with the same settings except the reward weights (`--reward`), is exported and scored on the same benchmark sample. `parse failures` = answers that do not parse, over all seven sets; `last reward` is the training reward of the last step (its scale depends on the weights).\n\n");
-    md.push_str(&format!("| GRPO run | reward | sample | {} | avg | parse failures | last reward |\n|---|---|---|{}---|---|---|\n", names.join(" | "), "---|".repeat(names.len())));
-    let mut csv = String::from("run,reward,limit,seed,dataset,f1,ci_low,ci_high,parse_failures\n");
-    let mut plots: BTreeMap<(Option<usize>, u64, String), Vec<super::plot::BarSeries>> = BTreeMap::new();
+    let mut md = String::from("# Reward ablation (ours; the paper has none)\n\nRuns with the same `from` start from the same CoT-tuned checkpoint with the same settings except the reward weights (`--reward`); each is exported and scored on the benchmark sample shown. Compare rewards only within one `from`. `parse failures` = answers that do not parse, over all seven sets; `last reward` is the training reward of the last step (its scale depends on the weights).\n\n");
+    md.push_str(&format!("| GRPO run | from | reward | sample | {} | avg | parse failures | last reward |\n|---|---|---|---|{}---|---|---|\n", names.join(" | "), "---|".repeat(names.len())));
+    let mut csv = String::from("run,from,reward,limit,seed,dataset,f1,ci_low,ci_high,parse_failures\n");
+    // one plot per benchmark sample and starting checkpoint: rewards compare only from one start
+    let mut plots: BTreeMap<(Option<usize>, u64, String, String), Vec<super::plot::BarSeries>> = BTreeMap::new();
     for (t, w, r) in rows {
+        // the starting checkpoint's name (a checkpoint folder or a GGUF file)
+        let from = Path::new(&t.init).file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| t.init.clone());
         let mut values: Vec<Option<(f64, Option<(f64, f64)>)>> = r.zero_shot().iter().map(|d| d.map(|d| (d.f1, Some((d.ci95[0], d.ci95[1]))))).collect();
         values.push(r.average().map(|a| (a, None)));
-        plots.entry((r.scores.limit, r.scores.seed, r.scores.split.clone())).or_default().push(super::plot::BarSeries { name: format!("{} ({w})", t.name), values, paper: false });
+        plots.entry((r.scores.limit, r.scores.seed, r.scores.split.clone(), from.clone())).or_default().push(super::plot::BarSeries { name: format!("{} ({w})", t.name), values, paper: false });
         let mut cells = Vec::new();
         let mut f1s = Vec::new();
         let mut failures = 0;
@@ -328,7 +331,7 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
                     f1s.push(round2(d.f1));
                     failures += d.parse_failures;
                     csv.push_str(&format!(
-                        "{},\"{w}\",{},{},{},{},{},{},{}\n",
+                        "{},{from},\"{w}\",{},{},{},{},{},{},{}\n",
                         t.name,
                         r.scores.limit.map(|n| n.to_string()).unwrap_or("full".into()),
                         r.scores.seed,
@@ -345,15 +348,16 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
         let avg = if f1s.len() == 7 { format!("**{:.2}**", round2(f1s.iter().sum::<f64>() / 7.0)) } else { "—".into() };
         let last = f(t.steps.last().and_then(|x| x.get("reward"))).map(|v| format!("{v:.2}")).unwrap_or("—".into());
         let sample = r.scores.limit.map(|n| format!("{n}/dataset")).unwrap_or("full".into());
-        md.push_str(&format!("| {} | `{w}` | {sample} | {} | {avg} | {failures} | {last} |\n", t.name, cells.join(" | ")));
+        md.push_str(&format!("| {} | {from} | `{w}` | {sample} | {} | {avg} | {failures} | {last} |\n", t.name, cells.join(" | ")));
     }
     let mut groups: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     groups.push("Avg".into());
     md.push_str("\nF1 per dataset with its 95% bootstrap CI. Plots: ");
     let mut stems = Vec::new();
-    for ((limit, seed, split), series) in &plots {
-        let stem = format!("ablation-rewards-{}", sample_tag(*limit, *seed, split));
-        super::plot::grouped(&format!("Reward ablation ({})", sample_tag(*limit, *seed, split)), &groups, series, "F1 (%)", &reports_dir.join("plots"), &stem)?;
+    for ((limit, seed, split, from), series) in &plots {
+        let tag = sample_tag(*limit, *seed, split);
+        let stem = format!("ablation-rewards-{tag}-from-{}", super::file_stem(from));
+        super::plot::grouped(&format!("Reward ablation ({tag}), GRPO from {from}"), &groups, series, "F1 (%)", &reports_dir.join("plots"), &stem)?;
         stems.push(format!("`plots/{stem}.png`"));
     }
     md.push_str(&stems.join(", "));
@@ -416,6 +420,22 @@ pub fn plot_grpo(reports_dir: &Path, name: &str, log_dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reward_ablation_names_each_run_s_starting_checkpoint() {
+        // real runs: the cpu preset's reward variants start from cpu-sft-cot, the earlier ones from
+        // smollm2-135m-sft-cot; both families are scored on the 50-sentence sample
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let runs = super::super::load_runs(&results).unwrap();
+        let train = load(&results).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let md = std::fs::read_to_string(rewards(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
+        let row = |run: &str| md.lines().find(|l| l.starts_with(&format!("| {run} |"))).unwrap_or_else(|| panic!("no row {run}:\n{md}")).to_string();
+        assert!(row("cpu-grpo-paper").starts_with("| cpu-grpo-paper | cpu-sft-cot | `f1=10,schema=1` | 50/dataset |"), "{md}");
+        assert!(row("cpu-grpo-schemaonly").starts_with("| cpu-grpo-schemaonly | cpu-sft-cot | `schema=1` |"), "{md}");
+        assert!(row("smollm2-135m-sft-cot-grpo-f1only").starts_with("| smollm2-135m-sft-cot-grpo-f1only | smollm2-135m-sft-cot | `f1=10` |"), "{md}");
+        assert!(md.contains("| GRPO run | from | reward | sample |"));
+    }
 
     #[test]
     fn a_run_of_a_retrained_file_is_no_stage_of_the_training_run() {
