@@ -35,13 +35,11 @@ pub type CellKey = (String, String, Option<usize>, u64);
 /// Cell key → points.
 pub type Cells = BTreeMap<CellKey, Vec<Point>>;
 
-/// The name a starting model goes by in the tables: its baseline name, or its file stem.
-fn init_name(model: &str) -> String {
-    if model.ends_with(".gguf") {
-        Path::new(model).file_stem().and_then(|s| s.to_str()).unwrap_or(model).to_string()
-    } else {
-        model.to_string()
-    }
+/// The name a starting model goes by in the tables: its baseline name, a checkpoint folder's
+/// name, or a GGUF file's stem.
+pub(super) fn init_name(model: &str) -> String {
+    let last = Path::new(model).file_name().and_then(|s| s.to_str()).unwrap_or(model);
+    last.strip_suffix(".gguf").unwrap_or(last).to_string()
 }
 
 /// The cells, from runs whose dataset is complete; and the runs still partial on theirs (with

@@ -316,8 +316,7 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
     // one plot per benchmark sample and starting checkpoint: rewards compare only from one start
     let mut plots: BTreeMap<(Option<usize>, u64, String, String), Vec<super::plot::BarSeries>> = BTreeMap::new();
     for (t, w, r) in rows {
-        // the starting checkpoint's name (a checkpoint folder or a GGUF file)
-        let from = Path::new(&t.init).file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| t.init.clone());
+        let from = super::lowres::init_name(&t.init);
         let mut values: Vec<Option<(f64, Option<(f64, f64)>)>> = r.zero_shot().iter().map(|d| d.map(|d| (d.f1, Some((d.ci95[0], d.ci95[1]))))).collect();
         values.push(r.average().map(|a| (a, None)));
         plots.entry((r.scores.limit, r.scores.seed, r.scores.split.clone(), from.clone())).or_default().push(super::plot::BarSeries { name: format!("{} ({w})", t.name), values, paper: false });
