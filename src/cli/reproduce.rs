@@ -44,12 +44,6 @@ fn id_pattern(pattern: &str) -> regex::Regex {
     regex::Regex::new(&format!("^{}$", regex::escape(pattern).replace(r"\*", ".*"))).expect("an escaped pattern is a valid regex")
 }
 
-/// Whether step id `id` matches `pattern` (`*`: any run of characters).
-#[cfg(test)]
-fn id_matches(pattern: &str, id: &str) -> bool {
-    id_pattern(pattern).is_match(id)
-}
-
 /// Which steps `--only` selects (all of them without it); a pattern that matches no step is an
 /// error naming it.
 fn selected(steps: &[Step], only: &[String], preset: &str) -> anyhow::Result<Vec<bool>> {
@@ -709,13 +703,13 @@ mod tests {
     /// names a pattern that matches nothing.
     #[test]
     fn only_selects_steps_by_id_pattern_and_names_a_pattern_that_matches_none() {
-        assert!(id_matches("cpu-grpo-paper", "cpu-grpo-paper"));
-        assert!(!id_matches("cpu-grpo-paper", "eval-cpu-grpo-paper"));
-        assert!(id_matches("*cpu-grpo-paper", "eval-cpu-grpo-paper"));
-        assert!(id_matches("cpu-lr-*-p10-*-base", "cpu-lr-crossner_ai-p10-s1-base"));
-        assert!(!id_matches("cpu-lr-*-p10-*-base", "cpu-lr-crossner_ai-p100-s1-base"));
-        assert!(!id_matches("a*a", "a"), "the two ends may not overlap");
-        assert!(id_matches("*", ""));
+        assert!(id_pattern("cpu-grpo-paper").is_match("cpu-grpo-paper"));
+        assert!(!id_pattern("cpu-grpo-paper").is_match("eval-cpu-grpo-paper"));
+        assert!(id_pattern("*cpu-grpo-paper").is_match("eval-cpu-grpo-paper"));
+        assert!(id_pattern("cpu-lr-*-p10-*-base").is_match("cpu-lr-crossner_ai-p10-s1-base"));
+        assert!(!id_pattern("cpu-lr-*-p10-*-base").is_match("cpu-lr-crossner_ai-p100-s1-base"));
+        assert!(!id_pattern("a*a").is_match("a"), "the two ends may not overlap");
+        assert!(id_pattern("*").is_match(""));
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let (p, _) = Preset::load(&root.join("baselines"), "cpu").unwrap();
         let steps = p.plan(&|_| 1.0, 350, &|_| 1000);

@@ -342,7 +342,10 @@ pub fn prune_stale(reports_dir: &Path, run_ids: &[String], train_names: &[String
             if let Some(run) = stem.strip_prefix("run-").or_else(|| stem.strip_prefix("samples-")) {
                 return !runs.contains(run);
             }
-            stem.strip_prefix("compare-").and_then(|p| p.split_once("-vs-")).is_some_and(|(a, b)| !runs.contains(a) || !runs.contains(b))
+            // A run's own name may hold "-vs-": the page stays if any split names two kept runs.
+            stem.strip_prefix("compare-").is_some_and(|p| {
+                !p.match_indices("-vs-").any(|(i, _)| runs.contains(&p[..i]) && runs.contains(&p[i + 4..]))
+            })
         })?;
         sweep(dir.join("data"), &|name| stem_of(name, &[".js"]).is_some_and(|run| !runs.contains(&run)))?;
     }
@@ -363,19 +366,22 @@ mod tests {
             "plots/sft-train-a.png", "plots/grpo-old.svg", "plots/zero-shot.png", "plots/low-resource.svg", "plots/cot-x-words.png",
             "site/run-keep-1.html", "site/run-gone-2.html", "site/samples-gone-2.html", "site/index.html", "site/style.css",
             "site/compare-keep-1-vs-gone-2.html", "site/compare-keep-1-vs-keep-3.html", "site/data/gone-2.js", "site/data/keep-3.js",
-            "zero-shot.md",
+            "site/compare-a-vs-b-vs-keep-1.html", "site/compare-a-vs-b-vs-gone-2.html", "zero-shot.md",
         ] {
             std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
             std::fs::write(r.join(f), "x").unwrap();
         }
-        let ids = ["keep-1".to_string(), "keep-3".to_string()];
+        let ids = ["keep-1".to_string(), "keep-3".to_string(), "a-vs-b".to_string()];
         let gone = prune_stale(r, &ids, &["train-a".to_string()], false).unwrap();
         let names = |g: &[PathBuf]| g.iter().map(|p| p.strip_prefix(r).unwrap().display().to_string()).collect::<Vec<_>>();
         assert_eq!(names(&gone), ["plots/errors-gone-2.png", "plots/grpo-old.svg", "plots/labels-gone-2.svg"]);
         assert!(r.join("site/run-gone-2.html").is_file(), "the site is left alone without --html");
         let gone = prune_stale(r, &ids, &["train-a".to_string()], true).unwrap();
-        assert_eq!(names(&gone), ["site/compare-keep-1-vs-gone-2.html", "site/data/gone-2.js", "site/run-gone-2.html", "site/samples-gone-2.html"]);
-        for kept in ["plots/labels-keep-1.png", "plots/sft-train-a.png", "plots/zero-shot.png", "plots/low-resource.svg", "plots/cot-x-words.png", "site/index.html", "site/compare-keep-1-vs-keep-3.html", "site/data/keep-3.js", "zero-shot.md"] {
+        assert_eq!(
+            names(&gone),
+            ["site/compare-a-vs-b-vs-gone-2.html", "site/compare-keep-1-vs-gone-2.html", "site/data/gone-2.js", "site/run-gone-2.html", "site/samples-gone-2.html"]
+        );
+        for kept in ["site/compare-a-vs-b-vs-keep-1.html", "plots/labels-keep-1.png", "plots/sft-train-a.png", "plots/zero-shot.png", "plots/low-resource.svg", "plots/cot-x-words.png", "site/index.html", "site/compare-keep-1-vs-keep-3.html", "site/data/keep-3.js", "zero-shot.md"] {
             assert!(r.join(kept).is_file(), "{kept}");
         }
     }
