@@ -143,6 +143,14 @@ impl<'a> StageIndex<'a> {
         }
         self.train.iter().any(|t| t.stage == "sft" && started_from(t, model)).then(|| (0, format!("base ({model})")))
     }
+
+    /// Whether `start` scored the model `run`'s model was trained from (its export's bytes when
+    /// that model is one of ours).
+    fn is_start_of(&self, start: &Run, run: &Run) -> bool {
+        let Some(t) = self.train.iter().find(|t| t.name == run.scores.model) else { return false };
+        let init = super::lowres::init_name(&t.init);
+        start.scores.model == init && self.train.iter().find(|s| s.name == init).is_none_or(|s| s.exported_as(start))
+    }
 }
 
 /// The paper's Qwen3-1.7B stage averages (`paper.md` §8.2; secondary notes).
@@ -177,17 +185,23 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
         return Ok(None);
     }
     let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(_, n)| *n).collect();
-    let mut md = String::from("# Stage ablation: base → SFT without CoT → SFT with CoT → + GRPO\n\nOurs: SmolLM2-135M-Instruct trained on this machine (see `training.md`), each stage exported to GGUF and scored by the same llama.cpp engine and scorer as every baseline. F1 per dataset (95% bootstrap CI), average over the seven. Paper rows: Qwen3-1.7B averages from secondary notes (`paper.md` §8.2), **paper-reported**, not runs of ours.\n\n");
-    let mut csv = String::from("sample,stage,model,run_id,dataset,f1,ci_low,ci_high,sentences\n");
+    let mut md = String::from("# Stage ablation: base → SFT without CoT → SFT with CoT → + GRPO\n\nOurs: SmolLM2-135M-Instruct trained on this machine (see `training.md`), each stage exported to GGUF and scored by the same llama.cpp engine and scorer as every baseline. F1 per dataset (95% bootstrap CI), average over the seven; *Δ avg*: the stage's average minus that of the model it was trained from (named in the cell; the base for SFT, the CoT-tuned model for GRPO) on the same sentences, with a paired-bootstrap 95% CI and two-sided p (every set's sentences resampled with the same draws for both runs; per dataset in the CSV). Paper rows: Qwen3-1.7B averages from secondary notes (`paper.md` §8.2), **paper-reported**, not runs of ours.\n\n");
+    let mut csv = String::from("sample,stage,model,run_id,dataset,f1,ci_low,ci_high,sentences,delta_vs_start,delta_ci_low,delta_ci_high,delta_p\n");
     for ((limit, seed, split), mut rows) in blocks {
         rows.sort_by_key(|x| x.0);
         let sample = match limit {
             Some(n) => format!("{split}, seeded sample of {n} sentences per dataset (seed {seed})"),
             None => format!("{split}, full sets"),
         };
-        md.push_str(&format!("## {sample}\n\n| stage | {} | avg |\n|---|{}---|\n", names.join(" | "), "---|".repeat(names.len())));
+        md.push_str(&format!("## {sample}\n\n| stage | {} | avg | Δ avg vs its start [95% CI], p |\n|---|{}---|---|\n", names.join(" | "), "---|".repeat(names.len())));
         let mut series = Vec::new();
         for (_, label, r) in &rows {
+            // each trained stage against the model it was trained from, on the same sentences
+            let start = rows.iter().find(|(_, _, s)| index.is_start_of(s, r)).map(|x| x.2);
+            let diff = match start {
+                Some(s) => super::compare::zero_shot_diff(s, r)?.map(|d| (d, s.scores.model.clone())),
+                None => None,
+            };
             let mut cells = Vec::new();
             let mut f1s = Vec::new();
             let mut values: Vec<Option<(f64, Option<(f64, f64)>)>> = r.zero_shot().iter().map(|d| d.map(|d| (d.f1, Some((d.ci95[0], d.ci95[1]))))).collect();
@@ -199,7 +213,7 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
                         cells.push(format!("{:.2} [{:.1}, {:.1}]", d.f1, d.ci95[0], d.ci95[1]));
                         f1s.push(round2(d.f1));
                         csv.push_str(&format!(
-                            "{},{},{},{},{},{},{},{},{}\n",
+                            "{},{},{},{},{},{},{},{},{},{}\n",
                             limit.map(|n| n.to_string()).unwrap_or("full".into()),
                             label.replace(',', ";"),
                             r.scores.model,
@@ -208,14 +222,16 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
                             d.f1,
                             d.ci95[0],
                             d.ci95[1],
-                            d.sentences
+                            d.sentences,
+                            diff_csv(diff.as_ref().map(|((each, _), _)| &each[i]))
                         ));
                     }
                     None => cells.push("—".into()),
                 }
             }
             let avg = if f1s.len() == 7 { format!("**{:.2}**", round2(f1s.iter().sum::<f64>() / 7.0)) } else { "—".into() };
-            md.push_str(&format!("| {label} | {} | {avg} |\n", cells.join(" | ")));
+            let delta = diff.as_ref().map(|((_, all), from)| format!("{} (vs {from})", all.cell())).unwrap_or_else(|| "—".into());
+            md.push_str(&format!("| {label} | {} | {avg} | {delta} |\n", cells.join(" | ")));
         }
         md.push_str("\nRuns: ");
         md.push_str(&rows.iter().map(|(_, _, r)| format!("`results/{}`", r.id())).collect::<Vec<_>>().join(", "));
@@ -285,6 +301,14 @@ pub fn grpo_perf(train: &[TrainRun], reports_dir: &Path) -> Result<()> {
     crate::util::write_section(&reports_dir.join("perf.md"), "grpo", &md)
 }
 
+/// The paper's reward weights as a GRPO run records them: the reward ablation's reference row.
+const PAPER_REWARD: &str = "f1=10,schema=1";
+
+/// `delta,ci_low,ci_high,p` CSV fields of a paired difference (empty without one).
+fn diff_csv(d: Option<&crate::score::PairedDiff>) -> String {
+    d.map(|d| format!("{},{},{},{:.4}", d.delta, d.ci95[0], d.ci95[1], d.p)).unwrap_or_else(|| ",,,".into())
+}
+
 /// `reports/ablation-rewards.{md,csv}`: every GRPO run with its reward weights and the benchmark
 /// runs of its export (same sample blocks as the stage table).
 pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Option<PathBuf>> {
@@ -311,11 +335,25 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
     }
     let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(_, n)| *n).collect();
     let mut md = String::from("# Reward ablation (ours; the paper has none)\n\nRuns with the same `from` start from the same CoT-tuned checkpoint with the same settings except the reward weights (`--reward`); each is exported and scored on the benchmark sample shown. Compare rewards only within one `from`. `parse failures` = answers that do not parse, over all seven sets; `last reward` is the training reward of the last step (its scale depends on the weights).\n\n");
-    md.push_str(&format!("| GRPO run | from | reward | sample | {} | avg | parse failures | last reward |\n|---|---|---|---|{}---|---|---|\n", names.join(" | "), "---|".repeat(names.len())));
-    let mut csv = String::from("run,from,reward,limit,seed,dataset,f1,ci_low,ci_high,parse_failures\n");
+    md.push_str(&format!(
+        "| GRPO run | from | reward | sample | {} | avg | Δ avg vs `{PAPER_REWARD}` [95% CI], p | parse failures | last reward |\n|---|---|---|---|{}---|---|---|---|\n",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    ));
+    let mut csv = String::from("run,from,reward,limit,seed,dataset,f1,ci_low,ci_high,parse_failures,delta_vs_paper_reward,delta_ci_low,delta_ci_high,delta_p\n");
+    // each run against the paper's reward from the same start on the same sample (paired bootstrap)
+    let key = |t: &TrainRun, r: &Run| (super::lowres::init_name(&t.init), r.scores.limit, r.scores.seed, r.scores.split.clone());
+    let mut diffs = Vec::new();
+    for (t, _, r) in &rows {
+        let reference = rows.iter().find(|(t2, w2, r2)| w2 == PAPER_REWARD && key(t2, r2) == key(t, r) && r2.id() != r.id());
+        diffs.push(match reference {
+            Some((_, _, a)) => super::compare::zero_shot_diff(a, r)?,
+            None => None,
+        });
+    }
     // one plot per benchmark sample and starting checkpoint: rewards compare only from one start
     let mut plots: BTreeMap<(Option<usize>, u64, String, String), Vec<super::plot::BarSeries>> = BTreeMap::new();
-    for (t, w, r) in rows {
+    for ((t, w, r), diff) in rows.into_iter().zip(diffs) {
         let from = super::lowres::init_name(&t.init);
         let mut values: Vec<Option<(f64, Option<(f64, f64)>)>> = r.zero_shot().iter().map(|d| d.map(|d| (d.f1, Some((d.ci95[0], d.ci95[1]))))).collect();
         values.push(r.average().map(|a| (a, None)));
@@ -330,7 +368,7 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
                     f1s.push(round2(d.f1));
                     failures += d.parse_failures;
                     csv.push_str(&format!(
-                        "{},{from},\"{w}\",{},{},{},{},{},{},{}\n",
+                        "{},{from},\"{w}\",{},{},{},{},{},{},{},{}\n",
                         t.name,
                         r.scores.limit.map(|n| n.to_string()).unwrap_or("full".into()),
                         r.scores.seed,
@@ -338,7 +376,8 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
                         d.f1,
                         d.ci95[0],
                         d.ci95[1],
-                        d.parse_failures
+                        d.parse_failures,
+                        diff_csv(diff.as_ref().map(|(each, _)| &each[i]))
                     ));
                 }
                 None => cells.push("—".into()),
@@ -347,11 +386,15 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
         let avg = if f1s.len() == 7 { format!("**{:.2}**", round2(f1s.iter().sum::<f64>() / 7.0)) } else { "—".into() };
         let last = f(t.steps.last().and_then(|x| x.get("reward"))).map(|v| format!("{v:.2}")).unwrap_or("—".into());
         let sample = r.scores.limit.map(|n| format!("{n}/dataset")).unwrap_or("full".into());
-        md.push_str(&format!("| {} | {from} | `{w}` | {sample} | {} | {avg} | {failures} | {last} |\n", t.name, cells.join(" | ")));
+        let delta = diff.as_ref().map(|(_, all)| all.cell()).unwrap_or_else(|| "—".into());
+        md.push_str(&format!("| {} | {from} | `{w}` | {sample} | {} | {avg} | {delta} | {failures} | {last} |\n", t.name, cells.join(" | ")));
     }
     let mut groups: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     groups.push("Avg".into());
-    md.push_str("\nF1 per dataset with its 95% bootstrap CI. Plots: ");
+    md.push_str(&format!(
+        "\nF1 per dataset with its 95% bootstrap CI. *Δ avg*: the run's average F1 minus that of the `{PAPER_REWARD}` run from the same start on the same sentences, with a paired-bootstrap 95% CI and two-sided p ({} replicates, each resampling every set's sentences with the same draws for both runs; replicates tied at 0 count on both sides); the CSV has it per dataset. Plots: ",
+        crate::score::BOOTSTRAP_SAMPLES
+    ));
     let mut stems = Vec::new();
     for ((limit, seed, split, from), series) in &plots {
         let tag = sample_tag(*limit, *seed, split);
@@ -434,6 +477,34 @@ mod tests {
         assert!(row("cpu-grpo-schemaonly").starts_with("| cpu-grpo-schemaonly | cpu-sft-cot | `schema=1` |"), "{md}");
         assert!(row("smollm2-135m-sft-cot-grpo-f1only").starts_with("| smollm2-135m-sft-cot-grpo-f1only | smollm2-135m-sft-cot | `f1=10` |"), "{md}");
         assert!(md.contains("| GRPO run | from | reward | sample |"));
+        // the Δ column (cell 12): each variant against the paper's reward from the same start on the
+        // same sentences; the reference row itself and a start without one have none
+        let delta = |run: &str| row(run).split(" | ").nth(12).unwrap().to_string();
+        let avg = |run: &str| row(run).split(" | ").nth(11).unwrap().trim_matches('*').parse::<f64>().unwrap();
+        assert_eq!(delta("cpu-grpo-paper"), "—");
+        let schema = delta("cpu-grpo-schemaonly");
+        assert!(schema.starts_with(&format!("{:+.2} [", round2(avg("cpu-grpo-schemaonly") - avg("cpu-grpo-paper")))), "{schema}");
+        assert!(schema.ends_with("p < 0.002"), "saying nothing loses to the paper reward on every resample: {schema}");
+        assert!(delta("smollm2-135m-sft-cot-grpo-f1only").contains("], p "), "{md}");
+    }
+
+    #[test]
+    fn each_stage_is_compared_with_the_model_it_was_trained_from() {
+        // real runs, 50-sentence sample: SFT from the base, GRPO from the retrained cpu-sft-cot
+        // (the export its GRPO runs started from, not the first file's run)
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let runs = super::super::load_runs(&results).unwrap();
+        let train = load(&results).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let md = std::fs::read_to_string(stages(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
+        let block = md.split("## ").find(|b| b.starts_with("test, seeded sample of 50 ")).unwrap();
+        let row = |label: &str| block.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap_or_else(|| panic!("no row {label}:\n{block}")).to_string();
+        let cell = |label: &str, i: usize| row(label).split(" | ").nth(i).unwrap().to_string();
+        let avg = |label: &str| cell(label, 8).trim_matches('*').parse::<f64>().unwrap();
+        let (base, cot, grpo) = ("base (smollm2-135m-instruct)", "+ SFT with CoT (cpu-sft-cot)", "+ GRPO (cpu-grpo-paper)");
+        assert!(cell(base, 9).starts_with('—'), "{block}");
+        assert!(cell(cot, 9).starts_with(&format!("{:+.2} [", round2(avg(cot) - avg(base)))) && cell(cot, 9).ends_with("(vs smollm2-135m-instruct) |"), "{block}");
+        assert!(cell(grpo, 9).starts_with(&format!("{:+.2} [", round2(avg(grpo) - avg(cot)))) && cell(grpo, 9).ends_with("(vs cpu-sft-cot) |"), "{block}");
     }
 
     #[test]

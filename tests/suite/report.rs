@@ -360,5 +360,15 @@ fn compare_counts_identical_outputs_and_sentences_that_got_better() {
     let d = &c.datasets[&changed];
     assert_eq!((d.better, d.worse), (1, 0));
     assert!(d.f1_b > d.f1_a && d.f1_a == 0.0);
-    assert!(c.markdown("rner compare a b").contains("| all "));
+    // the paired bootstrap: the one fixed sentence is the whole difference, on its set and on the average
+    assert_eq!(d.diff.delta, rner::score::round2(d.f1_b - d.f1_a));
+    assert!(d.diff.ci95[0] >= 0.0 && d.diff.ci95[1] >= d.diff.delta, "{:?}", d.diff);
+    for (name, o) in c.datasets.iter().filter(|(n, _)| **n != changed) {
+        assert_eq!((o.diff.delta, o.diff.ci95, o.diff.p), (0.0, [0.0, 0.0], 1.0), "{name}");
+    }
+    let avg = |f: fn(&rner::report::compare::DatasetDiff) -> f64| rner::score::average(&c.datasets.values().map(f).collect::<Vec<_>>());
+    assert_eq!(c.overall.delta, rner::score::round2(avg(|x| x.f1_b) - avg(|x| x.f1_a)));
+    assert!(c.overall.delta > 0.0 && c.overall.ci95[0] >= 0.0, "{:?}", c.overall);
+    let md = c.markdown("rner compare a b");
+    assert!(md.contains("| all ") && md.contains("b − a [95% CI], p"), "{md}");
 }

@@ -72,3 +72,27 @@ fn the_site_renders_the_scorers_numbers_and_its_filters_work() {
     let f = dom(&page, "#failed=1", &shots.join("run-failed.png"));
     assert!(f.contains(&format!("data-n=\"{failed}\"")));
 }
+
+/// A side-by-side page (`--pair`) shows the same paired-bootstrap difference as `rner compare`,
+/// which re-scores the two runs by its own path.
+#[test]
+fn a_side_by_side_page_shows_the_paired_difference_rner_compare_computes() {
+    const B: &str = "smollm2-135m-instruct-direct-free-test-n50-s42-b2db9753";
+    let dir = tempfile::tempdir().unwrap();
+    let (results, reports) = (dir.path().join("results"), dir.path().join("reports"));
+    copy_run(&results);
+    for f in ["samples.jsonl", "scores.json", "manifest.json"] {
+        std::fs::create_dir_all(results.join(B)).unwrap();
+        std::fs::copy(root().join("results").join(B).join(f), results.join(B).join(f)).unwrap();
+    }
+    let out = rner().args(["-q", "report", "--html", "--pair", &format!("{RUN}:{B}"), "--results"]).arg(&results).arg("--reports").arg(&reports).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_dir(reports.join("site")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("compare-")).expect("a compare page");
+    let html = std::fs::read_to_string(&page).unwrap();
+    let c = rner::report::compare::compare(&results.join(RUN), &results.join(B)).unwrap();
+    let cell = |d: &rner::score::PairedDiff| d.cell().replace('<', "&lt;");
+    assert!(html.contains(&format!("<b>{}</b>", cell(&c.overall))), "overall {} not on the page", cell(&c.overall));
+    for (name, d) in &c.datasets {
+        assert!(html.contains(&format!("<td class=\"l\">{name}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td>", d.shared, d.f1_a, d.f1_b, cell(&d.diff))), "{name}: {:?}\n{html}", d.diff);
+    }
+}
