@@ -100,6 +100,18 @@ pub fn zero_shot_diff(a: &super::Run, b: &super::Run) -> Result<Option<(Vec<Pair
     Ok(Some((each, score::paired_bootstrap(&sets, score::BOOTSTRAP_SAMPLES, seed))))
 }
 
+/// Paired bootstrap of `b` − `a` in F1 on one dataset; `None` unless both runs scored the same
+/// sentences of it. Seeded by `b`'s seed.
+pub fn dataset_diff(a: &super::Run, b: &super::Run, set: &str) -> Result<Option<PairedDiff>> {
+    let dir = |r: &super::Run| r.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let per = align(&dir(a), &dir(b))?;
+    let (Some(al), Some(sa), Some(sb)) = (per.get(set), a.scores.datasets.get(set), b.scores.datasets.get(set)) else { return Ok(None) };
+    if al.a.len() != sa.sentences || al.a.len() != sb.sentences {
+        return Ok(None);
+    }
+    Ok(Some(score::paired_bootstrap(&[al.totals()], score::BOOTSTRAP_SAMPLES, b.scores.seed)))
+}
+
 /// Compare two run folders on the sentences both have.
 pub fn compare(a: &Path, b: &Path) -> Result<Comparison> {
     let per = align(a, b)?;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::training::TrainRun;
 use super::Run;
+use crate::score::PairedDiff;
 use crate::Result;
 
 /// The paper's low-resource CoNLL-2003 F1 (ReasoningNER 8B; `paper.md` §8.2): (share, F1).
@@ -90,6 +91,20 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point)>)
     (out, partial)
 }
 
+/// Of a dataset's two starting models, ours (a model trained here, so a training run's name)
+/// and the other; `None` unless there are exactly two and one of them is ours.
+type Start<'a> = (&'a str, &'a [Point]);
+fn ours_and_base<'a>(inits: &'a [(String, &'a Vec<Point>)], train: &[TrainRun]) -> Option<(Start<'a>, Start<'a>)> {
+    let [(a, pa), (b, pb)] = inits else { return None };
+    let trained = |n: &str| train.iter().any(|t| t.name == n);
+    let (a, b) = ((a.as_str(), pa.as_slice()), (b.as_str(), pb.as_slice()));
+    match (trained(a.0), trained(b.0)) {
+        (true, false) => Some((a, b)),
+        (false, true) => Some((b, a)),
+        _ => None,
+    }
+}
+
 /// Mean and sample standard deviation (0 for one value).
 pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -130,13 +145,30 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
         "# Low-resource fine-tuning\n\nEach cell: SFT (answer only, `--target direct`) of the starting model on a seeded share of the dataset's train split, \
          exported and scored on its test split (a seeded sample of it where noted); **mean ± sd over the seeds** (n = seeds), each seed's own 95% bootstrap CI in the CSV. \
          0% = the starting model without fine-tuning. Starting models: the base student and our ReasoningNER model (the GRPO export). \
+         *Δ* row: our model minus the base, per training seed on the same train sentences and the same test sentences (paired bootstrap over the test sentences, the same draws for both); \
+         a cell with several seeds gives the mean ± sd of the per-seed differences and in how many seeds the difference has p < 0.05 in favour of our model (up) or of the base (down) (each seed's difference, CI and p in the CSV). \
          Paper row: ReasoningNER 8B on CoNLL-2003 (`paper.md` §8.2), **paper-reported**, not a run of ours.\n\n",
     );
     // every run, complete or not: a partial one's F1 is over the sentences it has (sentences < expected)
-    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,run_id,command\n");
+    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,run_id,command,vs_run_id,delta_vs,delta_ci_low,delta_ci_high,delta_p\n");
     let mut by_set: BTreeMap<(String, Option<usize>, u64), Vec<(String, &Vec<Point>)>> = BTreeMap::new();
     for ((set, init, limit, seed), pts) in &cells {
         by_set.entry((set.clone(), *limit, *seed)).or_default().push((init.clone(), pts));
+    }
+    // our model against the other start, the same share, training seed and test sentences
+    // keyed by (dataset, run): a 0% run scores several datasets
+    let mut paired: BTreeMap<(String, String), (String, PairedDiff)> = BTreeMap::new();
+    for ((set, _, _), inits) in &by_set {
+        let Some(((_, ours), (_, base))) = ours_and_base(inits, train) else { continue };
+        for p in ours {
+            let Some(q) = base.iter().find(|q| q.fraction == p.fraction && q.seed == p.seed) else { continue };
+            let run = |id: &str| runs.iter().find(|r| r.id() == id);
+            if let (Some(a), Some(b)) = (run(&q.run_id), run(&p.run_id)) {
+                if let Some(d) = super::compare::dataset_diff(a, b, set)? {
+                    paired.insert((set.clone(), p.run_id.clone()), (q.run_id.clone(), d));
+                }
+            }
+        }
     }
     let rows = cells.iter().flat_map(|(k, pts)| pts.iter().map(move |p| (k, p))).chain(partial.iter().map(|(k, p)| (k, p)));
     for ((set, init, limit, seed), p) in rows {
@@ -153,6 +185,11 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             p.run_id,
             p.command.replace('"', "'")
         ));
+        csv.pop();
+        match paired.get(&(set.clone(), p.run_id.clone())) {
+            Some((vs, d)) => csv.push_str(&format!(",{vs},{},{},{},{:.4}\n", d.delta, d.ci95[0], d.ci95[1], d.p)),
+            None => csv.push_str(",,,,,\n"),
+        }
     }
     let mut panels = Vec::new();
     for ((set, limit, seed), inits) in &by_set {
@@ -192,6 +229,24 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
                 dots: pts.iter().map(|p| (pos(p.fraction), p.f1)).collect(),
                 paper: false,
             });
+        }
+        if let Some(((ours_name, ours), (base_name, _))) = ours_and_base(inits, train) {
+            let cells: Vec<String> = fracs
+                .iter()
+                .map(|f| {
+                    let d: Vec<&PairedDiff> = ours.iter().filter(|p| p.fraction == *f).filter_map(|p| paired.get(&(set.clone(), p.run_id.clone())).map(|x| &x.1)).collect();
+                    match d.len() {
+                        0 => "—".into(),
+                        1 => d[0].cell(),
+                        n => {
+                            let (m, sd) = mean_sd(&d.iter().map(|x| x.delta).collect::<Vec<_>>());
+                            let sig = |up: bool| d.iter().filter(|x| x.p < 0.05 && (x.delta > 0.0) == up).count();
+                            format!("{m:+.2} ± {sd:.2} (n={n}; p < 0.05: {} up, {} down)", sig(true), sig(false))
+                        }
+                    }
+                })
+                .collect();
+            md.push_str(&format!("| Δ {ours_name} − {base_name} | {} |\n", cells.join(" | ")));
         }
         if paper {
             let cells: Vec<String> = fracs.iter().map(|f| PAPER_CONLL.iter().find(|p| (p.0 - f).abs() < 1e-12).map(|p| format!("{:.1}", p.1)).unwrap_or("—".into())).collect();
@@ -255,6 +310,38 @@ mod tests {
         assert_eq!((p.sentences, p.expected, p.fraction), (66, 200, 0.1));
         assert_eq!(key, &("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42));
         assert_eq!(named.len(), partial.len() + 1);
+    }
+
+    #[test]
+    fn the_delta_row_pairs_each_dataset_s_own_runs() {
+        // real runs: the cpu preset's 0% and 10% CrossNER cells; one 0% run of each start scores
+        // all five domains, so each domain's difference must come from its own sentences
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let runs = super::super::load_runs(&results).unwrap();
+        let train = super::super::training::load(&results).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let md = std::fs::read_to_string(write(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
+        let mut zeros = Vec::new();
+        for set in ["crossner_ai", "crossner_literature", "crossner_music", "crossner_politics", "crossner_science"] {
+            let block = md.split("## ").find(|b| b.starts_with(&format!("{set} — seeded sample of 200"))).unwrap();
+            let row = |start: &str| block.lines().find(|l| l.starts_with(&format!("| {start} |"))).unwrap_or_else(|| panic!("{set}: no row {start}")).split(" | ").map(str::to_string).collect::<Vec<_>>();
+            let f1 = |cell: &str| cell.split(' ').next().unwrap().parse::<f64>().unwrap();
+            let (ours, base, delta) = (row("cpu-grpo-paper"), row("smollm2-135m-instruct"), row("Δ cpu-grpo-paper − smollm2-135m-instruct"));
+            let zero = format!("{:+.2} [", crate::score::round2(f1(&ours[1]) - f1(&base[1])));
+            assert!(delta[1].starts_with(&zero), "{set}: {} vs {zero}", delta[1]);
+            zeros.push(delta[1].clone());
+            assert!(delta[2].contains("(n=3; p < 0.05: "), "{set}: {}", delta[2]);
+        }
+        zeros.dedup();
+        assert_eq!(zeros.len(), 5, "{zeros:?}");
+        // every seed of our model's 10% cells is paired with the base's seed in the CSV
+        let csv = std::fs::read_to_string(d.path().join("low-resource.csv")).unwrap();
+        let ten: Vec<&str> = csv.lines().filter(|l| l.starts_with("crossner_") && l.contains(",cpu-grpo-paper,200,42,0.1,")).collect();
+        assert_eq!(ten.len(), 15);
+        for l in ten {
+            let seed = l.split(',').nth(5).unwrap();
+            assert!(l.contains(&format!("-p10-s{seed}-base-direct-free-test-n200-s42-")), "{l}");
+        }
     }
 
     #[test]
