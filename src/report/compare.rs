@@ -81,20 +81,24 @@ pub fn run_seed(dir: &Path) -> u64 {
     util::read_json::<Manifest>(&dir.join("manifest.json")).map(|m| m.config.seed).unwrap_or(42)
 }
 
+/// Both runs' aligned folders, and a dataset's counts of each when both scored the same sentences
+/// of it (the same sample).
+fn aligned_runs(a: &super::Run, b: &super::Run) -> Result<impl Fn(&str) -> Option<(Vec<Counts>, Vec<Counts>)>> {
+    let dir = |r: &super::Run| r.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let per = align(&dir(a), &dir(b))?;
+    let (da, db) = (a.scores.datasets.clone(), b.scores.datasets.clone());
+    Ok(move |set: &str| {
+        let (al, sa, sb) = (per.get(set)?, da.get(set)?, db.get(set)?);
+        (al.a.len() == sa.sentences && al.a.len() == sb.sentences).then(|| al.totals())
+    })
+}
+
 /// Paired bootstrap of `b` − `a` on the seven zero-shot sets, per set (table order) and on their
 /// average; `None` unless both runs scored the same sentences of every set (the same sample).
 /// Seeded by `b`'s seed.
 pub fn zero_shot_diff(a: &super::Run, b: &super::Run) -> Result<Option<(Vec<PairedDiff>, PairedDiff)>> {
-    let dir = |r: &super::Run| r.path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let per = align(&dir(a), &dir(b))?;
-    let mut sets = Vec::new();
-    for (name, _) in super::ZERO_SHOT_COLUMNS {
-        let (Some(al), Some(sa), Some(sb)) = (per.get(name), a.scores.datasets.get(name), b.scores.datasets.get(name)) else { return Ok(None) };
-        if al.a.len() != sa.sentences || al.a.len() != sb.sentences {
-            return Ok(None);
-        }
-        sets.push(al.totals());
-    }
+    let counts = aligned_runs(a, b)?;
+    let Some(sets) = super::ZERO_SHOT_COLUMNS.iter().map(|(name, _)| counts(name)).collect::<Option<Vec<_>>>() else { return Ok(None) };
     let seed = b.scores.seed;
     let each = sets.iter().map(|s| score::paired_bootstrap(std::slice::from_ref(s), score::BOOTSTRAP_SAMPLES, seed)).collect();
     Ok(Some((each, score::paired_bootstrap(&sets, score::BOOTSTRAP_SAMPLES, seed))))
@@ -103,13 +107,7 @@ pub fn zero_shot_diff(a: &super::Run, b: &super::Run) -> Result<Option<(Vec<Pair
 /// Paired bootstrap of `b` − `a` in F1 on one dataset; `None` unless both runs scored the same
 /// sentences of it. Seeded by `b`'s seed.
 pub fn dataset_diff(a: &super::Run, b: &super::Run, set: &str) -> Result<Option<PairedDiff>> {
-    let dir = |r: &super::Run| r.path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let per = align(&dir(a), &dir(b))?;
-    let (Some(al), Some(sa), Some(sb)) = (per.get(set), a.scores.datasets.get(set), b.scores.datasets.get(set)) else { return Ok(None) };
-    if al.a.len() != sa.sentences || al.a.len() != sb.sentences {
-        return Ok(None);
-    }
-    Ok(Some(score::paired_bootstrap(&[al.totals()], score::BOOTSTRAP_SAMPLES, b.scores.seed)))
+    Ok(aligned_runs(a, b)?(set).map(|s| score::paired_bootstrap(&[s], score::BOOTSTRAP_SAMPLES, b.scores.seed)))
 }
 
 /// Compare two run folders on the sentences both have.
