@@ -276,6 +276,8 @@ pub fn eval(
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let manifest_path = dir.join("manifest.json");
     let samples_path = dir.join("samples.jsonl");
+    // the manifest as it stood: a rerun that finds every row done leaves it so (see the end)
+    let original = std::fs::read(&manifest_path).ok();
     let mut manifest: Manifest = if manifest_path.exists() {
         let m: Manifest = util::read_json(&manifest_path)?;
         for d in &cfg.datasets {
@@ -302,6 +304,8 @@ pub fn eval(
             manifest.config.datasets.push(d.clone());
         }
     }
+    let shape = |m: &Manifest| (m.config.datasets.len(), m.data_files.len());
+    let shape_before = shape(&manifest);
     let mut session = Session {
         command: command.to_string(),
         git_commit: util::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))),
@@ -408,8 +412,16 @@ pub fn eval(
     close_session(&mut session, t0, interrupted);
     session.cost_usd = price.as_ref().map(|p| p.cost(session.prompt_tokens, session.gen_tokens));
     let generated = session.sentences;
-    *manifest.sessions.last_mut().expect("pushed above") = session;
-    util::write_json(&manifest_path, &manifest)?;
+    let noop = generated == 0 && !interrupted && session.failed == 0 && shape(&manifest) == shape_before;
+    match original.filter(|_| noop) {
+        // nothing generated, nothing added: the run's files stay byte for byte as they were (a
+        // resumed preset rechecks finished runs and must leave committed results untouched)
+        Some(bytes) => util::write_atomic(&manifest_path, &bytes)?,
+        None => {
+            *manifest.sessions.last_mut().expect("pushed above") = session;
+            util::write_json(&manifest_path, &manifest)?;
+        }
+    }
     let scores = rescore_dir(&dir)?;
     if let Some(e) = api_failure {
         return Err(e);

@@ -124,12 +124,16 @@ fn eval_writes_rows_scores_and_manifest() {
     let r = rner().args(["--quiet", "--results"]).arg(tmp.path()).arg("rescore").output().unwrap();
     assert!(r.status.success());
     assert_eq!(serde_json::to_value(read_scores(&run)).unwrap(), serde_json::to_value(&s).unwrap());
-    // a second identical command resumes: nothing new is generated
+    // a second identical command resumes: nothing new is generated, and the run's files are left
+    // byte for byte as they were (a resumed preset rechecks finished runs)
+    let files = |names: &[&str]| names.iter().map(|f| std::fs::read(run.join(f)).unwrap()).collect::<Vec<_>>();
+    let before = files(&["manifest.json", "scores.json", "samples.jsonl"]);
     let again = eval_cmd(tmp.path(), &["--datasets", "crossner_ai,mit-restaurant", "--limit", "3", "--max-tokens", "48", "--parallel", "4"])
         .output()
         .unwrap();
     assert!(again.status.success());
     assert_eq!(lines(&run.join("samples.jsonl")), 6);
+    assert!(files(&["manifest.json", "scores.json", "samples.jsonl"]) == before, "a rerun that generated nothing changed the run's files");
 }
 
 #[test]
