@@ -206,7 +206,11 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
             let mut f1s = Vec::new();
             let mut values: Vec<Option<(f64, Option<(f64, f64)>)>> = r.zero_shot().iter().map(|d| d.map(|d| (d.f1, Some((d.ci95[0], d.ci95[1]))))).collect();
             values.push(r.average().map(|a| (a, None)));
-            series.push(super::plot::BarSeries { name: label.clone(), values, paper: false });
+            // the plot keeps GRPO with the paper's reward; the reward variants have their own plot
+            let variant = index.train.iter().find(|t| t.name == r.scores.model && t.stage == "grpo").is_some_and(|t| reward_weights(t) != PAPER_REWARD);
+            if !variant {
+                series.push(super::plot::BarSeries { name: label.clone(), values, paper: false });
+            }
             for (i, d) in r.zero_shot().iter().enumerate() {
                 match d {
                     Some(d) => {
@@ -244,7 +248,7 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
         let mut groups: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         groups.push("Avg".into());
         super::plot::grouped(&format!("Stage ablation ({sample})"), &groups, &series, "F1 (%)", &reports_dir.join("plots"), &stem)?;
-        md.push_str(&format!("\n\nPlot: `plots/{stem}.png`.\n\n"));
+        md.push_str(&format!("\n\nPlot: `plots/{stem}.png` (GRPO with the paper's reward `{PAPER_REWARD}` only; the reward variants are plotted in `ablation-rewards.md`).\n\n"));
     }
     md.push_str("## Paper (Qwen3-1.7B, average over the seven; paper-reported)\n\n| stage | avg |\n|---|---|\n| base | 31.9 |\n| + SFT on raw Pile-NER | 40.3 |\n| + SFT w/o CoT | 60.6 |\n| + SFT with CoT | 63.0 |\n| + GRPO | 65.1 |\n");
     let p = reports_dir.join("ablation-stages.md");
@@ -301,6 +305,15 @@ pub fn grpo_perf(train: &[TrainRun], reports_dir: &Path) -> Result<()> {
     crate::util::write_section(&reports_dir.join("perf.md"), "grpo", &md)
 }
 
+/// A GRPO run's reward weights as `f1=10,schema=1` (empty for other runs).
+fn reward_weights(t: &TrainRun) -> String {
+    t.run
+        .pointer("/config/reward")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|p| Some(format!("{}={}", p.get(0)?.as_str()?, p.get(1)?.as_f64()?))).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
 /// The paper's reward weights as a GRPO run records them: the reward ablation's reference row.
 const PAPER_REWARD: &str = "f1=10,schema=1";
 
@@ -315,17 +328,7 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
     let grpo: Vec<&TrainRun> = train.iter().filter(|t| t.stage == "grpo").collect();
     let mut rows = Vec::new();
     for t in &grpo {
-        let weights = t
-            .run
-            .pointer("/config/reward")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| Some(format!("{}={}", p.get(0)?.as_str()?, p.get(1)?.as_f64()?)))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+        let weights = reward_weights(t);
         for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.decoding == "free" && r.zero_shot().iter().all(Option::is_some)) {
             rows.push((t, weights.clone(), r));
         }
