@@ -91,9 +91,11 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point)>)
     (out, partial)
 }
 
+/// A starting model's name and its points.
+type Start<'a> = (&'a str, &'a [Point]);
+
 /// Of a dataset's two starting models, ours (a model trained here, so a training run's name)
 /// and the other; `None` unless there are exactly two and one of them is ours.
-type Start<'a> = (&'a str, &'a [Point]);
 fn ours_and_base<'a>(inits: &'a [(String, &'a Vec<Point>)], train: &[TrainRun]) -> Option<(Start<'a>, Start<'a>)> {
     let [(a, pa), (b, pb)] = inits else { return None };
     let trained = |n: &str| train.iter().any(|t| t.name == n);
@@ -173,7 +175,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     let rows = cells.iter().flat_map(|(k, pts)| pts.iter().map(move |p| (k, p))).chain(partial.iter().map(|(k, p)| (k, p)));
     for ((set, init, limit, seed), p) in rows {
         csv.push_str(&format!(
-            "{set},{init},{},{seed},{},{},{},{},{},{},{},{},\"{}\"\n",
+            "{set},{init},{},{seed},{},{},{},{},{},{},{},{},\"{}\",",
             limit.map(|n| n.to_string()).unwrap_or("full".into()),
             p.fraction,
             p.seed.map(|s| s.to_string()).unwrap_or_default(),
@@ -185,10 +187,9 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             p.run_id,
             p.command.replace('"', "'")
         ));
-        csv.pop();
         match paired.get(&(set.clone(), p.run_id.clone())) {
-            Some((vs, d)) => csv.push_str(&format!(",{vs},{},{},{},{:.4}\n", d.delta, d.ci95[0], d.ci95[1], d.p)),
-            None => csv.push_str(",,,,,\n"),
+            Some((vs, d)) => csv.push_str(&format!("{vs},{},{},{},{:.4}\n", d.delta, d.ci95[0], d.ci95[1], d.p)),
+            None => csv.push_str(",,,,\n"),
         }
     }
     let mut panels = Vec::new();
