@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::analysis::{breakdowns, error_kinds, grounded, ErrorKind};
 use super::{file_stem, Run, ZERO_SHOT_COLUMNS};
 use crate::run::SampleRow;
-use crate::score::{sentence_f1, round2};
+use crate::score::sentence_f1;
 use crate::{Error, Result};
 
 const CSS: &str = include_str!("site/style.css");
@@ -289,11 +289,6 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
         worse.truncate(LIMIT);
         let seed = runs.iter().find(|r| r.id() == *b).map_or(42, |r| r.scores.seed);
         let paired = |sets: &[(Vec<crate::score::Counts>, Vec<crate::score::Counts>)]| crate::score::paired_bootstrap(sets, crate::score::BOOTSTRAP_SAMPLES, seed).cell();
-        let f1 = |c: &[crate::score::Counts]| {
-            let mut t = crate::score::Counts::default();
-            c.iter().for_each(|x| t.add(*x));
-            round2(t.f1() * 100.0)
-        };
         // in sentence-id order, as `rner compare` aligns them, so that both draw the same resamples
         let counts = |v: &Paired| {
             let mut v = v.clone();
@@ -305,7 +300,7 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
         let datasets: Vec<DatasetCompare> = per
             .into_iter()
             .zip(sets)
-            .map(|((name, v), set)| DatasetCompare { name, shared: v.0, f1_a: f1(&set.0), f1_b: f1(&set.1), diff: paired(&[set]), better: v.3, worse: v.4, same: v.5 })
+            .map(|((name, v), set)| DatasetCompare { name, shared: v.0, f1_a: crate::score::micro_f1(&set.0), f1_b: crate::score::micro_f1(&set.1), diff: paired(&[set]), better: v.3, worse: v.4, same: v.5 })
             .collect();
         let page = format!("compare-{}-vs-{}.html", file_stem(a), file_stem(b));
         let html = render("compare.html", context! { a => na.clone(), b => nb.clone(), shared => shared, datasets => datasets, overall => overall, better => better, worse => worse, limit => LIMIT })?;

@@ -177,6 +177,13 @@ pub fn bootstrap_ci(per_sentence: &[Counts], samples: usize, seed: u64) -> [f64;
     [round2(q(0.025)), round2(q(0.975))]
 }
 
+/// Micro F1 in percent, rounded as the paper reports it, from per-sentence counts.
+pub fn micro_f1(per_sentence: &[Counts]) -> f64 {
+    let mut t = Counts::default();
+    per_sentence.iter().for_each(|x| t.add(*x));
+    round2(t.f1() * 100.0)
+}
+
 /// Two systems' difference on the same sentences: b − a in the paper's average F1 (points).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PairedDiff {
@@ -193,15 +200,10 @@ pub struct PairedDiff {
 /// replicate resamples each set's sentences with replacement, the same draws for a and b, so
 /// what both systems get right or wrong together cancels out. One set: the difference in its F1.
 pub fn paired_bootstrap(sets: &[(Vec<Counts>, Vec<Counts>)], samples: usize, seed: u64) -> PairedDiff {
-    let micro = |c: &[Counts]| {
-        let mut t = Counts::default();
-        c.iter().for_each(|x| t.add(*x));
-        round2(t.f1() * 100.0)
-    };
     for (a, b) in sets {
         assert_eq!(a.len(), b.len(), "paired counts must be aligned by sentence");
     }
-    let delta = round2(average(&sets.iter().map(|(_, b)| micro(b)).collect::<Vec<_>>()) - average(&sets.iter().map(|(a, _)| micro(a)).collect::<Vec<_>>()));
+    let delta = round2(average(&sets.iter().map(|(_, b)| micro_f1(b)).collect::<Vec<_>>()) - average(&sets.iter().map(|(a, _)| micro_f1(a)).collect::<Vec<_>>()));
     if sets.is_empty() || sets.iter().all(|(a, _)| a.is_empty()) || samples == 0 {
         return PairedDiff { delta, ci95: [delta, delta], p: 1.0 };
     }
