@@ -140,6 +140,11 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
+/// An RFC 3339 time as [`now`] writes it; None when it is not one.
+pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// The git commit of the working tree at `dir`, with `-dirty` when it has changes.
 pub fn git_commit(dir: &Path) -> Option<String> {
     let out = std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "HEAD"]).output().ok()?;

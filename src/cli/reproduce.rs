@@ -403,12 +403,23 @@ impl Ctx<'_> {
                 };
                 let mut trained = false;
                 let model = if *fraction == 0.0 {
+                    if init != "base" && !Path::new(&from).is_file() {
+                        let start = p.grpo_name(0);
+                        return Ok(match self.scored_export(&start, &[dataset.as_str()], lr.eval_limit) {
+                            Some(id) => ("skipped".into(), format!("{id} scored its logged export; the file is not here")),
+                            None => ("not_run".into(), format!("{from} is not here: step {start} trains it")),
+                        });
+                    }
                     from
                 } else {
                     let name = p.low_resource_name(dataset, *fraction, *seed, init);
-                    if !self.trained(&name) {
-                        if let Some(id) = self.scored_export(&name, &[dataset.as_str()], lr.eval_limit) {
+                    let current = init == "base" || self.from_logged_export(&name, &p.grpo_name(0));
+                    if !(self.trained(&name) && current) {
+                        if let Some(id) = self.scored_export(&name, &[dataset.as_str()], lr.eval_limit).filter(|_| current) {
                             return Ok(("skipped".into(), format!("{id} scored its logged export; the file is not here")));
+                        }
+                        if init != "base" && !Path::new(&from).is_file() {
+                            return Ok(("not_run".into(), format!("{from} is not here: step {} trains it", p.grpo_name(0))));
                         }
                         let argv = self.low_resource_argv(from, dataset, *fraction, *seed, &name);
                         if !self.sft(argv, commands)? {
@@ -430,6 +441,18 @@ impl Ctx<'_> {
                 super::report::run(self.g, super::report::ReportArgs { labels: Vec::new(), html: true, pair: Vec::new() })?;
                 Ok(ok(true))
             }
+        }
+    }
+
+    /// Whether training run `name` (logged) started from the export that training run `start`'s
+    /// log records ([`crate::report::training::TrainRun::started_from`]); true when either log
+    /// is missing. A cell fine-tuned from an earlier file of a start trained again since does not
+    /// stand for the start's cell: it is trained again from the new file.
+    fn from_logged_export(&self, name: &str, start: &str) -> bool {
+        let one = |n: &str| crate::report::training::load_one(&self.g.results.join("train").join(n)).ok().flatten();
+        match (one(name), one(start)) {
+            (Some(cell), Some(start)) => cell.started_from(&start),
+            _ => true,
         }
     }
 
@@ -764,6 +787,43 @@ mod tests {
         // plan ids: another decoding is another step (a free run's "done" does not skip it)
         let ids: Vec<String> = p.plan(&|_| 1.0, 350, &|_| 1000).into_iter().map(|s| s.id).collect();
         assert!(ids.contains(&"eval-base-schema".to_string()) && ids.contains(&"cot-json".to_string()), "{ids:?}");
+    }
+
+    /// Without the ReasoningNER export here (a clean clone), its committed cells stand and the
+    /// others wait for the file instead of failing; a cell fine-tuned from an earlier file of a
+    /// start trained again since does not stand.
+    #[cfg(feature = "llama")]
+    #[test]
+    fn reasoningner_cells_without_their_start_file() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut g = global(root);
+        g.models = PathBuf::from("/nonexistent-models");
+        let (p, _) = Preset::load(&root.join("baselines"), "cpu").unwrap();
+        let c = Ctx { g: &g, p: &p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck"), runs: Default::default() };
+        let steps = p.plan(&|_| 1.0, 350, &|_| 1000);
+        let run = |id: &str| c.run_step(steps.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no step {id}")), &mut Vec::new()).unwrap();
+        assert_eq!(run("cpu-lr-crossner_ai-p10-s1-reasoningner").0, "skipped");
+        assert_eq!(run("cpu-lr-crossner_ai-p0-s0-reasoningner").0, "skipped");
+        let (status, note) = run("cpu-lr-crossner_ai-p25-s1-reasoningner");
+        assert_eq!(status, "not_run");
+        assert!(note.contains("/nonexistent-models/cpu-grpo-paper.gguf is not here: step cpu-grpo-paper trains it"), "{note}");
+        // the start trained again (its log rewritten later, of other bytes): the old cell no longer stands
+        let cell = "cpu-lr-crossner_ai-p10-s1-reasoningner";
+        assert!(c.from_logged_export(cell, "cpu-grpo-paper"));
+        let tmp = tempfile::tempdir().unwrap();
+        for n in [cell, "cpu-grpo-paper"] {
+            std::fs::create_dir_all(tmp.path().join("train").join(n)).unwrap();
+            std::fs::copy(root.join("results/train").join(n).join("run.json"), tmp.path().join("train").join(n).join("run.json")).unwrap();
+        }
+        let g2 = Global { results: tmp.path().to_path_buf(), ..global(root) };
+        let c2 = Ctx { g: &g2, p: &p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck"), runs: Default::default() };
+        assert!(c2.from_logged_export(cell, "cpu-grpo-paper"), "copied as committed");
+        let log = tmp.path().join("train/cpu-grpo-paper/run.json");
+        let mut start: serde_json::Value = crate::util::read_json(&log).unwrap();
+        start["date"] = serde_json::json!(crate::util::now());
+        start["export_sha256"] = serde_json::json!("0".repeat(64));
+        crate::util::write_json(&log, &start).unwrap();
+        assert!(!c2.from_logged_export(cell, "cpu-grpo-paper"));
     }
 
     /// On a machine without the committed exports (a clean clone), a step whose only use of its

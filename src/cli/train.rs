@@ -131,6 +131,10 @@ pub struct SftRun {
     pub stage: String,
     pub model: String,
     pub model_path: PathBuf,
+    /// sha256 of the file it started from (None for a Hugging Face folder, and in logs written
+    /// before the field)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
     pub data: Vec<PathBuf>,
     /// low-resource runs: the registry dataset and the share of its train split
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +263,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         stage: "sft".into(),
         model: a.model.clone(),
         model_path: model_path.clone(),
+        model_sha256: if model_path.is_file() { Some(crate::util::sha256_file(&model_path)?) } else { None },
         data: if a.train_set.is_some() { Vec::new() } else { a.data.clone() },
         train_set: a.train_set.clone(),
         fraction: a.train_set.as_ref().map(|_| a.fraction),
@@ -534,7 +539,8 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
     let log_dir = g.results.join("train").join(&name);
     let run = serde_json::json!({
         "name": name, "stage": "grpo", "command": super::command_line(), "init": a.init, "init_checkpoint": ck,
-        "source": source, "sources": sources, "mit_excluded": a.no_mit, "pool": pool.len(), "template": template, "config": cfg,
+        "source": source, "source_sha256": if ck.is_none() && source.is_file() { Some(crate::util::sha256_file(&source)?) } else { None },
+        "sources": sources, "mit_excluded": a.no_mit, "pool": pool.len(), "template": template, "config": cfg,
         "git_commit": crate::util::git_commit(Path::new(".")), "date": crate::util::now(),
     });
     crate::util::write_json(&log_dir.join("run.json"), &run)?;

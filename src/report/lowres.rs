@@ -43,17 +43,30 @@ pub(super) fn init_name(model: &str) -> String {
     last.strip_suffix(".gguf").unwrap_or(last).to_string()
 }
 
-/// The cells, from runs whose dataset is complete; and the runs still partial on theirs (with
-/// the cell they would join and their F1 so far), which no cell counts until they finish.
-pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point)>) {
+/// Why a scored low-resource run is in no cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aside {
+    /// its dataset is not complete yet (rerunning the step resumes it)
+    Partial,
+    /// it was fine-tuned from another file of its starting model than the one that model's
+    /// training log now records (the start was trained again since)
+    OtherStart,
+}
+
+/// The cells, from runs whose dataset is complete and that started from the starting model's
+/// logged export; and the runs set aside (with the cell they would join, their F1 so far and
+/// why), which no cell counts.
+pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, Aside)>) {
     let mut out: Cells = BTreeMap::new();
-    let mut partial = Vec::new();
+    let mut aside = Vec::new();
+    let start_of = |init: &str| train.iter().find(|s| s.name == init);
     let lr: Vec<&TrainRun> = train.iter().filter(|t| t.run.get("train_set").and_then(|v| v.as_str()).is_some()).collect();
     for t in &lr {
         let set = t.run["train_set"].as_str().unwrap_or_default().to_string();
         let fraction = t.run.get("fraction").and_then(|v| v.as_f64()).unwrap_or(1.0);
         let seed = t.run.pointer("/config/seed").and_then(|v| v.as_u64());
         let init = init_name(&t.init);
+        let from_start = start_of(&init).map_or(true, |s| t.started_from(s));
         let command = t.run.get("command").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.split == "test" && t.exported_as(r)) {
             if let Some(d) = r.scores.datasets.get(&set) {
@@ -68,18 +81,27 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point)>)
                     sentences: d.sentences,
                     expected: d.expected,
                 };
-                if d.complete() {
-                    out.entry(key).or_default().push(point);
-                } else {
-                    partial.push((key, point));
+                match (from_start, d.complete()) {
+                    (false, _) => aside.push((key, point, Aside::OtherStart)),
+                    (true, false) => aside.push((key, point, Aside::Partial)),
+                    (true, true) => out.entry(key).or_default().push(point),
                 }
             }
         }
     }
-    // the 0% point: the starting model itself on the same dataset and sample
+    // the 0% point: the starting model itself (its logged export, where it is a trained one) on
+    // the same dataset and sample
     let keys: Vec<_> = out.keys().cloned().collect();
     for (set, init, limit, seed) in keys {
-        if let Some(r) = runs.iter().find(|r| r.scores.model == init && r.scores.limit == limit && r.scores.seed == seed && r.scores.split == "test" && r.scores.datasets.get(&set).is_some_and(|d| d.complete())) {
+        let start = start_of(&init);
+        if let Some(r) = runs.iter().find(|r| {
+            r.scores.model == init
+                && start.map_or(true, |s| s.exported_as(r))
+                && r.scores.limit == limit
+                && r.scores.seed == seed
+                && r.scores.split == "test"
+                && r.scores.datasets.get(&set).is_some_and(|d| d.complete())
+        }) {
             let d = &r.scores.datasets[&set];
             let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new(), sentences: d.sentences, expected: d.expected };
             out.get_mut(&(set, init, limit, seed)).expect("key").push(p);
@@ -88,7 +110,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point)>)
     for v in out.values_mut() {
         v.sort_by(|a, b| a.fraction.total_cmp(&b.fraction).then(a.seed.cmp(&b.seed)));
     }
-    (out, partial)
+    (out, aside)
 }
 
 /// A starting model's name and its points.
@@ -139,8 +161,8 @@ fn pct(f: f64) -> String {
 
 /// Write the table and the plot; `None` when no low-resource run is scored yet.
 pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Option<PathBuf>> {
-    let (cells, partial) = cells(runs, train);
-    if cells.is_empty() && partial.is_empty() {
+    let (cells, aside) = cells(runs, train);
+    if cells.is_empty() && aside.is_empty() {
         return Ok(None);
     }
     let mut md = String::from(
@@ -152,7 +174,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
          Paper row: ReasoningNER 8B on CoNLL-2003 (`paper.md` §8.2), **paper-reported**, not a run of ours.\n\n",
     );
     // every run, complete or not: a partial one's F1 is over the sentences it has (sentences < expected)
-    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,run_id,command,vs_run_id,delta_vs,delta_ci_low,delta_ci_high,delta_p\n");
+    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,status,run_id,command,vs_run_id,delta_vs,delta_ci_low,delta_ci_high,delta_p\n");
     let mut by_set: BTreeMap<(String, Option<usize>, u64), Vec<(String, &Vec<Point>)>> = BTreeMap::new();
     for ((set, init, limit, seed), pts) in &cells {
         by_set.entry((set.clone(), *limit, *seed)).or_default().push((init.clone(), pts));
@@ -172,10 +194,16 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             }
         }
     }
-    let rows = cells.iter().flat_map(|(k, pts)| pts.iter().map(move |p| (k, p))).chain(partial.iter().map(|(k, p)| (k, p)));
-    for ((set, init, limit, seed), p) in rows {
+    // status: in a cell, or why not
+    let rows = cells.iter().flat_map(|(k, pts)| pts.iter().map(move |p| (k, p, "cell"))).chain(aside.iter().map(|(k, p, why)| {
+        (k, p, match why {
+            Aside::Partial => "partial",
+            Aside::OtherStart => "other_start",
+        })
+    }));
+    for ((set, init, limit, seed), p, status) in rows {
         csv.push_str(&format!(
-            "{set},{init},{},{seed},{},{},{},{},{},{},{},{},\"{}\",",
+            "{set},{init},{},{seed},{},{},{},{},{},{},{},{status},{},\"{}\",",
             limit.map(|n| n.to_string()).unwrap_or("full".into()),
             p.fraction,
             p.seed.map(|s| s.to_string()).unwrap_or_default(),
@@ -258,9 +286,17 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
         md.push_str(&format!("\nRuns: {}.\n\n", runs_used.join(", ")));
         panels.push((format!("{set} ({})", limit.map(|n| format!("{n} test sentences")).unwrap_or("full test".into())), fracs.iter().map(|f| pct(*f)).collect(), bands));
     }
+    let named = |why: Aside| -> Vec<String> { aside.iter().filter(|a| a.2 == why).map(|(_, p, _)| format!("`{}` ({}/{} sentences)", p.run_id, p.sentences, p.expected)).collect() };
+    let partial = named(Aside::Partial);
     if !partial.is_empty() {
-        let named: Vec<String> = partial.iter().map(|(_, p)| format!("`{}` ({}/{} sentences)", p.run_id, p.sentences, p.expected)).collect();
-        md.push_str(&format!("Partial, in no cell until complete (rerunning the step resumes it; the CSV lists them with their F1 so far): {}.\n\n", named.join(", ")));
+        md.push_str(&format!("Partial, in no cell until complete (rerunning the step resumes it; the CSV lists them with their F1 so far): {}.\n\n", partial.join(", ")));
+    }
+    let other = named(Aside::OtherStart);
+    if !other.is_empty() {
+        md.push_str(&format!(
+            "Fine-tuned from an earlier file of their starting model than the one its training log now records (it was trained again since), in no cell (the CSV lists them): {}.\n\n",
+            other.join(", ")
+        ));
     }
     if !panels.is_empty() {
         md.push_str("Plot: `plots/low-resource.png` — mean F1 per share (line), ± 1 sd over seeds (band), each seed (×).\n");
@@ -294,7 +330,8 @@ mod tests {
         let ai = &cells[&("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42)];
         assert_eq!(ai.iter().filter(|p| p.fraction == 0.1).count(), 3, "three complete seeds");
         let ids: Vec<String> = cells.values().flatten().map(|p| p.run_id.clone()).collect();
-        for (_, p) in &partial {
+        for (_, p, why) in &partial {
+            assert_eq!(*why, Aside::Partial, "{}: every committed cell started from its start's logged export", p.run_id);
             assert!(p.sentences < p.expected);
             assert!(!ids.contains(&p.run_id), "{} is partial and in a cell", p.run_id);
         }
@@ -307,7 +344,7 @@ mod tests {
         let (again, named) = super::cells(&fewer, &train);
         let ai = &again[&("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42)];
         assert_eq!(ai.iter().filter(|p| p.fraction == 0.1).count(), 2);
-        let (key, p) = named.iter().find(|(_, p)| p.run_id == cut).expect("the cut run is named");
+        let (key, p, _) = named.iter().find(|(_, p, why)| p.run_id == cut && *why == Aside::Partial).expect("the cut run is named");
         assert_eq!((p.sentences, p.expected, p.fraction), (66, 200, 0.1));
         assert_eq!(key, &("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42));
         assert_eq!(named.len(), partial.len() + 1);
@@ -343,6 +380,33 @@ mod tests {
             let seed = l.split(',').nth(5).unwrap();
             assert!(l.contains(&format!("-p10-s{seed}-base-direct-free-test-n200-s42-")), "{l}");
         }
+    }
+
+    #[test]
+    fn cells_from_an_earlier_file_of_a_retrained_start_are_set_aside() {
+        // real runs; then the ReasoningNER start as if trained again (a new log: later date, other bytes)
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let runs = super::super::load_runs(&results).unwrap();
+        let mut train = super::super::training::load(&results).unwrap();
+        let ours = |c: &Cells| c.keys().filter(|k| k.1 == "cpu-grpo-paper").count();
+        let (before, aside) = cells(&runs, &train);
+        assert!(ours(&before) >= 5 && aside.iter().all(|a| a.2 == Aside::Partial), "as committed, every cell counts");
+        let start = train.iter_mut().find(|t| t.name == "cpu-grpo-paper").unwrap();
+        start.run["date"] = serde_json::json!("2030-01-01T00:00:00Z");
+        start.run["export_sha256"] = serde_json::json!("0".repeat(64));
+        let (after, aside) = cells(&runs, &train);
+        assert_eq!(ours(&after), 0, "neither the old cells nor the old export's 0% runs stand for the new file");
+        let set_aside = aside.iter().filter(|a| a.2 == Aside::OtherStart).count();
+        assert_eq!(set_aside, before.iter().filter(|(k, _)| k.1 == "cpu-grpo-paper").map(|(_, v)| v.iter().filter(|p| p.fraction > 0.0).count()).sum::<usize>());
+        // a cell that records the new file's sha counts again (its start's 0% run is not here)
+        let cell = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s1-reasoningner").unwrap();
+        cell.run["model_sha256"] = serde_json::json!("0".repeat(64));
+        let (again, _) = cells(&runs, &train);
+        let ai = &again[&("crossner_ai".to_string(), "cpu-grpo-paper".to_string(), Some(200), 42)];
+        assert_eq!(ai.iter().map(|p| (p.fraction, p.seed)).collect::<Vec<_>>(), vec![(0.1, Some(1))]);
+        // and one that records another file's sha does not, whatever its date
+        train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s1-reasoningner").unwrap().run["model_sha256"] = serde_json::json!("1".repeat(64));
+        assert_eq!(ours(&cells(&runs, &train).0), 0);
     }
 
     #[test]

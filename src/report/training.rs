@@ -31,6 +31,22 @@ impl TrainRun {
             _ => true,
         }
     }
+
+    /// Whether this run trained from the export that `start`'s log records (true when that log
+    /// records none): by the sha256 this run recorded of the file it started from, else (runs
+    /// logged before that field) by having begun after `start`'s last training did, since a
+    /// run that began before it could only have read an earlier file of the same name.
+    pub fn started_from(&self, start: &TrainRun) -> bool {
+        let sha = |t: &TrainRun, k: &str| t.run.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let Some(export) = sha(start, "export_sha256") else { return true };
+        match sha(self, "model_sha256") {
+            Some(from) => from == export,
+            None => match (sha(self, "date"), sha(start, "date")) {
+                (Some(a), Some(b)) => crate::util::parse_time(&a).zip(crate::util::parse_time(&b)).map_or(a > b, |(a, b)| a > b),
+                _ => true,
+            },
+        }
+    }
 }
 
 /// Every training run under `results/train`.
@@ -39,18 +55,23 @@ pub fn load(results_dir: &Path) -> Result<Vec<TrainRun>> {
     let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for e in rd.flatten() {
-        let p = e.path().join("run.json");
-        if !p.is_file() {
-            continue;
-        }
-        let run: Value = crate::util::read_json(&p)?;
-        let steps: Vec<Value> = crate::util::read_jsonl(&e.path().join("steps.jsonl")).unwrap_or_default();
-        let s = |k: &str| run.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let init = if s("stage") == "grpo" { s("init") } else { s("model") };
-        out.push(TrainRun { name: s("name"), stage: s("stage"), init, target: run.get("target").and_then(|v| v.as_str()).map(str::to_string), run, steps, dir: e.path() });
+        out.extend(load_one(&e.path())?);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The training run logged in `dir` (`results/train/<name>`); None without a `run.json`.
+pub fn load_one(dir: &Path) -> Result<Option<TrainRun>> {
+    let p = dir.join("run.json");
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let run: Value = crate::util::read_json(&p)?;
+    let steps: Vec<Value> = crate::util::read_jsonl(&dir.join("steps.jsonl")).unwrap_or_default();
+    let s = |k: &str| run.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let init = if s("stage") == "grpo" { s("init") } else { s("model") };
+    Ok(Some(TrainRun { name: s("name"), stage: s("stage"), init, target: run.get("target").and_then(|v| v.as_str()).map(str::to_string), run, steps, dir: dir.to_path_buf() }))
 }
 
 fn f(v: Option<&Value>) -> Option<f64> {
