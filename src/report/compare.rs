@@ -84,8 +84,7 @@ pub fn run_seed(dir: &Path) -> u64 {
 /// Both runs' aligned folders, and a dataset's counts of each when both scored the same sentences
 /// of it (the same sample).
 fn aligned_runs(a: &super::Run, b: &super::Run) -> Result<impl Fn(&str) -> Option<(Vec<Counts>, Vec<Counts>)>> {
-    let dir = |r: &super::Run| r.path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let per = align(&dir(a), &dir(b))?;
+    let per = align(a.dir(), b.dir())?;
     let (da, db) = (a.scores.datasets.clone(), b.scores.datasets.clone());
     Ok(move |set: &str| {
         let (al, sa, sb) = (per.get(set)?, da.get(set)?, db.get(set)?);

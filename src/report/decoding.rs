@@ -128,7 +128,7 @@ pub fn rows(runs: &[Run]) -> Result<(Vec<ModeRow>, Vec<String>)> {
         for r in group {
             let names: Vec<&str> = sets.iter().map(|&i| ZERO_SHOT_COLUMNS[i].0).collect();
             let ds: Vec<_> = sets.iter().filter_map(|&i| r.zero_shot()[i]).collect();
-            let dir = r.path.parent().unwrap_or(Path::new("."));
+            let dir = r.dir();
             let samples: Vec<SampleRow> = crate::run::read_samples(dir)?;
             let rows: Vec<&SampleRow> = samples.iter().filter(|s| names.contains(&s.dataset.as_str())).collect();
             let sentences: usize = ds.iter().map(|d| d.sentences).sum();
@@ -155,7 +155,7 @@ pub fn rows(runs: &[Run]) -> Result<(Vec<ModeRow>, Vec<String>)> {
                 gen_tokens: rows.iter().map(|s| s.gen_tokens).sum(),
                 capped: rows.iter().filter(|s| s.finish == Finish::Length).count(),
                 sentences_per_s: (u.seconds > 0.0).then(|| u.sentences as f64 / u.seconds),
-                results: r.path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+                results: r.dir().display().to_string(),
             });
         }
     }
@@ -285,7 +285,7 @@ mod tests {
         let group: Vec<&ModeRow> = rows.iter().filter(|r| r.model == "smollm2-135m-instruct" && r.tag == "n50-s42").collect();
         assert_eq!(group.iter().map(|r| r.decoding.as_str()).collect::<Vec<_>>(), ["free", "json", "schema"]);
         for r in &group {
-            let run = runs.iter().find(|x| x.path.parent().unwrap().display().to_string() == r.results).unwrap();
+            let run = runs.iter().find(|x| x.dir().display().to_string() == r.results).unwrap();
             assert_eq!(r.sets.len(), 7, "{}: every dataset of the sample is complete", r.results);
             assert_eq!(Some(r.f1), run.average(), "{}: the average over all seven is the table's", r.results);
             assert_eq!(r.sentences, 350);
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(again, rows);
         // runs alike but for the decoding share one key; one made under other settings (another
         // prompt, model file or sampling) is a block of its own, named by its settings
-        assert!(group.iter().all(|r| runs.iter().any(|x| x.path.parent().unwrap().display().to_string() == r.results && x.comparison.is_some())));
+        assert!(group.iter().all(|r| runs.iter().any(|x| x.dir().display().to_string() == r.results && x.comparison.is_some())));
         let keys: std::collections::BTreeSet<_> = runs.iter().filter(|r| r.scores.model == "smollm2-135m-instruct" && r.scores.limit == Some(50) && r.scores.mode == crate::run::scores::Mode::Direct).map(|r| r.comparison.clone()).collect();
         assert_eq!(keys.len(), 1, "{keys:?}");
         let mut other = runs.clone();

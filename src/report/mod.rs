@@ -71,16 +71,22 @@ impl Run {
         }
     }
 
+    /// The run's folder (`results/<dir>`, holding `scores.json`, `samples.jsonl`, `manifest.json`).
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The run's folder name (`<dir>`).
+    fn folder(&self) -> String {
+        self.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
     /// The run id, falling back to the folder name when `scores.json` has none.
     pub fn id(&self) -> String {
         if !self.scores.run_id.is_empty() {
             return self.scores.run_id.clone();
         }
-        self.path
-            .parent()
-            .and_then(|d| d.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.folder()
     }
 
     /// The seven datasets in table order (`None` where the run has not scored the dataset).
@@ -289,8 +295,7 @@ pub fn run_labels(results_dir: &Path, run_id: &str, plots_dir: &Path) -> Result<
 }
 
 fn find_run<'a>(runs: &'a [Run], id: &str, results_dir: &Path) -> Result<&'a Run> {
-    let folder = |r: &Run| r.path.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy() == id).unwrap_or(false);
-    runs.iter().find(|r| r.id() == id || folder(r)).ok_or_else(|| {
+    runs.iter().find(|r| r.id() == id || r.folder() == id).ok_or_else(|| {
         let known: Vec<String> = runs.iter().map(Run::id).collect();
         Error::Report(format!("no run {id:?} with a scores.json in {} (runs: {})", results_dir.display(), known.join(", ")))
     })

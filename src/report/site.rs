@@ -212,7 +212,7 @@ pub fn write(runs: &[Run], pairs: &[(String, String)], reports_dir: &Path) -> Re
     for r in runs {
         let id = r.id();
         let stem = file_stem(&id);
-        let rows = crate::run::read_samples(r.path.parent().unwrap_or(Path::new(".")))?;
+        let rows = crate::run::read_samples(r.dir())?;
         let mut by_ds: BTreeMap<&str, Vec<&SampleRow>> = BTreeMap::new();
         for row in &rows {
             by_ds.entry(row.dataset.as_str()).or_default().push(row);
