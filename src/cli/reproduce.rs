@@ -444,6 +444,26 @@ impl Ctx<'_> {
         }
     }
 
+    /// For a training step whose committed log records an export that is not here (a clean
+    /// clone, another machine): what running it means, since training again writes another file
+    /// under the same name and a new log.
+    fn trains_again(&self, s: &Step) -> Option<String> {
+        let name = match &s.kind {
+            StepKind::Sft { target } => self.p.run_name(&format!("sft-{target}")),
+            StepKind::Grpo { index } => self.p.grpo_name(*index),
+            _ => return None,
+        };
+        let log: serde_json::Value = crate::util::read_json(&self.g.results.join("train").join(&name).join("run.json")).ok()?;
+        let sha = log.get("export_sha256")?.as_str()?;
+        (!self.trained(&name)).then(|| {
+            format!(
+                "trains again: {} (sha256 {}…, logged in results/train/{name}) is not here; the new file is another model, and what was scored or fine-tuned from the old one stays apart",
+                self.model_file(&name).display(),
+                &sha[..sha.len().min(8)]
+            )
+        })
+    }
+
     /// Whether training run `name` (logged) started from the export that training run `start`'s
     /// log records ([`crate::report::training::TrainRun::started_from`]); true when either log
     /// is missing. A cell fine-tuned from an earlier file of a start trained again since does not
@@ -564,13 +584,13 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
     println!("{:>3}  {:<44} {:>13}  {}", "#", "step", "estimate ", "what");
     for (i, s) in steps.iter().enumerate() {
         let mark = if !pending[i] {
-            "  [done]"
+            "  [done]".to_string()
         } else if finished(s) {
-            "  [done; rechecked]"
+            "  [done; rechecked]".to_string()
         } else if !chosen[i] {
-            "  [not in --only]"
+            "  [not in --only]".to_string()
         } else {
-            ""
+            ctx.trains_again(s).map(|why| format!("  [{why}]")).unwrap_or_default()
         };
         let time = format!("{}{}", human_time(expect(i)), if measured[i].is_some() { "*" } else { " " });
         println!("{:>3}  {:<44} {:>13}  {}{mark}", i + 1, s.id, time, s.what);
@@ -824,6 +844,11 @@ mod tests {
         start["export_sha256"] = serde_json::json!("0".repeat(64));
         crate::util::write_json(&log, &start).unwrap();
         assert!(!c2.from_logged_export(cell, "cpu-grpo-paper"));
+        // the plan says what training the start again means
+        let step = |id: &str| steps.iter().find(|s| s.id == id).unwrap();
+        let why = c.trains_again(step("cpu-grpo-paper")).expect("its export is logged and not here");
+        assert!(why.starts_with("trains again: /nonexistent-models/cpu-grpo-paper.gguf (sha256 a10e9a40…"), "{why}");
+        assert_eq!(c.trains_again(step("cpu-lr-crossner_ai-p25-s1-reasoningner")), None);
     }
 
     /// On a machine without the committed exports (a clean clone), a step whose only use of its
