@@ -397,29 +397,30 @@ impl Ctx<'_> {
             }
             StepKind::LowResource { dataset, fraction, seed, init } => {
                 let lr = p.low_resource.as_ref().expect("planned from it");
+                let start = p.grpo_name(0);
                 let from = match init.as_str() {
                     "base" => p.student.clone(),
-                    _ => self.model_file(&p.grpo_name(0)).display().to_string(),
+                    _ => self.model_file(&start).display().to_string(),
                 };
+                // our model's file is missing here (a clean clone): the step waits for the step that trains it
+                let waits = init != "base" && !Path::new(&from).is_file();
+                let not_here = || ("not_run".to_string(), format!("{from} is not here: step {start} trains it"));
+                let stands = |id: String| ("skipped".to_string(), format!("{id} scored its logged export; the file is not here"));
                 let mut trained = false;
                 let model = if *fraction == 0.0 {
-                    if init != "base" && !Path::new(&from).is_file() {
-                        let start = p.grpo_name(0);
-                        return Ok(match self.scored_export(&start, &[dataset.as_str()], lr.eval_limit) {
-                            Some(id) => ("skipped".into(), format!("{id} scored its logged export; the file is not here")),
-                            None => ("not_run".into(), format!("{from} is not here: step {start} trains it")),
-                        });
+                    if waits {
+                        return Ok(self.scored_export(&start, &[dataset.as_str()], lr.eval_limit).map_or_else(not_here, stands));
                     }
                     from
                 } else {
                     let name = p.low_resource_name(dataset, *fraction, *seed, init);
-                    let current = init == "base" || self.from_logged_export(&name, &p.grpo_name(0));
+                    let current = init == "base" || self.from_logged_export(&name, &start);
                     if !(self.trained(&name) && current) {
                         if let Some(id) = self.scored_export(&name, &[dataset.as_str()], lr.eval_limit).filter(|_| current) {
-                            return Ok(("skipped".into(), format!("{id} scored its logged export; the file is not here")));
+                            return Ok(stands(id));
                         }
-                        if init != "base" && !Path::new(&from).is_file() {
-                            return Ok(("not_run".into(), format!("{from} is not here: step {} trains it", p.grpo_name(0))));
+                        if waits {
+                            return Ok(not_here());
                         }
                         let argv = self.low_resource_argv(from, dataset, *fraction, *seed, &name);
                         if !self.sft(argv, commands)? {
