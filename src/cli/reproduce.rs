@@ -65,6 +65,29 @@ pub struct StepRecord {
     pub estimate_s: f64,
     pub note: String,
     pub date: String,
+    /// where it ran ([`this_machine`]); empty in records written before the field
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub machine: String,
+}
+
+/// The machine a step runs on, as the step log records it: CPU model and core count.
+fn this_machine() -> String {
+    format!("{}, {} CPUs", crate::util::cpu_model(), crate::util::cpus())
+}
+
+/// The summary's sentence on where the measured times come from: this machine when every record
+/// says so, else the record count per machine (a preset run across sessions on other machines).
+fn machines_line(rows: &[StepRecord]) -> String {
+    let here = this_machine();
+    if rows.iter().all(|r| r.machine == here) {
+        return format!("Times are this machine's ({here}).");
+    }
+    let mut per: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in rows {
+        *per.entry(if r.machine.is_empty() { "not recorded (records before the step log named the machine)" } else { r.machine.as_str() }).or_default() += 1;
+    }
+    let per: Vec<String> = per.iter().map(|(m, n)| format!("{m}: {n}")).collect();
+    format!("Measured times are from the machine each step ran on (step-log records per machine: {}); this summary was written on {here}.", per.join("; "))
 }
 
 fn steps_log(g: &Global, p: &Preset) -> PathBuf {
@@ -631,7 +654,7 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
             let t0 = Instant::now();
             let mut commands = Vec::new();
             let (status, note) = ctx.run_step(s, &mut commands).map_err(|e| anyhow::anyhow!("step {} ({}): {e:#}", s.id, commands.last().cloned().unwrap_or_default()))?;
-            let rec = StepRecord { id: s.id.clone(), status: status.clone(), commands, seconds: t0.elapsed().as_secs_f64(), estimate_s: s.estimate_s, note: note.clone(), date: crate::util::now() };
+            let rec = StepRecord { id: s.id.clone(), status: status.clone(), commands, seconds: t0.elapsed().as_secs_f64(), estimate_s: s.estimate_s, note: note.clone(), date: crate::util::now(), machine: this_machine() };
             crate::util::append_jsonl(&log, &rec)?;
             println!("[{}/{n}] {}: {status} in {}{}", i + 1, s.id, human_time(rec.seconds), if note.is_empty() { String::new() } else { format!(" ({note})") });
             summary(g, &p, &steps)?;
@@ -671,13 +694,12 @@ fn measured_pass(rows: &[StepRecord], id: &str) -> Option<f64> {
 fn summary(g: &Global, p: &Preset, steps: &[Step]) -> anyhow::Result<()> {
     let rows: Vec<StepRecord> = crate::util::read_jsonl(&steps_log(g, p))?;
     let mut md = format!(
-        "# `rner reproduce --preset {}`\n\n{}. Preset file: `baselines/presets/{}.toml`; step log: `results/reproduce/{}/steps.jsonl` (written as each step ends; a rerun skips finished steps). Times are this machine's ({} CPUs, {}).\n\n| # | step | status | measured | estimate | commands |\n|---|---|---|---|---|---|\n",
+        "# `rner reproduce --preset {}`\n\n{}. Preset file: `baselines/presets/{}.toml`; step log: `results/reproduce/{}/steps.jsonl` (written as each step ends; a rerun skips finished steps). {}\n\n| # | step | status | measured | estimate | commands |\n|---|---|---|---|---|---|\n",
         p.name,
         p.description,
         p.name,
         p.name,
-        crate::util::cpus(),
-        crate::util::cpu_model()
+        machines_line(&rows)
     );
     let (mut measured, mut pass, mut estimated) = (0.0, 0.0, 0.0);
     for (i, s) in steps.iter().enumerate() {
@@ -727,10 +749,25 @@ mod tests {
         }
     }
 
+    /// The summary names where its times come from: this machine only when every record says so.
+    #[test]
+    fn the_summary_counts_the_records_of_each_machine() {
+        let rec = |machine: &str| StepRecord { id: "s".into(), status: "done".into(), commands: vec![], seconds: 1.0, estimate_s: 0.0, note: String::new(), date: String::new(), machine: machine.into() };
+        let here = this_machine();
+        assert!(here.ends_with(&format!(", {} CPUs", crate::util::cpus())), "{here}");
+        assert_eq!(machines_line(&[rec(&here), rec(&here)]), format!("Times are this machine's ({here})."));
+        let mixed = machines_line(&[rec(""), rec("Other CPU, 2 CPUs"), rec("Other CPU, 2 CPUs"), rec(&here)]);
+        assert!(mixed.contains("not recorded (records before the step log named the machine): 1"), "{mixed}");
+        assert!(mixed.contains("Other CPU, 2 CPUs: 2") && mixed.contains(&format!("{here}: 1")), "{mixed}");
+        // the committed cpu log predates the field: its summary does not claim one machine
+        let rows: Vec<StepRecord> = crate::util::read_jsonl(&Path::new(env!("CARGO_MANIFEST_DIR")).join("results/reproduce/cpu/steps.jsonl")).unwrap();
+        assert!(machines_line(&rows).starts_with("Measured times are from the machine each step ran on"));
+    }
+
     /// One pass of a step is its last run that did the work with the interrupted runs it resumed.
     #[test]
     fn a_pass_counts_the_interrupted_runs_it_resumed_and_not_earlier_passes() {
-        let rec = |status: &str, seconds: f64| StepRecord { id: "s".into(), status: status.into(), commands: vec![], seconds, estimate_s: 0.0, note: String::new(), date: String::new() };
+        let rec = |status: &str, seconds: f64| StepRecord { id: "s".into(), status: status.into(), commands: vec![], seconds, estimate_s: 0.0, note: String::new(), date: String::new(), machine: String::new() };
         let pass = |rs: &[StepRecord]| last_pass_s(&rs.iter().collect::<Vec<_>>());
         assert_eq!(pass(&[]), 0.0);
         assert_eq!(pass(&[rec("done", 5.0)]), 5.0);
