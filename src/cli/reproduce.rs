@@ -518,7 +518,8 @@ impl Ctx<'_> {
             }
     }
 
-    /// Whether a step can be passed over without running: training steps whose export exists,
+    /// Whether a step can be passed over without running: training steps whose export exists
+    /// (GRPO runs also only while the CoT-tuned file they started from is here and logged),
     /// the CoT step once done, and scores of untrained models once done. Evaluations of trained
     /// models always run: they resume, so they cost a model load when complete, and a retrained
     /// model (a new file hash) gets a new run.
@@ -535,7 +536,11 @@ impl Ctx<'_> {
             }
             StepKind::Grpo { index } => {
                 let name = self.p.grpo_name(*index);
-                self.trained(&name) || (*index > 0 && self.leaf_scored(&name))
+                // GRPO starts from the CoT-tuned file: one trained again since (or about to be,
+                // its file not here) makes every GRPO run from the old one stale
+                let cot = self.p.run_name("sft-cot");
+                let from_current = self.trained(&cot) && self.from_logged_export(&name, &cot);
+                from_current && (self.trained(&name) || (*index > 0 && self.leaf_scored(&name)))
             }
             StepKind::Report => false,
             StepKind::Eval { model } => {
@@ -646,8 +651,10 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
             &serde_json::json!({"preset": p, "file": path, "command": super::command_line(), "steps": steps, "git_commit": crate::util::git_commit(Path::new(".")), "date": crate::util::now()}),
         )?;
         let n = steps.len();
-        for (i, (s, todo)) in steps.iter().zip(&pending).enumerate() {
-            if !todo || !chosen[i] {
+        for (i, s) in steps.iter().enumerate() {
+            // asked again as the step comes: an earlier step of this run may have trained its
+            // start again (then a GRPO variant, or the evaluation of a model, is no longer done)
+            if (!pending[i] && ctx.already_done(s, &before)) || !chosen[i] {
                 continue;
             }
             println!("[{}/{n}] {} — {} (estimate {})", i + 1, s.id, s.what, human_time(expect(i)));
@@ -926,6 +933,13 @@ mod tests {
         assert!(done("cpu-sft-direct") && done("eval-cpu-sft-direct"));
         // GRPO trains from the CoT-tuned file, so without the file it is not done
         assert!(!done("cpu-sft-cot"));
+        // every committed GRPO run started from the committed CoT-tuned model; without its file
+        // here that model trains again, and so does every GRPO run (the variants' scores stand
+        // for the old chain only)
+        for i in 0..p.grpo.rewards.len() {
+            assert!(c.from_logged_export(&p.grpo_name(i), "cpu-sft-cot"), "{}", p.grpo_name(i));
+            assert!(!done(&p.grpo_name(i)), "{}", p.grpo_name(i));
+        }
         // the committed CoT set holds the 2,000 kept examples the preset wants
         assert!(done("cot"));
     }

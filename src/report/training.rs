@@ -39,7 +39,8 @@ impl TrainRun {
     pub fn started_from(&self, start: &TrainRun) -> bool {
         let sha = |t: &TrainRun, k: &str| t.run.get(k).and_then(|v| v.as_str()).map(str::to_string);
         let Some(export) = sha(start, "export_sha256") else { return true };
-        match sha(self, "model_sha256") {
+        // an SFT run's starting file, or a GRPO run's where it started from a file
+        match sha(self, "model_sha256").or_else(|| sha(self, "source_sha256")) {
             Some(from) => from == export,
             None => match (sha(self, "date"), sha(start, "date")) {
                 (Some(a), Some(b)) => crate::util::parse_time(&a).zip(crate::util::parse_time(&b)).map_or(a > b, |(a, b)| a > b),
