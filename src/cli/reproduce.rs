@@ -513,7 +513,7 @@ impl Ctx<'_> {
         before.contains(&s.id)
             && match &s.kind {
                 StepKind::LowResource { .. } => true,
-                StepKind::Eval { model } => self.produced(model) && self.leaf_scored(model),
+                StepKind::Eval { model } => self.produced(model) && self.leaf_scored(model) && self.training_done(model),
                 _ => false,
             }
     }
@@ -530,28 +530,36 @@ impl Ctx<'_> {
     /// holds the `until_kept` examples it wants.
     fn already_done(&self, s: &Step, before: &std::collections::HashSet<String>) -> bool {
         match &s.kind {
-            StepKind::Sft { target } => {
-                let name = self.p.run_name(&format!("sft-{target}"));
-                self.trained(&name) || (target == "direct" && self.leaf_scored(&name))
-            }
-            StepKind::Grpo { index } => {
-                let name = self.p.grpo_name(*index);
-                // GRPO starts from the CoT-tuned file: one trained again since (or about to be,
-                // its file not here) makes every GRPO run from the old one stale
-                let cot = self.p.run_name("sft-cot");
-                let from_current = self.trained(&cot) && self.from_logged_export(&name, &cot);
-                from_current && (self.trained(&name) || (*index > 0 && self.leaf_scored(&name)))
-            }
+            StepKind::Sft { target } => self.training_done(&self.p.run_name(&format!("sft-{target}"))),
+            StepKind::Grpo { index } => self.training_done(&self.p.grpo_name(*index)),
             StepKind::Report => false,
             StepKind::Eval { model } => {
                 if self.produced(model) {
-                    !self.trained(model) && self.leaf_scored(model)
+                    // the model trains in this run first (then its new file is scored)
+                    !self.trained(model) && self.leaf_scored(model) && self.training_done(model)
                 } else {
                     before.contains(&s.id)
                 }
             }
             StepKind::LowResource { .. } => false,
             StepKind::Cot => before.contains(&s.id) || self.cot_kept_enough(),
+        }
+    }
+
+    /// Whether the training step that makes model `name` (one this preset trains) is done.
+    fn training_done(&self, name: &str) -> bool {
+        let p = self.p;
+        if name == p.run_name("sft-cot") {
+            self.trained(name)
+        } else if name == p.run_name("sft-direct") {
+            self.trained(name) || self.leaf_scored(name)
+        } else {
+            // GRPO starts from the CoT-tuned file: one trained again since (or about to be, its
+            // file not here) makes every GRPO run from the old one stale
+            let cot = p.run_name("sft-cot");
+            let from_current = self.trained(&cot) && self.from_logged_export(name, &cot);
+            let first = name == p.grpo_name(0);
+            from_current && (self.trained(name) || (!first && self.leaf_scored(name)))
         }
     }
 
@@ -931,14 +939,14 @@ mod tests {
         };
         // the direct-tuned model's sample run scored its logged export: no retraining for it
         assert!(done("cpu-sft-direct") && done("eval-cpu-sft-direct"));
-        // GRPO trains from the CoT-tuned file, so without the file it is not done
-        assert!(!done("cpu-sft-cot"));
+        // GRPO trains from the CoT-tuned file, so without the file it is not done, nor its score
+        assert!(!done("cpu-sft-cot") && !done("eval-cpu-sft-cot"));
         // every committed GRPO run started from the committed CoT-tuned model; without its file
         // here that model trains again, and so does every GRPO run (the variants' scores stand
         // for the old chain only)
         for i in 0..p.grpo.rewards.len() {
             assert!(c.from_logged_export(&p.grpo_name(i), "cpu-sft-cot"), "{}", p.grpo_name(i));
-            assert!(!done(&p.grpo_name(i)), "{}", p.grpo_name(i));
+            assert!(!done(&p.grpo_name(i)) && !done(&format!("eval-{}", p.grpo_name(i))), "{}", p.grpo_name(i));
         }
         // the committed CoT set holds the 2,000 kept examples the preset wants
         assert!(done("cot"));

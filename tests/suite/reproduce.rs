@@ -126,7 +126,7 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
     let mut c = rner();
     let dry = c.args(["reproduce", "--dry-run", "--preset"]).arg(&file).arg("--results").arg(d.join("r")).arg("--models").arg(d.join("m")).arg("--checkpoints").arg(d.join("c")).output().unwrap();
     let plan = String::from_utf8_lossy(&dry.stdout).to_string();
-    let line = |id: &str| plan.lines().find(|l| l.split_whitespace().nth(1) == Some(id)).unwrap_or_else(|| panic!("{id} missing:\n{plan}")).to_string();
+    let line = |id: &str| line_of(&plan, id);
     assert!(line("t-sft-cot").ends_with("[done]"), "{plan}");
     assert!(line("t-lr-crossner_ai-p2-s1-reasoningner").ends_with("[done; rechecked]"), "{plan}");
     // a trained model's evaluation, its file here and its export scored, reruns to find every row
@@ -172,7 +172,10 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
     for id in ["t-sft-cot", "t-grpo-paper", "t-grpo-f1only"] {
         assert!(line_of(&plan, id).contains("[trains again: "), "{id}:\n{plan}");
     }
-    assert!(line_of(&plan, "t-sft-direct").ends_with("[done]"), "{plan}");
+    assert!(line_of(&plan, "t-sft-direct").ends_with("[done]") && line_of(&plan, "eval-t-sft-direct").ends_with("[done]"), "{plan}");
+    for id in ["eval-t-sft-cot", "eval-t-grpo-paper", "eval-t-grpo-f1only"] {
+        assert!(!line_of(&plan, id).contains("[done"), "{id} scores a model that trains again:\n{plan}");
+    }
     let out = run();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let third: Vec<serde_json::Value> =
