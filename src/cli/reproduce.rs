@@ -158,8 +158,7 @@ impl Ctx<'_> {
     /// (a clean clone of committed results, another machine): training again would give other
     /// bytes (a new run) and overwrite the committed log.
     fn scored_export(&self, name: &str, datasets: &[&str], limit: Option<usize>) -> Option<String> {
-        let log = self.g.results.join("train").join(name).join("run.json");
-        let run: serde_json::Value = crate::util::read_json(&log).ok()?;
+        let run = self.train_log(name)?;
         let sha = run.get("export_sha256")?.as_str()?.to_string();
         let runs = self.runs.get_or_init(|| {
             crate::report::load_runs(&self.g.results).unwrap_or_else(|e| {
@@ -477,7 +476,7 @@ impl Ctx<'_> {
             StepKind::Grpo { index } => self.p.grpo_name(*index),
             _ => return None,
         };
-        let log: serde_json::Value = crate::util::read_json(&self.g.results.join("train").join(&name).join("run.json")).ok()?;
+        let log = self.train_log(&name)?;
         let sha = log.get("export_sha256")?.as_str()?;
         (!self.trained(&name)).then(|| {
             format!(
@@ -488,14 +487,18 @@ impl Ctx<'_> {
         })
     }
 
+    /// Training run `name`'s log, `results/train/<name>/run.json` (None when it is missing or unreadable).
+    fn train_log(&self, name: &str) -> Option<serde_json::Value> {
+        crate::util::read_json(&self.g.results.join("train").join(name).join("run.json")).ok()
+    }
+
     /// Whether training run `name` (logged) started from the export that training run `start`'s
-    /// log records ([`crate::report::training::TrainRun::started_from`]); true when either log
-    /// is missing. A cell fine-tuned from an earlier file of a start trained again since does not
+    /// log records ([`crate::report::training::from_export_of`]); true when either log is
+    /// missing. A cell fine-tuned from an earlier file of a start trained again since does not
     /// stand for the start's cell: it is trained again from the new file.
     fn from_logged_export(&self, name: &str, start: &str) -> bool {
-        let one = |n: &str| crate::report::training::load_one(&self.g.results.join("train").join(n)).ok().flatten();
-        match (one(name), one(start)) {
-            (Some(cell), Some(start)) => cell.started_from(&start),
+        match (self.train_log(name), self.train_log(start)) {
+            (Some(run), Some(start)) => crate::report::training::from_export_of(&run, &start),
             _ => true,
         }
     }

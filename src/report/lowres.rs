@@ -66,7 +66,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
         let fraction = t.run.get("fraction").and_then(|v| v.as_f64()).unwrap_or(1.0);
         let seed = t.run.pointer("/config/seed").and_then(|v| v.as_u64());
         let init = init_name(&t.init);
-        let from_start = start_of(&init).map_or(true, |s| t.started_from(s));
+        let from_start = start_of(&init).map_or(true, |s| t.from_export_of(s));
         let command = t.run.get("command").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.split == "test" && t.exported_as(r)) {
             if let Some(d) = r.scores.datasets.get(&set) {

@@ -32,21 +32,26 @@ impl TrainRun {
         }
     }
 
-    /// Whether this run trained from the export that `start`'s log records (true when that log
-    /// records none): by the sha256 this run recorded of the file it started from, else (runs
-    /// logged before that field) by having begun after `start`'s last training did, since a
-    /// run that began before it could only have read an earlier file of the same name.
-    pub fn started_from(&self, start: &TrainRun) -> bool {
-        let sha = |t: &TrainRun, k: &str| t.run.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let Some(export) = sha(start, "export_sha256") else { return true };
-        // an SFT run's starting file, or a GRPO run's where it started from a file
-        match sha(self, "model_sha256").or_else(|| sha(self, "source_sha256")) {
-            Some(from) => from == export,
-            None => match (sha(self, "date"), sha(start, "date")) {
-                (Some(a), Some(b)) => crate::util::parse_time(&a).zip(crate::util::parse_time(&b)).map_or(a > b, |(a, b)| a > b),
-                _ => true,
-            },
-        }
+    /// Whether this run trained from the export that `start`'s log records ([`from_export_of`]).
+    pub fn from_export_of(&self, start: &TrainRun) -> bool {
+        from_export_of(&self.run, &start.run)
+    }
+}
+
+/// Whether the training run logged as `run` (its `run.json`) trained from the export that `start`'s
+/// log records (true when that log records none): by the sha256 `run` recorded of the file it
+/// started from (an SFT run's `model_sha256`, a GRPO run's `source_sha256`), else (logs written
+/// before those fields) by having begun after `start`'s last training did, since a run that began
+/// before it could only have read an earlier file of the same name.
+pub fn from_export_of(run: &Value, start: &Value) -> bool {
+    let sha = |v: &Value, k: &str| v.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let Some(export) = sha(start, "export_sha256") else { return true };
+    match sha(run, "model_sha256").or_else(|| sha(run, "source_sha256")) {
+        Some(from) => from == export,
+        None => match (sha(run, "date"), sha(start, "date")) {
+            (Some(a), Some(b)) => crate::util::parse_time(&a).zip(crate::util::parse_time(&b)).map_or(a > b, |(a, b)| a > b),
+            _ => true,
+        },
     }
 }
 
@@ -63,7 +68,7 @@ pub fn load(results_dir: &Path) -> Result<Vec<TrainRun>> {
 }
 
 /// The training run logged in `dir` (`results/train/<name>`); None without a `run.json`.
-pub fn load_one(dir: &Path) -> Result<Option<TrainRun>> {
+fn load_one(dir: &Path) -> Result<Option<TrainRun>> {
     let p = dir.join("run.json");
     if !p.is_file() {
         return Ok(None);
