@@ -38,7 +38,7 @@ pub fn run(g: &Global, a: ReportArgs) -> anyhow::Result<ExitCode> {
         println!("partial: {p}");
     }
     // training runs: curves, the runs table, and the stage ablation on shared benchmark samples
-    for t in &train {
+    for t in train.iter().filter(|t| t.earlier.is_none()) {
         match t.stage.as_str() {
             "sft" => crate::report::training::plot_sft(&g.reports, &t.name, &t.dir)?,
             "grpo" => crate::report::training::plot_grpo(&g.reports, &t.name, &t.dir)?,

@@ -280,6 +280,9 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         git_commit: crate::util::git_commit(Path::new(".")),
         date: crate::util::now(),
     };
+    if let Some(p) = checkpoint::keep_earlier_log(&dirs.log_dir, &dirs.ckpt_dir)? {
+        eprintln!("sft {name}: trains again from the start; the log of the earlier export is kept in {}", p.display());
+    }
     crate::util::write_json(&log_dir.join("run.json"), &run)?;
     let pad = tok.eos();
     let run_cfg = SftConfig { max_steps: a.max_steps, ..cfg };
@@ -543,9 +546,12 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
         "sources": sources, "mit_excluded": a.no_mit, "pool": pool.len(), "template": template, "config": cfg,
         "git_commit": crate::util::git_commit(Path::new(".")), "date": crate::util::now(),
     });
+    let dirs = sft::Dirs { log_dir: log_dir.clone(), ckpt_dir: a.out.checkpoints.join(&name), save_every: a.out.save_every, keep: a.out.keep };
+    if let Some(p) = checkpoint::keep_earlier_log(&dirs.log_dir, &dirs.ckpt_dir)? {
+        eprintln!("grpo {name}: trains again from the start; the log of the earlier export is kept in {}", p.display());
+    }
     crate::util::write_json(&log_dir.join("run.json"), &run)?;
     eprintln!("grpo {name}: {} prompts from {:?}, reward {}, {:?} on {:?}", pool.len(), sources, cfg.reward, dtype, device);
-    let dirs = sft::Dirs { log_dir: log_dir.clone(), ckpt_dir: a.out.checkpoints.join(&name), save_every: a.out.save_every, keep: a.out.keep };
     let outcome = grpo::train(&policy, &reference, &tok, &pool, &spec, &cfg, &dirs, g.quiet)?;
     crate::report::training::plot_grpo(&g.reports, &name, &log_dir)?;
     let mut run = run;

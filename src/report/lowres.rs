@@ -59,8 +59,10 @@ pub enum Aside {
 pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, Aside)>) {
     let mut out: Cells = BTreeMap::new();
     let mut aside = Vec::new();
-    let start_of = |init: &str| train.iter().find(|s| s.name == init);
-    let lr: Vec<&TrainRun> = train.iter().filter(|t| t.run.get("train_set").and_then(|v| v.as_str()).is_some()).collect();
+    // current logs only: the runs of an earlier export of a cell's name are not the cell's
+    let train: Vec<&TrainRun> = train.iter().filter(|t| t.earlier.is_none()).collect();
+    let start_of = |init: &str| train.iter().copied().find(|s| s.name == init);
+    let lr: Vec<&TrainRun> = train.iter().copied().filter(|t| t.run.get("train_set").and_then(|v| v.as_str()).is_some()).collect();
     for t in &lr {
         let set = t.run["train_set"].as_str().unwrap_or_default().to_string();
         let fraction = t.run.get("fraction").and_then(|v| v.as_f64()).unwrap_or(1.0);

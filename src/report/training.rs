@@ -11,6 +11,7 @@ use crate::score::round2;
 use crate::{Error, Result};
 
 /// A training run as its `results/train/<name>/run.json` and step log describe it.
+#[derive(Debug, Clone)]
 pub struct TrainRun {
     pub name: String,
     pub stage: String,
@@ -20,15 +21,41 @@ pub struct TrainRun {
     pub run: Value,
     pub steps: Vec<Value>,
     pub dir: PathBuf,
+    /// `Some(sha8)` for the log of an earlier export of the name, kept in
+    /// `results/train/<name>/earlier/<sha8>/` when the name trained again; `None` for the name's
+    /// current log
+    pub earlier: Option<String>,
 }
 
 impl TrainRun {
     /// Whether `run` scored this training run's export: its model file's sha256 is the one the
-    /// export recorded (true when either is unknown: API runs, runs before manifests, no export).
+    /// export recorded. A run still training has no export yet, so no run of a known file scored
+    /// it; otherwise, when either sha256 is unknown (logs and runs from before they were recorded),
+    /// true of the name's current log and false of an earlier one.
     pub fn exported_as(&self, run: &Run) -> bool {
-        match (self.run.get("export_sha256").and_then(|v| v.as_str()), run.model_sha256.as_deref()) {
+        match (self.export_sha256(), run.model_sha256.as_deref()) {
             (Some(export), Some(ran)) => export == ran,
-            _ => true,
+            (None, Some(_)) if !self.finished() => false,
+            _ => self.earlier.is_none(),
+        }
+    }
+
+    /// Whether the log records a finished run (every update done, not interrupted).
+    pub fn finished(&self) -> bool {
+        let o = |k: &str| self.run.pointer(&format!("/outcome/{k}")).and_then(|v| v.as_u64());
+        self.run.pointer("/outcome/interrupted").and_then(|v| v.as_bool()) == Some(false) && o("steps_done").zip(o("total_steps")).is_some_and(|(d, t)| d >= t)
+    }
+
+    /// The sha256 of the GGUF the run exported (None before it finished, or without an export).
+    pub fn export_sha256(&self) -> Option<&str> {
+        self.run.get("export_sha256").and_then(|v| v.as_str())
+    }
+
+    /// The name, and `@sha8 (earlier export)` for an earlier log of it.
+    pub fn label(&self) -> String {
+        match &self.earlier {
+            Some(tag) => format!("{} @{tag} (earlier export)", self.name),
+            None => self.name.clone(),
         }
     }
 
@@ -55,20 +82,44 @@ pub fn from_export_of(run: &Value, start: &Value) -> bool {
     }
 }
 
-/// Every training run under `results/train`.
+/// The log of the export `t` trained from, when its start is one of ours: of the start name's
+/// logs (current and earlier) that record an export, the one [`from_export_of`] says it began
+/// from (the newest, where only dates tell them apart).
+pub fn start_log<'a>(t: &TrainRun, train: &'a [TrainRun]) -> Option<&'a TrainRun> {
+    let init = super::lowres::init_name(&t.init);
+    let date = |s: &TrainRun| s.run.get("date").and_then(|d| d.as_str()).and_then(crate::util::parse_time);
+    train.iter().filter(|s| s.name == init && s.export_sha256().is_some() && t.from_export_of(s)).max_by_key(|s| date(s))
+}
+
+/// Every training run under `results/train`: each name's current log, then the logs of its
+/// earlier exports (`earlier/<sha8>/`, kept when the name trained again; one whose export has the
+/// current log's bytes is left out).
 pub fn load(results_dir: &Path) -> Result<Vec<TrainRun>> {
     let dir = results_dir.join("train");
     let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for e in rd.flatten() {
-        out.extend(load_one(&e.path())?);
+        let current = load_one(&e.path(), None)?;
+        let now = current.as_ref().and_then(|t| t.export_sha256().map(str::to_string));
+        if let Ok(rd) = std::fs::read_dir(e.path().join(crate::train::checkpoint::EARLIER)) {
+            for k in rd.flatten() {
+                let tag = k.file_name().to_string_lossy().into_owned();
+                if let Some(t) = load_one(&k.path(), Some(tag))? {
+                    if now.is_none() || t.export_sha256() != now.as_deref() {
+                        out.push(t);
+                    }
+                }
+            }
+        }
+        out.extend(current);
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.earlier.cmp(&b.earlier)));
     Ok(out)
 }
 
-/// The training run logged in `dir` (`results/train/<name>`); None without a `run.json`.
-fn load_one(dir: &Path) -> Result<Option<TrainRun>> {
+/// The training run logged in `dir` (`results/train/<name>`, or an earlier export's log in its
+/// `earlier/<sha8>` with `earlier` set); None without a `run.json`.
+fn load_one(dir: &Path, earlier: Option<String>) -> Result<Option<TrainRun>> {
     let p = dir.join("run.json");
     if !p.is_file() {
         return Ok(None);
@@ -77,7 +128,7 @@ fn load_one(dir: &Path) -> Result<Option<TrainRun>> {
     let steps: Vec<Value> = crate::util::read_jsonl(&dir.join("steps.jsonl")).unwrap_or_default();
     let s = |k: &str| run.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
     let init = if s("stage") == "grpo" { s("init") } else { s("model") };
-    Ok(Some(TrainRun { name: s("name"), stage: s("stage"), init, target: run.get("target").and_then(|v| v.as_str()).map(str::to_string), run, steps, dir: dir.to_path_buf() }))
+    Ok(Some(TrainRun { name: s("name"), stage: s("stage"), init, target: run.get("target").and_then(|v| v.as_str()).map(str::to_string), run, steps, dir: dir.to_path_buf(), earlier }))
 }
 
 fn f(v: Option<&Value>) -> Option<f64> {
@@ -110,7 +161,7 @@ pub fn training_md(runs: &[TrainRun], reports_dir: &Path) -> Result<PathBuf> {
         };
         md.push_str(&format!(
             "| {} | {stage} | `{}` | {}/{total} | {loss} | {reward} | {secs} | {tps} | {seq} | {} |\n",
-            r.name,
+            r.label(),
             r.init,
             r.steps.len(),
             if rss.is_finite() { format!("{rss:.0}") } else { "—".into() }
@@ -119,7 +170,7 @@ pub fn training_md(runs: &[TrainRun], reports_dir: &Path) -> Result<PathBuf> {
     md.push_str("\nTokens/s counts the tokens through the model (padding included; for SFT with a shared prompt start, that start once per forward pass); sequence tokens/s counts each sequence's own tokens, prompt included, and is logged by SFT runs since prompt sharing (`rner sft --no-share-prefix` feeds every prompt whole).\n");
     md.push_str("\nCommands (each resumes from its newest checkpoint when rerun):\n\n");
     for r in runs {
-        md.push_str(&format!("- `{}`: `{}`\n", r.name, r.run.get("command").and_then(|v| v.as_str()).unwrap_or("?")));
+        md.push_str(&format!("- `{}`: `{}`\n", r.label(), r.run.get("command").and_then(|v| v.as_str()).unwrap_or("?")));
     }
     let p = reports_dir.join("training.md");
     crate::util::write_atomic(&p, md.as_bytes())?;
@@ -138,45 +189,67 @@ fn started_from(t: &TrainRun, model: &str) -> bool {
 }
 
 /// Which stage each benchmark run's model stands for, from the training runs (low-resource
-/// models set apart once).
+/// models set apart once). A name trained more than once keeps the logs of its earlier exports
+/// (`earlier/`): each run is placed by the log of the file it scored, so the chain before a
+/// retrain and the chain after it stand side by side, told apart by their files' `@sha8`.
 struct StageIndex<'a> {
     lowres: std::collections::HashSet<String>,
+    /// every log but the low-resource cells', earlier exports' included
     train: Vec<&'a TrainRun>,
+    /// every log
+    all: &'a [TrainRun],
 }
 
 impl<'a> StageIndex<'a> {
-    fn new(train: &'a [TrainRun]) -> StageIndex<'a> {
-        let lowres = low_resource_models(train);
-        let train = train.iter().filter(|t| !lowres.contains(&t.name)).collect();
-        StageIndex { lowres, train }
+    fn new(all: &'a [TrainRun]) -> StageIndex<'a> {
+        let lowres = low_resource_models(all);
+        let train = all.iter().filter(|t| !lowres.contains(&t.name)).collect();
+        StageIndex { lowres, train, all }
+    }
+
+    /// The log of the file `run` scored, when its model is one we trained.
+    fn log_of(&self, run: &Run) -> Option<&'a TrainRun> {
+        self.train.iter().copied().find(|t| t.name == run.scores.model && t.exported_as(run))
+    }
+
+    /// The run's name, with `@sha8` of its export when it or its start trained more than once.
+    fn tagged(&self, t: &TrainRun) -> String {
+        let several = |n: &str| self.train.iter().filter(|s| s.name == n).count() > 1;
+        match t.export_sha256() {
+            Some(h) if several(&t.name) || several(&super::lowres::init_name(&t.init)) => format!("{} @{}", t.name, &h[..h.len().min(8)]),
+            _ => t.name.clone(),
+        }
     }
 
     /// The stage of `run`'s model: its base model, a direct or CoT SFT export, or a GRPO export.
-    /// A run of a file with the export's name but other bytes (a model since retrained) is none.
+    /// A run of a file with the name of one of ours but bytes no log of it exported is none.
     fn stage_of(&self, run: &Run) -> Option<(usize, String)> {
         let model = &run.scores.model[..];
         if self.lowres.contains(model) {
             return None;
         }
-        if let Some(t) = self.train.iter().find(|t| t.name == model) {
-            if !t.exported_as(run) {
-                return None;
-            }
+        if self.train.iter().any(|t| t.name == model) {
+            let t = self.log_of(run)?;
+            let name = self.tagged(t);
             return Some(match (&t.stage[..], t.target.as_deref()) {
-                ("sft", Some("direct")) => (1, format!("+ SFT w/o CoT ({})", t.name)),
-                ("sft", _) => (2, format!("+ SFT with CoT ({})", t.name)),
-                _ => (3, format!("+ GRPO ({})", t.name)),
+                ("sft", Some("direct")) => (1, format!("+ SFT w/o CoT ({name})")),
+                ("sft", _) => (2, format!("+ SFT with CoT ({name})")),
+                _ => (3, format!("+ GRPO ({name})")),
             });
         }
         self.train.iter().any(|t| t.stage == "sft" && started_from(t, model)).then(|| (0, format!("base ({model})")))
     }
 
-    /// Whether `start` scored the model `run`'s model was trained from (its export's bytes when
-    /// that model is one of ours).
+    /// Whether `start` scored the file `run`'s model was trained from (the export its log
+    /// records, when that model is one of ours).
     fn is_start_of(&self, start: &Run, run: &Run) -> bool {
-        let Some(t) = self.train.iter().find(|t| t.name == run.scores.model) else { return false };
+        let Some(t) = self.log_of(run) else { return false };
         let init = super::lowres::init_name(&t.init);
-        start.scores.model == init && self.train.iter().find(|s| s.name == init).is_none_or(|s| s.exported_as(start))
+        start.scores.model == init
+            && match start_log(t, self.all) {
+                Some(s) => s.exported_as(start),
+                None => self.train.iter().find(|s| s.name == init && s.earlier.is_none()).is_none_or(|s| s.exported_as(start)),
+            }
     }
 }
 
@@ -234,7 +307,7 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
             let mut values: Vec<Option<(f64, Option<(f64, f64)>)>> = r.zero_shot().iter().map(|d| d.map(|d| (d.f1, Some((d.ci95[0], d.ci95[1]))))).collect();
             values.push(r.average().map(|a| (a, None)));
             // the plot keeps GRPO with the paper's reward; the reward variants have their own plot
-            let variant = index.train.iter().find(|t| t.name == r.scores.model && t.stage == "grpo").is_some_and(|t| reward_weights(t) != PAPER_REWARD);
+            let variant = index.log_of(r).is_some_and(|t| t.stage == "grpo" && reward_weights(t) != PAPER_REWARD);
             if !variant {
                 series.push(super::plot::BarSeries { name: label.clone(), values, paper: false });
             }
@@ -322,7 +395,7 @@ pub fn grpo_perf(train: &[TrainRun], reports_dir: &Path) -> Result<()> {
         let (ro, lp, up, st) = (mean(t, "rollout_s"), mean(t, "logp_s"), mean(t, "update_s"), mean(t, "step_s"));
         md.push_str(&format!(
             "| {} | {} | {g} | {:.0} | {ro:.1} | {:.0} | {lp:.1} | {up:.1} | {st:.1} | {:.0}% |\n",
-            t.name,
+            t.label(),
             t.steps.len(),
             mean(t, "completion_len"),
             mean(t, "rollout_tokens_per_s"),
@@ -349,22 +422,37 @@ fn diff_csv(d: Option<&crate::score::PairedDiff>) -> String {
     d.map(|d| format!("{},{},{},{:.4}", d.delta, d.ci95[0], d.ci95[1], d.p)).unwrap_or_else(|| ",,,".into())
 }
 
-/// `reports/ablation-rewards.{md,csv}`: every GRPO run with its reward weights and the benchmark
-/// runs of its export (same sample blocks as the stage table).
+/// The start a training run is grouped under: its start's name, with `@sha8` of the file it
+/// started from when that name has logs of several runs (it trained again; `earlier/`).
+fn start_label(t: &TrainRun, train: &[TrainRun]) -> String {
+    let init = super::lowres::init_name(&t.init);
+    if train.iter().filter(|s| s.name == init).count() < 2 {
+        return init;
+    }
+    match start_log(t, train).and_then(|s| s.export_sha256()) {
+        Some(h) => format!("{init} @{}", &h[..h.len().min(8)]),
+        None => format!("{init} @?"),
+    }
+}
+
+/// `reports/ablation-rewards.{md,csv}`: every GRPO run (earlier exports' logs included) with its
+/// reward weights and the benchmark runs of its export (same sample blocks as the stage table),
+/// grouped by the file it started from.
 pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Option<PathBuf>> {
     let grpo: Vec<&TrainRun> = train.iter().filter(|t| t.stage == "grpo").collect();
     let mut rows = Vec::new();
     for t in &grpo {
         let weights = reward_weights(t);
-        for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.decoding == "free" && r.zero_shot().iter().all(Option::is_some)) {
-            rows.push((t, weights.clone(), r));
+        let from = start_label(t, train);
+        for r in runs.iter().filter(|r| r.scores.model == t.name && t.exported_as(r) && r.scores.decoding == "free" && r.zero_shot().iter().all(Option::is_some)) {
+            rows.push((t, weights.clone(), from.clone(), r));
         }
     }
     if rows.is_empty() {
         return Ok(None);
     }
     let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(_, n)| *n).collect();
-    let mut md = String::from("# Reward ablation (ours; the paper has none)\n\nRuns with the same `from` start from the same CoT-tuned checkpoint with the same settings except the reward weights (`--reward`); each is exported and scored on the benchmark sample shown. Compare rewards only within one `from`. `parse failures` = answers that do not parse, over all seven sets; `last reward` is the training reward of the last step (its scale depends on the weights).\n\n");
+    let mut md = String::from("# Reward ablation (ours; the paper has none)\n\nRuns with the same `from` start from the same CoT-tuned checkpoint with the same settings except the reward weights (`--reward`); each is exported and scored on the benchmark sample shown. Compare rewards only within one `from`: when the start trained again under its name, `from` names the file by the first 8 hex digits of its sha256, and a GRPO run trained again with it is listed beside its earlier export (`@sha8 (earlier export)`, its log kept in `results/train/<run>/earlier/<sha8>/`). `parse failures` = answers that do not parse, over all seven sets; `last reward` is the training reward of the last step (its scale depends on the weights).\n\n");
     md.push_str(&format!(
         "| GRPO run | from | reward | sample | {} | avg | Δ avg vs `{PAPER_REWARD}` [95% CI], p | parse failures | last reward |\n|---|---|---|---|{}---|---|---|---|\n",
         names.join(" | "),
@@ -372,19 +460,18 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
     ));
     let mut csv = String::from("run,from,reward,limit,seed,dataset,f1,ci_low,ci_high,parse_failures,delta_vs_paper_reward,delta_ci_low,delta_ci_high,delta_p\n");
     // each run against the paper's reward from the same start on the same sample (paired bootstrap)
-    let key = |t: &TrainRun, r: &Run| (super::lowres::init_name(&t.init), r.scores.limit, r.scores.seed, r.scores.split.clone());
+    let key = |from: &str, r: &Run| (from.to_string(), r.scores.limit, r.scores.seed, r.scores.split.clone());
     let mut diffs = Vec::new();
-    for (t, _, r) in &rows {
-        let reference = rows.iter().find(|(t2, w2, r2)| w2 == PAPER_REWARD && key(t2, r2) == key(t, r) && r2.id() != r.id());
+    for (_, _, from, r) in &rows {
+        let reference = rows.iter().find(|(_, w2, f2, r2)| w2 == PAPER_REWARD && key(f2, r2) == key(from, r) && r2.id() != r.id());
         diffs.push(match reference {
-            Some((_, _, a)) => super::compare::zero_shot_diff(a, r)?,
+            Some((_, _, _, a)) => super::compare::zero_shot_diff(a, r)?,
             None => None,
         });
     }
     // one plot per benchmark sample and starting checkpoint: rewards compare only from one start
     let mut plots: BTreeMap<(Option<usize>, u64, String, String), Vec<super::plot::BarSeries>> = BTreeMap::new();
-    for ((t, w, r), diff) in rows.into_iter().zip(diffs) {
-        let from = super::lowres::init_name(&t.init);
+    for ((t, w, from, r), diff) in rows.into_iter().zip(diffs) {
         let mut values: Vec<Option<(f64, Option<(f64, f64)>)>> = r.zero_shot().iter().map(|d| d.map(|d| (d.f1, Some((d.ci95[0], d.ci95[1]))))).collect();
         values.push(r.average().map(|a| (a, None)));
         plots.entry((r.scores.limit, r.scores.seed, r.scores.split.clone(), from.clone())).or_default().push(super::plot::BarSeries { name: format!("{} ({w})", t.name), values, paper: false });
@@ -417,7 +504,7 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
         let last = f(t.steps.last().and_then(|x| x.get("reward"))).map(|v| format!("{v:.2}")).unwrap_or("—".into());
         let sample = r.scores.limit.map(|n| format!("{n}/dataset")).unwrap_or("full".into());
         let delta = diff.as_ref().map(|(_, all)| all.cell()).unwrap_or_else(|| "—".into());
-        md.push_str(&format!("| {} | {from} | `{w}` | {sample} | {} | {avg} | {delta} | {failures} | {last} |\n", t.name, cells.join(" | ")));
+        md.push_str(&format!("| {} | {from} | `{w}` | {sample} | {} | {avg} | {delta} | {failures} | {last} |\n", t.label(), cells.join(" | ")));
     }
     let mut groups: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     groups.push("Avg".into());
@@ -493,45 +580,62 @@ pub fn plot_grpo(reports_dir: &Path, name: &str, log_dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// The committed results and every training log (earlier exports' included).
+    fn committed() -> (Vec<Run>, Vec<TrainRun>) {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        (super::super::load_runs(&results).unwrap(), load(&results).unwrap())
+    }
+
+    /// The log whose export's sha256 starts with `sha8`.
+    fn log_by_export<'a>(train: &'a [TrainRun], sha8: &str) -> &'a TrainRun {
+        train.iter().find(|t| t.export_sha256().is_some_and(|h| h.starts_with(sha8))).unwrap_or_else(|| panic!("no log exported {sha8}"))
+    }
+
+    // The committed chain of the cpu preset before it trained again on a new machine: cpu-sft-cot
+    // exported efe1bbb2 (its log kept in results/train/cpu-sft-cot/earlier/efe1bbb2 since), the
+    // GRPO runs started from that file; cpu-grpo-paper exported a10e9a40. The tests below hold
+    // whichever of those logs is still current.
+
     #[test]
     fn the_reward_ablation_names_each_run_s_starting_checkpoint() {
         // real runs: the cpu preset's reward variants start from cpu-sft-cot, the earlier ones from
         // smollm2-135m-sft-cot; both families are scored on the 50-sentence sample
-        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let runs = super::super::load_runs(&results).unwrap();
-        let train = load(&results).unwrap();
+        let (runs, train) = committed();
         let d = tempfile::tempdir().unwrap();
         let md = std::fs::read_to_string(rewards(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
-        let row = |run: &str| md.lines().find(|l| l.starts_with(&format!("| {run} |"))).unwrap_or_else(|| panic!("no row {run}:\n{md}")).to_string();
-        assert!(row("cpu-grpo-paper").starts_with("| cpu-grpo-paper | cpu-sft-cot | `f1=10,schema=1` | 50/dataset |"), "{md}");
-        assert!(row("cpu-grpo-schemaonly").starts_with("| cpu-grpo-schemaonly | cpu-sft-cot | `schema=1` |"), "{md}");
-        assert!(row("smollm2-135m-sft-cot-grpo-f1only").starts_with("| smollm2-135m-sft-cot-grpo-f1only | smollm2-135m-sft-cot | `f1=10` |"), "{md}");
+        // the row of `run` grouped under `from` (a run's label may carry `@sha8 (earlier export)`)
+        let row = |run: &str, from: &str| {
+            md.lines().find(|l| (l.starts_with(&format!("| {run} |")) || l.starts_with(&format!("| {run} @"))) && l.contains(&format!(" | {from} | "))).unwrap_or_else(|| panic!("no row {run} from {from}:\n{md}")).to_string()
+        };
+        // cpu-sft-cot trained twice: each GRPO run names the file it started from
+        let old = "cpu-sft-cot @efe1bbb2";
+        assert!(row("cpu-grpo-paper", old).contains(" | `f1=10,schema=1` | 50/dataset |"), "{md}");
+        assert!(row("cpu-grpo-schemaonly", old).contains(" | `schema=1` | 50/dataset |"), "{md}");
+        assert!(row("smollm2-135m-sft-cot-grpo-f1only", "smollm2-135m-sft-cot").starts_with("| smollm2-135m-sft-cot-grpo-f1only | smollm2-135m-sft-cot | `f1=10` |"), "{md}");
         assert!(md.contains("| GRPO run | from | reward | sample |"));
-        // the Δ column (cell 12): each variant against the paper's reward from the same start on the
-        // same sentences; the reference row itself and a start without one have none
-        let delta = |run: &str| row(run).split(" | ").nth(12).unwrap().to_string();
-        let avg = |run: &str| row(run).split(" | ").nth(11).unwrap().trim_matches('*').parse::<f64>().unwrap();
-        assert_eq!(delta("cpu-grpo-paper"), "—");
-        let schema = delta("cpu-grpo-schemaonly");
-        assert!(schema.starts_with(&format!("{:+.2} [", round2(avg("cpu-grpo-schemaonly") - avg("cpu-grpo-paper")))), "{schema}");
+        // the Δ column (cell 12): each variant against the paper's reward from the same file on
+        // the same sentences; the reference row itself and a start without one have none
+        let delta = |run: &str, from: &str| row(run, from).split(" | ").nth(12).unwrap().to_string();
+        let avg = |run: &str, from: &str| row(run, from).split(" | ").nth(11).unwrap().trim_matches('*').parse::<f64>().unwrap();
+        assert_eq!(delta("cpu-grpo-paper", old), "—");
+        let schema = delta("cpu-grpo-schemaonly", old);
+        assert!(schema.starts_with(&format!("{:+.2} [", round2(avg("cpu-grpo-schemaonly", old) - avg("cpu-grpo-paper", old)))), "{schema}");
         assert!(schema.ends_with("p < 0.002"), "saying nothing loses to the paper reward on every resample: {schema}");
-        assert!(delta("smollm2-135m-sft-cot-grpo-f1only").contains("], p "), "{md}");
+        assert!(delta("smollm2-135m-sft-cot-grpo-f1only", "smollm2-135m-sft-cot").contains("], p "), "{md}");
     }
 
     #[test]
     fn each_stage_is_compared_with_the_model_it_was_trained_from() {
-        // real runs, 50-sentence sample: SFT from the base, GRPO from the retrained cpu-sft-cot
-        // (the export its GRPO runs started from, not the first file's run)
-        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let runs = super::super::load_runs(&results).unwrap();
-        let train = load(&results).unwrap();
+        // real runs, 50-sentence sample: SFT from the base, GRPO from the cpu-sft-cot file its
+        // GRPO runs started from (efe1bbb2), not the first file's run (c85b428a)
+        let (runs, train) = committed();
         let d = tempfile::tempdir().unwrap();
         let md = std::fs::read_to_string(stages(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
         let block = md.split("## ").find(|b| b.starts_with("test, seeded sample of 50 ")).unwrap();
         let row = |label: &str| block.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap_or_else(|| panic!("no row {label}:\n{block}")).to_string();
         let cell = |label: &str, i: usize| row(label).split(" | ").nth(i).unwrap().to_string();
         let avg = |label: &str| cell(label, 8).trim_matches('*').parse::<f64>().unwrap();
-        let (base, cot, grpo) = ("base (smollm2-135m-instruct)", "+ SFT with CoT (cpu-sft-cot)", "+ GRPO (cpu-grpo-paper)");
+        let (base, cot, grpo) = ("base (smollm2-135m-instruct)", "+ SFT with CoT (cpu-sft-cot @efe1bbb2)", "+ GRPO (cpu-grpo-paper @a10e9a40)");
         assert!(cell(base, 9).starts_with('—'), "{block}");
         assert!(cell(cot, 9).starts_with(&format!("{:+.2} [", round2(avg(cot) - avg(base)))) && cell(cot, 9).ends_with("(vs smollm2-135m-instruct) |"), "{block}");
         assert!(cell(grpo, 9).starts_with(&format!("{:+.2} [", round2(avg(grpo) - avg(cot)))) && cell(grpo, 9).ends_with("(vs cpu-sft-cot) |"), "{block}");
@@ -540,29 +644,123 @@ mod tests {
     #[test]
     fn a_run_of_a_retrained_file_is_no_stage_of_the_training_run() {
         // real runs: the cpu preset's CoT-tuned model on the 50-sentence sample, scored once from
-        // the first training's file (c85b428a, lost with its machine) and once from the committed
-        // retraining's export (efe1bbb2), both under the model name cpu-sft-cot
-        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let runs = super::super::load_runs(&results).unwrap();
-        let train = load(&results).unwrap();
+        // the first training's file (c85b428a, lost with its machine, its log not kept) and once
+        // from the retraining's export (efe1bbb2), both under the model name cpu-sft-cot
+        let (runs, train) = committed();
         let index = StageIndex::new(&train);
         let run_of = |id: &str| runs.iter().find(|r| r.id() == id).unwrap_or_else(|| panic!("no committed run {id}"));
-        let t = train.iter().find(|t| t.name == "cpu-sft-cot").unwrap();
-        let export = t.run["export_sha256"].as_str();
-        let current = run_of("cpu-sft-cot-direct-free-test-n50-s42-6d0c65ba");
-        assert_eq!(current.model_sha256.as_deref(), export, "this run scored the committed export");
-        assert_eq!(index.stage_of(current).map(|s| s.0), Some(2));
-        // the same name, other bytes: the first file's run is no run of the committed training
+        let export = log_by_export(&train, "efe1bbb2").export_sha256();
+        let logged = run_of("cpu-sft-cot-direct-free-test-n50-s42-6d0c65ba");
+        assert_eq!(logged.model_sha256.as_deref(), export, "this run scored the logged export");
+        assert_eq!(index.stage_of(logged).map(|s| s.0), Some(2));
+        // the same name, other bytes that no log exported: no stage
         let first = run_of("cpu-sft-cot-direct-free-test-n50-s42-86d07ef7");
-        assert_eq!(first.scores.model, current.scores.model);
-        assert_ne!(first.model_sha256.as_deref(), export);
+        assert_eq!(first.scores.model, logged.scores.model);
+        assert!(train.iter().all(|t| t.export_sha256() != first.model_sha256.as_deref()));
         assert_eq!(index.stage_of(first), None);
-        let mut other = current.clone();
-        // a run without a manifest's sha is taken by its name, as before
+        let mut other = logged.clone();
+        // a run without a manifest's sha is taken by its name (the current log), as before
         other.model_sha256 = None;
         assert_eq!(index.stage_of(&other).map(|s| s.0), Some(2));
         // the base model has no export to compare with
         let base = runs.iter().find(|r| r.scores.model == "smollm2-135m-instruct" && r.scores.limit == Some(50)).unwrap();
         assert_eq!(index.stage_of(base).map(|s| s.0), Some(0));
+    }
+
+    /// A copy of `t` as another run of its name: exported as `export`, started from `from`
+    /// (sha256), logged at `date`; `earlier` as given.
+    fn retrained(t: &TrainRun, export: &str, from: Option<&str>, date: &str, earlier: Option<&str>) -> TrainRun {
+        let mut t = t.clone();
+        t.run["export_sha256"] = serde_json::json!(export);
+        t.run["date"] = serde_json::json!(date);
+        if let Some(f) = from {
+            t.run[if t.stage == "grpo" { "source_sha256" } else { "model_sha256" }] = serde_json::json!(f);
+        }
+        t.earlier = earlier.map(str::to_string);
+        t
+    }
+
+    #[test]
+    fn a_chain_trained_again_stands_beside_the_earlier_one() {
+        // the committed chain (cpu-sft-cot efe1bbb2 → the GRPO runs), then cpu-sft-cot and
+        // cpu-grpo-paper trained again under their names (files 1111… and 2222…), their earlier
+        // logs kept; the other reward variants not (yet) trained again
+        let (runs, all) = committed();
+        let (new_cot, new_grpo) = ("1".repeat(64), "2".repeat(64));
+        let mut train: Vec<TrainRun> = all.iter().filter(|t| t.name != "cpu-sft-cot" && t.name != "cpu-grpo-paper").cloned().collect();
+        let (cot, paper) = (log_by_export(&all, "efe1bbb2"), log_by_export(&all, "a10e9a40"));
+        let later = "2030-01-01T00:00:00Z";
+        train.push(retrained(cot, cot.export_sha256().unwrap(), None, cot.run["date"].as_str().unwrap(), Some("efe1bbb2")));
+        train.push(retrained(paper, paper.export_sha256().unwrap(), None, paper.run["date"].as_str().unwrap(), Some("a10e9a40")));
+        train.push(retrained(cot, &new_cot, None, later, None));
+        train.push(retrained(paper, &new_grpo, Some(&new_cot), "2030-01-02T00:00:00Z", None));
+        // runs of the new files: the old files' runs with the new bytes
+        let committed_runs = runs.clone();
+        let of = |id: &str| committed_runs.iter().find(|r| r.id() == id).unwrap().clone();
+        let mut runs = runs;
+        let (mut c, mut g) = (of("cpu-sft-cot-direct-free-test-n50-s42-6d0c65ba"), of("cpu-grpo-paper-direct-free-test-n50-s42-9fd5750b"));
+        c.model_sha256 = Some(new_cot.clone());
+        g.model_sha256 = Some(new_grpo.clone());
+        // distinct ids, as two runs' folders would have
+        c.scores.run_id = "new-cot".into();
+        g.scores.run_id = "new-grpo".into();
+        runs.push(c.clone());
+        runs.push(g.clone());
+        let index = StageIndex::new(&train);
+        let old_grpo = of("cpu-grpo-paper-direct-free-test-n50-s42-9fd5750b");
+        let old_cot = of("cpu-sft-cot-direct-free-test-n50-s42-6d0c65ba");
+        // each run is the stage of the log that exported its file, named by that file
+        assert_eq!(index.stage_of(&c).unwrap().1, "+ SFT with CoT (cpu-sft-cot @11111111)");
+        assert_eq!(index.stage_of(&g).unwrap().1, "+ GRPO (cpu-grpo-paper @22222222)");
+        assert_eq!(index.stage_of(&old_cot).unwrap().1, "+ SFT with CoT (cpu-sft-cot @efe1bbb2)");
+        assert_eq!(index.stage_of(&old_grpo).unwrap().1, "+ GRPO (cpu-grpo-paper @a10e9a40)");
+        // a variant not trained again: its start is the earlier file, so it is tagged too
+        let f1 = of("cpu-grpo-f1only-direct-free-test-n50-s42-f34dd264");
+        assert_eq!(index.stage_of(&f1).unwrap().1, "+ GRPO (cpu-grpo-f1only @6b0a9ed4)");
+        // each trained stage is compared with the file it started from, and no other
+        assert!(index.is_start_of(&c_base(&runs), &c));
+        assert!(index.is_start_of(&c, &g) && !index.is_start_of(&old_cot, &g));
+        assert!(index.is_start_of(&old_cot, &old_grpo) && !index.is_start_of(&c, &old_grpo));
+        assert!(index.is_start_of(&old_cot, &f1) && !index.is_start_of(&c, &f1));
+        // the reward ablation groups the runs by that file: the new paper-reward run is alone
+        // under the new file, the earlier chain keeps its reference row for the Δ
+        let d = tempfile::tempdir().unwrap();
+        let md = std::fs::read_to_string(rewards(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| cpu-grpo-")).collect();
+        let new_rows: Vec<&&str> = rows.iter().filter(|l| l.contains(" | cpu-sft-cot @11111111 | ")).collect();
+        assert_eq!(new_rows.len(), 1, "{md}");
+        assert!(new_rows[0].starts_with("| cpu-grpo-paper | cpu-sft-cot @11111111 | `f1=10,schema=1` |"), "{md}");
+        assert!(rows.iter().any(|l| l.starts_with("| cpu-grpo-paper @a10e9a40 (earlier export) | cpu-sft-cot @efe1bbb2 | ")), "{md}");
+        let schema = rows.iter().find(|l| l.starts_with("| cpu-grpo-schemaonly ") && l.contains(" | cpu-sft-cot @efe1bbb2 | ")).unwrap();
+        assert!(schema.split(" | ").nth(12).unwrap().ends_with("p < 0.002"), "compared with the earlier paper-reward run: {schema}");
+    }
+
+    /// The base model's run on the 50-sentence sample.
+    fn c_base(runs: &[Run]) -> Run {
+        runs.iter().find(|r| r.scores.model == "smollm2-135m-instruct" && r.scores.limit == Some(50) && r.scores.decoding == "free" && r.scores.split == "test").unwrap().clone()
+    }
+
+    #[test]
+    fn load_reads_the_logs_of_earlier_exports() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("train/m");
+        let log = |p: &Path, sha: &str| crate::util::write_json(&p.join("run.json"), &serde_json::json!({"name": "m", "stage": "sft", "model": "base", "export_sha256": sha})).unwrap();
+        log(&dir, &"a".repeat(64));
+        std::fs::create_dir_all(dir.join("earlier/bbbbbbbb")).unwrap();
+        log(&dir.join("earlier/bbbbbbbb"), &"b".repeat(64));
+        // an earlier log of the current export's bytes (trained again to the same file) is left out
+        std::fs::create_dir_all(dir.join("earlier/aaaaaaaa")).unwrap();
+        log(&dir.join("earlier/aaaaaaaa"), &"a".repeat(64));
+        let train = load(d.path()).unwrap();
+        let got: Vec<(Option<&str>, Option<&str>)> = train.iter().map(|t| (t.earlier.as_deref(), t.export_sha256().map(|h| &h[..1]))).collect();
+        assert_eq!(got, vec![(None, Some("a")), (Some("bbbbbbbb"), Some("b"))]);
+        assert_eq!(train[1].label(), "m @bbbbbbbb (earlier export)");
+        // an earlier log takes only runs that name its file; the current one also runs without a sha
+        let (runs, _) = committed();
+        let mut r = runs[0].clone();
+        r.model_sha256 = None;
+        assert!(train[0].exported_as(&r) && !train[1].exported_as(&r));
+        r.model_sha256 = Some("b".repeat(64));
+        assert!(!train[0].exported_as(&r) && train[1].exported_as(&r));
     }
 }

@@ -128,6 +128,32 @@ pub fn after_step(done: usize, end: usize, every: usize, last: &mut Option<PathB
     Ok(false)
 }
 
+/// The folder under a training run's log folder (`results/train/<name>/`) that keeps the logs of
+/// its earlier exports: `earlier/<first 8 hex digits of the export's sha256>/`.
+pub const EARLIER: &str = "earlier";
+
+/// Before a run starts over (no checkpoint in `ckpt_dir` to resume from): when `log_dir` logs an
+/// earlier run of the name that was exported (`export_sha256` in its `run.json`), move its
+/// `run.json` and `steps.jsonl` to `log_dir/earlier/<sha8>/`, so that what was scored or
+/// fine-tuned from that file keeps the log that made it. Returns the folder they went to.
+pub fn keep_earlier_log(log_dir: &Path, ckpt_dir: &Path) -> Result<Option<PathBuf>> {
+    let run = log_dir.join("run.json");
+    if latest(ckpt_dir).is_some() || !run.is_file() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = read_json(&run)?;
+    let Some(sha) = v.get("export_sha256").and_then(|s| s.as_str()).filter(|s| s.len() >= 8) else { return Ok(None) };
+    let to = log_dir.join(EARLIER).join(&sha[..8]);
+    std::fs::create_dir_all(&to).map_err(|e| Error::io(&to, e))?;
+    for f in ["run.json", "steps.jsonl"] {
+        let p = log_dir.join(f);
+        if p.is_file() {
+            std::fs::rename(&p, to.join(f)).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(Some(to))
+}
+
 /// Reopen a run's step log for appending after a resume: rows past the checkpoint (logged by
 /// the crashed process after its last checkpoint) are dropped, so the curve has each step once.
 pub fn reopen_log<T: Serialize + DeserializeOwned>(path: &Path, keep: impl Fn(&T) -> bool) -> Result<std::fs::File> {
@@ -140,4 +166,36 @@ pub fn reopen_log<T: Serialize + DeserializeOwned>(path: &Path, keep: impl Fn(&T
     }
     write_atomic(path, text.as_bytes())?;
     std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exported_run_starting_over_keeps_its_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, ck) = (tmp.path().join("train/m"), tmp.path().join("ck/m"));
+        // no log yet, or one without an export (a run never finished): nothing moves
+        assert_eq!(keep_earlier_log(&log, &ck).unwrap(), None);
+        write_json(&log.join("run.json"), &serde_json::json!({"name": "m", "export_sha256": null})).unwrap();
+        assert_eq!(keep_earlier_log(&log, &ck).unwrap(), None);
+        assert!(log.join("run.json").is_file());
+        // a finished, exported run: its log moves under earlier/<sha8>/
+        let sha = "0123456789abcdef".repeat(4);
+        write_json(&log.join("run.json"), &serde_json::json!({"name": "m", "export_sha256": sha})).unwrap();
+        std::fs::write(log.join("steps.jsonl"), "{\"step\":1}\n").unwrap();
+        // ... but not while a checkpoint is there to resume from
+        std::fs::create_dir_all(ck.join("step-000001")).unwrap();
+        std::fs::write(ck.join("step-000001/state.json"), "{}").unwrap();
+        std::fs::write(ck.join("latest"), "step-000001").unwrap();
+        assert_eq!(keep_earlier_log(&log, &ck).unwrap(), None);
+        std::fs::remove_dir_all(&ck).unwrap();
+        let to = keep_earlier_log(&log, &ck).unwrap().unwrap();
+        assert_eq!(to, log.join("earlier/01234567"));
+        assert!(!log.join("run.json").exists() && !log.join("steps.jsonl").exists());
+        assert_eq!(std::fs::read_to_string(to.join("steps.jsonl")).unwrap(), "{\"step\":1}\n");
+        let kept: serde_json::Value = read_json(&to.join("run.json")).unwrap();
+        assert_eq!(kept["export_sha256"], sha);
+    }
 }
