@@ -156,6 +156,7 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
     // and the base's cell stand on their committed scores
     let read = |p: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(d.join(p)).unwrap()).unwrap() };
     let old_start = read("r/train/t-grpo-paper/run.json");
+    let old_cot = read("r/train/t-sft-cot/run.json");
     // training again on one machine has given the same bytes (same code and seeds), and then the
     // cell's committed score stands for the new start, as its sha256 says; as if it had started
     // from another file (another machine or code gives other bytes), it must not
@@ -195,6 +196,14 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
     // (same bytes here when training is deterministic on one machine, as measured; not asserted)
     eprintln!("trained again, the same bytes: {}", start["export_sha256"] == old_start["export_sha256"]);
     assert_eq!(read("r/train/t-lr-crossner_ai-p2-s1-reasoningner/run.json")["model_sha256"], start["export_sha256"]);
+    // what trained again from the start kept the log of its earlier export, step log included
+    for (name, old) in [("t-sft-cot", &old_cot), ("t-grpo-paper", &old_start)] {
+        let sha = old["export_sha256"].as_str().unwrap();
+        let kept = d.join(format!("r/train/{name}/earlier/{}", &sha[..8]));
+        assert_eq!(read(&format!("r/train/{name}/earlier/{}/run.json", &sha[..8]))["date"], old["date"], "{name}");
+        assert!(std::fs::read_to_string(kept.join("steps.jsonl")).unwrap().lines().count() > 0, "{name}");
+        assert!(read(&format!("r/train/{name}/run.json"))["date"] != old["date"], "{name}: a new log");
+    }
     let csv = std::fs::read_to_string(d.join("rep/low-resource.csv")).unwrap();
     let ours: Vec<&str> = csv.lines().filter(|l| l.contains(",t-grpo-paper,")).collect();
     assert_eq!(ours.len(), 2, "the new 0% and 2% runs:\n{csv}");
