@@ -314,8 +314,11 @@ pub(crate) fn file_stem(id: &str) -> String {
 /// Per-run files under `reports_dir` whose run is no longer in results/ (a rerun under a new run id,
 /// a removed run): the plots `plots/{labels,errors}-<run>.{svg,png}` and `plots/{sft,grpo}-<training
 /// run>.{svg,png}`, and with `site` the site's `run-<run>.html`, `samples-<run>.html`,
-/// `data/<run>.js` and `compare-<a>-vs-<b>.html` of a gone run. Removes them; returns their paths,
-/// sorted. Every other file (tables, the shared plots, CoT reports) is left alone.
+/// `data/<run>.js` and `compare-<a>-vs-<b>.html` of a gone run; and the ablation plots
+/// `plots/ablation-{stages,rewards}-*.{svg,png}` that their table (`ablation-stages.md`,
+/// `ablation-rewards.md`, written before this runs) no longer names, as when a start trained again
+/// and its plot took the file's `@sha8`. Removes them; returns their paths, sorted. Every other
+/// file (tables, the shared plots, CoT reports) is left alone.
 pub fn prune_stale(reports_dir: &Path, run_ids: &[String], train_names: &[String], site: bool) -> Result<Vec<PathBuf>> {
     let runs: BTreeSet<String> = run_ids.iter().map(|id| file_stem(id)).collect();
     let trains: BTreeSet<&str> = train_names.iter().map(String::as_str).collect();
@@ -333,10 +336,15 @@ pub fn prune_stale(reports_dir: &Path, run_ids: &[String], train_names: &[String
         Ok(())
     };
     let stem_of = |name: &str, exts: &[&str]| exts.iter().find_map(|x| name.strip_suffix(x)).map(str::to_string);
+    let table = |t: &str| std::fs::read_to_string(reports_dir.join(format!("{t}.md"))).unwrap_or_default();
+    let ablations = [("ablation-stages", table("ablation-stages")), ("ablation-rewards", table("ablation-rewards"))];
     sweep(reports_dir.join("plots"), &|name| {
         let Some(stem) = stem_of(name, &[".svg", ".png"]) else { return false };
         if let Some(run) = stem.strip_prefix("labels-").or_else(|| stem.strip_prefix("errors-")) {
             return !runs.contains(run);
+        }
+        if let Some((_, md)) = ablations.iter().find(|(t, _)| stem.starts_with(&format!("{t}-"))) {
+            return !md.contains(&format!("`plots/{stem}.png`"));
         }
         stem.strip_prefix("sft-").or_else(|| stem.strip_prefix("grpo-")).is_some_and(|t| !trains.contains(t))
     })?;
@@ -372,14 +380,21 @@ mod tests {
             "site/run-keep-1.html", "site/run-gone-2.html", "site/samples-gone-2.html", "site/index.html", "site/style.css",
             "site/compare-keep-1-vs-gone-2.html", "site/compare-keep-1-vs-keep-3.html", "site/data/gone-2.js", "site/data/keep-3.js",
             "site/compare-a-vs-b-vs-keep-1.html", "site/compare-a-vs-b-vs-gone-2.html", "zero-shot.md",
+            "plots/ablation-rewards-n50-s42-from-m.png", "plots/ablation-rewards-n50-s42-from-m__1234abcd.svg", "plots/ablation-stages-n50-s42.png",
         ] {
             std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
             std::fs::write(r.join(f), "x").unwrap();
         }
+        // the reward table names the start's new plot; no stage table was written
+        std::fs::write(r.join("ablation-rewards.md"), "Plots: `plots/ablation-rewards-n50-s42-from-m__1234abcd.png`.\n").unwrap();
         let ids = ["keep-1".to_string(), "keep-3".to_string(), "a-vs-b".to_string()];
         let gone = prune_stale(r, &ids, &["train-a".to_string()], false).unwrap();
         let names = |g: &[PathBuf]| g.iter().map(|p| p.strip_prefix(r).unwrap().display().to_string()).collect::<Vec<_>>();
-        assert_eq!(names(&gone), ["plots/errors-gone-2.png", "plots/grpo-old.svg", "plots/labels-gone-2.svg"]);
+        assert_eq!(
+            names(&gone),
+            ["plots/ablation-rewards-n50-s42-from-m.png", "plots/ablation-stages-n50-s42.png", "plots/errors-gone-2.png", "plots/grpo-old.svg", "plots/labels-gone-2.svg"]
+        );
+        assert!(r.join("plots/ablation-rewards-n50-s42-from-m__1234abcd.svg").is_file());
         assert!(r.join("site/run-gone-2.html").is_file(), "the site is left alone without --html");
         let gone = prune_stale(r, &ids, &["train-a".to_string()], true).unwrap();
         assert_eq!(
