@@ -487,9 +487,10 @@ impl Ctx<'_> {
         })
     }
 
-    /// Training run `name`'s log, `results/train/<name>/run.json` (None when it is missing or unreadable).
+    /// Training run `name`'s log, `results/train/<name>/run.json` (None when it is missing or
+    /// unreadable), as [`crate::report::training::read_log`] reads it.
     fn train_log(&self, name: &str) -> Option<serde_json::Value> {
-        crate::util::read_json(&self.g.results.join("train").join(name).join("run.json")).ok()
+        crate::report::training::read_log(&self.g.results.join("train").join(name))
     }
 
     /// Whether training run `name` (logged) started from the export that training run `start`'s

@@ -69,13 +69,14 @@ impl TrainRun {
 /// log records (true when that log records none): by the sha256 `run` recorded of the file it
 /// started from (an SFT run's `model_sha256`, a GRPO run's `source_sha256`), else (logs written
 /// before those fields) by having begun after `start`'s last training did, since a run that began
-/// before it could only have read an earlier file of the same name.
+/// before it could only have read an earlier file of the same name; where the start trained again
+/// to the same bytes, after the first of those trainings ([`read_log`]'s `exported_since`).
 pub fn from_export_of(run: &Value, start: &Value) -> bool {
     let sha = |v: &Value, k: &str| v.get(k).and_then(|v| v.as_str()).map(str::to_string);
     let Some(export) = sha(start, "export_sha256") else { return true };
     match sha(run, "model_sha256").or_else(|| sha(run, "source_sha256")) {
         Some(from) => from == export,
-        None => match (sha(run, "date"), sha(start, "date")) {
+        None => match (sha(run, "date"), sha(start, "exported_since").or_else(|| sha(start, "date"))) {
             (Some(a), Some(b)) => crate::util::parse_time(&a).zip(crate::util::parse_time(&b)).map_or(a > b, |(a, b)| a > b),
             _ => true,
         },
@@ -91,6 +92,41 @@ pub fn start_log<'a>(t: &TrainRun, train: &'a [TrainRun]) -> Option<&'a TrainRun
     train.iter().filter(|s| s.name == init && s.export_sha256().is_some() && t.from_export_of(s)).max_by_key(|s| date(s))
 }
 
+/// The log in `dir` (`results/train/<name>/run.json`) as the reports and `rner reproduce` read it:
+/// with `exported_since` set (in memory, not in the file) where the name trained again to the
+/// bytes it had before (another machine, the same code and seeds): the date of the oldest of its
+/// logs (`earlier/` included) in the unbroken line, newest first, that exported these bytes.
+/// None when there is no readable `run.json`.
+pub fn read_log(dir: &Path) -> Option<Value> {
+    let mut run: Value = crate::util::read_json(&dir.join("run.json")).ok()?;
+    let earlier: Vec<Value> = std::fs::read_dir(dir.join(crate::train::checkpoint::EARLIER))
+        .map(|rd| rd.flatten().filter_map(|e| crate::util::read_json(&e.path().join("run.json")).ok()).collect())
+        .unwrap_or_default();
+    if let Some(since) = exported_since(&run, &earlier) {
+        run["exported_since"] = Value::String(since);
+    }
+    Some(run)
+}
+
+/// See [`read_log`]: the date of the oldest log before `current` (newest first, without a log of
+/// other bytes between) that exported `current`'s bytes; None when there is none.
+fn exported_since(current: &Value, earlier: &[Value]) -> Option<String> {
+    let str_of = |v: &Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let export = str_of(current, "export_sha256")?;
+    let now = crate::util::parse_time(&str_of(current, "date")?)?;
+    let mut before: Vec<(time::OffsetDateTime, &Value)> =
+        earlier.iter().filter_map(|v| Some((crate::util::parse_time(&str_of(v, "date")?)?, v))).filter(|(d, _)| *d < now).collect();
+    before.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut since = None;
+    for (_, v) in before {
+        if str_of(v, "export_sha256").as_deref() != Some(export.as_str()) {
+            break;
+        }
+        since = str_of(v, "date");
+    }
+    since
+}
+
 /// Every training run under `results/train`: each name's current log, then the logs of its
 /// earlier exports (`earlier/<sha8>/`, kept when the name trained again; one whose export has the
 /// current log's bytes is left out).
@@ -99,7 +135,10 @@ pub fn load(results_dir: &Path) -> Result<Vec<TrainRun>> {
     let Ok(rd) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for e in rd.flatten() {
-        let current = load_one(&e.path(), None)?;
+        let mut current = load_one(&e.path(), None)?;
+        if let (Some(t), Some(since)) = (current.as_mut(), read_log(&e.path()).and_then(|v| v.get("exported_since").cloned())) {
+            t.run["exported_since"] = since;
+        }
         let now = current.as_ref().and_then(|t| t.export_sha256().map(str::to_string));
         if let Ok(rd) = std::fs::read_dir(e.path().join(crate::train::checkpoint::EARLIER)) {
             for k in rd.flatten() {
@@ -591,10 +630,17 @@ mod tests {
         train.iter().find(|t| t.export_sha256().is_some_and(|h| h.starts_with(sha8))).unwrap_or_else(|| panic!("no log exported {sha8}"))
     }
 
-    // The committed chain of the cpu preset before it trained again on a new machine: cpu-sft-cot
-    // exported efe1bbb2 (its log kept in results/train/cpu-sft-cot/earlier/efe1bbb2 since), the
-    // GRPO runs started from that file; cpu-grpo-paper exported a10e9a40. The tests below hold
-    // whichever of those logs is still current.
+    /// `name`, with `@sha8` when `name` or `start` has logs of several files, as the tables name it.
+    fn named(train: &[TrainRun], name: &str, sha8: &str, start: &str) -> String {
+        let several = |n: &str| train.iter().filter(|t| t.name == n).count() > 1;
+        if several(name) || several(start) { format!("{name} @{sha8}") } else { name.to_string() }
+    }
+
+    // The committed chain of the cpu preset: cpu-sft-cot exported efe1bbb2, the GRPO runs started
+    // from that file; cpu-grpo-paper exported a10e9a40. Trained again on another machine, the
+    // CoT-tuned model gave the same bytes (its first log kept in earlier/efe1bbb2, and left out
+    // as the same file). The tests below hold whichever of those logs is current, and whether or
+    // not a retrain gave other bytes.
 
     #[test]
     fn the_reward_ablation_names_each_run_s_starting_checkpoint() {
@@ -607,8 +653,8 @@ mod tests {
         let row = |run: &str, from: &str| {
             md.lines().find(|l| (l.starts_with(&format!("| {run} |")) || l.starts_with(&format!("| {run} @"))) && l.contains(&format!(" | {from} | "))).unwrap_or_else(|| panic!("no row {run} from {from}:\n{md}")).to_string()
         };
-        // cpu-sft-cot trained twice: each GRPO run names the file it started from
-        let old = "cpu-sft-cot @efe1bbb2";
+        // each GRPO run names the file it started from where cpu-sft-cot has logs of two files
+        let old = &named(&train, "cpu-sft-cot", "efe1bbb2", "smollm2-135m-instruct")[..];
         assert!(row("cpu-grpo-paper", old).contains(" | `f1=10,schema=1` | 50/dataset |"), "{md}");
         assert!(row("cpu-grpo-schemaonly", old).contains(" | `schema=1` | 50/dataset |"), "{md}");
         assert!(row("smollm2-135m-sft-cot-grpo-f1only", "smollm2-135m-sft-cot").starts_with("| smollm2-135m-sft-cot-grpo-f1only | smollm2-135m-sft-cot | `f1=10` |"), "{md}");
@@ -635,7 +681,9 @@ mod tests {
         let row = |label: &str| block.lines().find(|l| l.starts_with(&format!("| {label} |"))).unwrap_or_else(|| panic!("no row {label}:\n{block}")).to_string();
         let cell = |label: &str, i: usize| row(label).split(" | ").nth(i).unwrap().to_string();
         let avg = |label: &str| cell(label, 8).trim_matches('*').parse::<f64>().unwrap();
-        let (base, cot, grpo) = ("base (smollm2-135m-instruct)", "+ SFT with CoT (cpu-sft-cot @efe1bbb2)", "+ GRPO (cpu-grpo-paper @a10e9a40)");
+        let cot = format!("+ SFT with CoT ({})", named(&train, "cpu-sft-cot", "efe1bbb2", "smollm2-135m-instruct"));
+        let grpo = format!("+ GRPO ({})", named(&train, "cpu-grpo-paper", "a10e9a40", "cpu-sft-cot"));
+        let (base, cot, grpo) = ("base (smollm2-135m-instruct)", &cot[..], &grpo[..]);
         assert!(cell(base, 9).starts_with('—'), "{block}");
         assert!(cell(cot, 9).starts_with(&format!("{:+.2} [", round2(avg(cot) - avg(base)))) && cell(cot, 9).ends_with("(vs smollm2-135m-instruct) |"), "{block}");
         assert!(cell(grpo, 9).starts_with(&format!("{:+.2} [", round2(avg(grpo) - avg(cot)))) && cell(grpo, 9).ends_with("(vs cpu-sft-cot) |"), "{block}");
@@ -671,6 +719,8 @@ mod tests {
     /// (sha256), logged at `date`; `earlier` as given.
     fn retrained(t: &TrainRun, export: &str, from: Option<&str>, date: &str, earlier: Option<&str>) -> TrainRun {
         let mut t = t.clone();
+        // a log of its own: since when its bytes were exported is for `load` to say
+        t.run.as_object_mut().unwrap().remove("exported_since");
         t.run["export_sha256"] = serde_json::json!(export);
         t.run["date"] = serde_json::json!(date);
         if let Some(f) = from {
@@ -690,8 +740,10 @@ mod tests {
         let mut train: Vec<TrainRun> = all.iter().filter(|t| t.name != "cpu-sft-cot" && t.name != "cpu-grpo-paper").cloned().collect();
         let (cot, paper) = (log_by_export(&all, "efe1bbb2"), log_by_export(&all, "a10e9a40"));
         let later = "2030-01-01T00:00:00Z";
-        train.push(retrained(cot, cot.export_sha256().unwrap(), None, cot.run["date"].as_str().unwrap(), Some("efe1bbb2")));
-        train.push(retrained(paper, paper.export_sha256().unwrap(), None, paper.run["date"].as_str().unwrap(), Some("a10e9a40")));
+        // the first training's date (a log trained again to the same bytes says since when)
+        let first = |t: &TrainRun| t.run.get("exported_since").unwrap_or(&t.run["date"]).as_str().unwrap().to_string();
+        train.push(retrained(cot, cot.export_sha256().unwrap(), None, &first(cot), Some("efe1bbb2")));
+        train.push(retrained(paper, paper.export_sha256().unwrap(), None, &first(paper), Some("a10e9a40")));
         train.push(retrained(cot, &new_cot, None, later, None));
         train.push(retrained(paper, &new_grpo, Some(&new_cot), "2030-01-02T00:00:00Z", None));
         // runs of the new files: the old files' runs with the new bytes
@@ -738,6 +790,30 @@ mod tests {
     /// The base model's run on the 50-sentence sample.
     fn c_base(runs: &[Run]) -> Run {
         runs.iter().find(|r| r.scores.model == "smollm2-135m-instruct" && r.scores.limit == Some(50) && r.scores.decoding == "free" && r.scores.split == "test").unwrap().clone()
+    }
+
+    #[test]
+    fn a_start_trained_again_to_the_same_bytes_keeps_what_started_from_it() {
+        let log = |sha: &str, date: &str| serde_json::json!({"export_sha256": sha.repeat(64), "date": date});
+        let (a1, b2, a3, a4) = (log("a", "2026-01-01T00:00:00Z"), log("b", "2026-01-02T00:00:00Z"), log("a", "2026-01-03T00:00:00Z"), log("a", "2026-01-04T00:00:00Z"));
+        // newest first, the line of logs of the same bytes reaches back to a3 (b2 breaks it)
+        assert_eq!(exported_since(&a4, &[a1.clone(), b2.clone(), a3.clone()]).as_deref(), Some("2026-01-03T00:00:00Z"));
+        assert_eq!(exported_since(&a4, &[a1.clone()]).as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(exported_since(&a4, &[b2.clone()]), None);
+        assert_eq!(exported_since(&a4, &[]), None);
+        // a dependant without a recorded sha256 that began between a3 and a4 read these bytes
+        let dependant = serde_json::json!({"date": "2026-01-03T12:00:00Z"});
+        let mut start = a4.clone();
+        assert!(!from_export_of(&dependant, &start));
+        start["exported_since"] = serde_json::json!("2026-01-03T00:00:00Z");
+        assert!(from_export_of(&dependant, &start));
+        // read_log sets it from the logs on disk
+        let d = tempfile::tempdir().unwrap();
+        crate::util::write_json(&d.path().join("run.json"), &a4).unwrap();
+        crate::util::write_json(&d.path().join("earlier/aaaaaaaa/run.json"), &a1).unwrap();
+        assert_eq!(read_log(d.path()).unwrap()["exported_since"], "2026-01-01T00:00:00Z");
+        crate::util::write_json(&d.path().join("earlier/bbbbbbbb/run.json"), &b2).unwrap();
+        assert!(read_log(d.path()).unwrap().get("exported_since").is_none());
     }
 
     #[test]
