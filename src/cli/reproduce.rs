@@ -480,7 +480,7 @@ impl Ctx<'_> {
         let sha = log.get("export_sha256")?.as_str()?;
         (!self.trained(&name)).then(|| {
             format!(
-                "trains again: {} (sha256 {}…, logged in results/train/{name}) is not here; the new file is another model, and what was scored or fine-tuned from the old one stays apart",
+                "trains again: {} (sha256 {}…, logged in results/train/{name}) is not here; where the new file's bytes differ, what was scored or fine-tuned from the old one stays apart",
                 self.model_file(&name).display(),
                 &sha[..sha.len().min(8)]
             )
@@ -888,9 +888,17 @@ mod tests {
         let cell = "cpu-lr-crossner_ai-p10-s1-reasoningner";
         assert!(c.from_logged_export(cell, "cpu-grpo-paper"));
         let tmp = tempfile::tempdir().unwrap();
+        // each log with the logs of its earlier exports (a start trained again to the same bytes)
         for n in [cell, "cpu-grpo-paper"] {
-            std::fs::create_dir_all(tmp.path().join("train").join(n)).unwrap();
-            std::fs::copy(root.join("results/train").join(n).join("run.json"), tmp.path().join("train").join(n).join("run.json")).unwrap();
+            let from = root.join("results/train").join(n);
+            let mut logs = vec![PathBuf::new()];
+            if let Ok(rd) = std::fs::read_dir(from.join("earlier")) {
+                logs.extend(rd.flatten().map(|e| Path::new("earlier").join(e.file_name())));
+            }
+            for l in logs {
+                std::fs::create_dir_all(tmp.path().join("train").join(n).join(&l)).unwrap();
+                std::fs::copy(from.join(&l).join("run.json"), tmp.path().join("train").join(n).join(&l).join("run.json")).unwrap();
+            }
         }
         let g2 = Global { results: tmp.path().to_path_buf(), ..global(root) };
         let c2 = Ctx { g: &g2, p: &p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck"), runs: Default::default() };
