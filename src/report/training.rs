@@ -136,20 +136,22 @@ pub fn load(results_dir: &Path) -> Result<Vec<TrainRun>> {
     let mut out = Vec::new();
     for e in rd.flatten() {
         let mut current = load_one(&e.path(), None)?;
-        if let (Some(t), Some(since)) = (current.as_mut(), read_log(&e.path()).and_then(|v| v.get("exported_since").cloned())) {
-            t.run["exported_since"] = since;
-        }
-        let now = current.as_ref().and_then(|t| t.export_sha256().map(str::to_string));
+        let mut earlier = Vec::new();
         if let Ok(rd) = std::fs::read_dir(e.path().join(crate::train::checkpoint::EARLIER)) {
             for k in rd.flatten() {
-                let tag = k.file_name().to_string_lossy().into_owned();
-                if let Some(t) = load_one(&k.path(), Some(tag))? {
-                    if now.is_none() || t.export_sha256() != now.as_deref() {
-                        out.push(t);
-                    }
-                }
+                earlier.extend(load_one(&k.path(), Some(k.file_name().to_string_lossy().into_owned()))?);
             }
         }
+        // the same line of logs `read_log` reads, from the logs already here
+        if let Some(t) = current.as_mut() {
+            let logs: Vec<Value> = earlier.iter().map(|k| k.run.clone()).collect();
+            if let Some(since) = exported_since(&t.run, &logs) {
+                t.run["exported_since"] = Value::String(since);
+            }
+        }
+        // an earlier log of the current file's bytes (trained again to the same file) is left out
+        let now = current.as_ref().and_then(|t| t.export_sha256().map(str::to_string));
+        out.extend(earlier.into_iter().filter(|t| now.is_none() || t.export_sha256() != now.as_deref()));
         out.extend(current);
     }
     out.sort_by(|a, b| a.name.cmp(&b.name).then(a.earlier.cmp(&b.earlier)));
