@@ -131,6 +131,63 @@ fn ours_and_base<'a>(inits: &'a [(String, &'a Vec<Point>)], train: &[TrainRun]) 
     }
 }
 
+/// What a run's answers on one dataset look like (from its `samples.jsonl`): the form a fine-tune
+/// taught, which F1 alone does not show (a start that still reasons first, or answers empty).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Form {
+    /// share of answers whose text opens with a `<think>` block
+    pub think: f64,
+    /// share parsed without error and with no entity
+    pub empty: f64,
+    /// share that fails to parse
+    pub unparsed: f64,
+    /// generated tokens per answer
+    pub gen_tokens: f64,
+    /// predicted entities over gold entities, summed over the sentences
+    pub pred_per_gold: f64,
+}
+
+impl Form {
+    pub fn of(rows: &[&crate::run::SampleRow]) -> Form {
+        let n = rows.len().max(1) as f64;
+        let share = |f: &dyn Fn(&crate::run::SampleRow) -> bool| rows.iter().filter(|r| f(r)).count() as f64 / n;
+        let (pred, gold) = rows.iter().fold((0, 0), |(p, g), r| (p + r.counts.predicted, g + r.counts.gold));
+        Form {
+            think: share(&|r| r.output.trim_start().starts_with("<think>")),
+            empty: share(&|r| r.parse_error.is_none() && r.prediction.is_empty()),
+            unparsed: share(&|r| r.parse_error.is_some()),
+            gen_tokens: rows.iter().map(|r| r.gen_tokens as f64).sum::<f64>() / n,
+            pred_per_gold: if gold == 0 { f64::NAN } else { pred as f64 / gold as f64 },
+        }
+    }
+
+    /// The mean of several (a cell's seeds).
+    fn mean(forms: &[Form]) -> Form {
+        let m = |f: fn(&Form) -> f64| mean_sd(&forms.iter().map(f).collect::<Vec<_>>()).0;
+        Form { think: m(|f| f.think), empty: m(|f| f.empty), unparsed: m(|f| f.unparsed), gen_tokens: m(|f| f.gen_tokens), pred_per_gold: m(|f| f.pred_per_gold) }
+    }
+}
+
+/// Each run's answer form per dataset, read once per run (a 0% run scores several datasets).
+fn forms(runs: &[Run], ids: impl Iterator<Item = String>) -> Result<BTreeMap<(String, String), Form>> {
+    let mut out = BTreeMap::new();
+    let mut ids: Vec<String> = ids.collect();
+    ids.sort();
+    ids.dedup();
+    for id in ids {
+        let Some(r) = runs.iter().find(|r| r.id() == id) else { continue };
+        let rows = crate::run::read_samples(r.dir())?;
+        let mut by_set: BTreeMap<&str, Vec<&crate::run::SampleRow>> = BTreeMap::new();
+        for row in &rows {
+            by_set.entry(row.dataset.as_str()).or_default().push(row);
+        }
+        for (set, rows) in by_set {
+            out.insert((id.clone(), set.to_string()), Form::of(&rows));
+        }
+    }
+    Ok(out)
+}
+
 /// Mean and sample standard deviation (0 for one value).
 pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -176,7 +233,8 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
          Paper row: ReasoningNER 8B on CoNLL-2003 (`paper.md` §8.2), **paper-reported**, not a run of ours.\n\n",
     );
     // every run, complete or not: a partial one's F1 is over the sentences it has (sentences < expected)
-    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,status,run_id,command,vs_run_id,delta_vs,delta_ci_low,delta_ci_high,delta_p\n");
+    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,status,run_id,command,vs_run_id,delta_vs,delta_ci_low,delta_ci_high,delta_p,think_share,empty_share,unparsed_share,gen_tokens,pred_per_gold\n");
+    let form = forms(runs, cells.values().flatten().chain(aside.iter().map(|a| &a.1)).map(|p| p.run_id.clone()))?;
     let mut by_set: BTreeMap<(String, Option<usize>, u64), Vec<(String, &Vec<Point>)>> = BTreeMap::new();
     for ((set, init, limit, seed), pts) in &cells {
         by_set.entry((set.clone(), *limit, *seed)).or_default().push((init.clone(), pts));
@@ -218,7 +276,11 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             p.command.replace('"', "'")
         ));
         match paired.get(&(set.clone(), p.run_id.clone())) {
-            Some((vs, d)) => csv.push_str(&format!("{vs},{},{},{},{:.4}\n", d.delta, d.ci95[0], d.ci95[1], d.p)),
+            Some((vs, d)) => csv.push_str(&format!("{vs},{},{},{},{:.4},", d.delta, d.ci95[0], d.ci95[1], d.p)),
+            None => csv.push_str(",,,,,"),
+        }
+        match form.get(&(p.run_id.clone(), set.clone())) {
+            Some(f) => csv.push_str(&format!("{:.4},{:.4},{:.4},{:.1},{:.4}\n", f.think, f.empty, f.unparsed, f.gen_tokens, f.pred_per_gold)),
             None => csv.push_str(",,,,\n"),
         }
     }
@@ -283,6 +345,18 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             let cells: Vec<String> = fracs.iter().map(|f| PAPER_CONLL.iter().find(|p| (p.0 - f).abs() < 1e-12).map(|p| format!("{:.1}", p.1)).unwrap_or("—".into())).collect();
             md.push_str(&format!("| ReasoningNER 8B (paper-reported) | {} |\n", cells.join(" | ")));
             bands.push(super::plot::Band { name: "ReasoningNER 8B (paper)".into(), points: PAPER_CONLL.iter().map(|(f, v)| (pos(*f), *v, *v, *v)).collect(), dots: Vec::new(), paper: true });
+        }
+        md.push_str("\nWhat the answers look like (mean over the seeds; each seed in the CSV): answers that open with a `<think>` block, that parse to no entity, that fail to parse; generated tokens per answer; predicted over gold entities.\n\n| starting model | share | opens with `<think>` | empty | unparsed | tokens | predicted ÷ gold |\n|---|---|---|---|---|---|---|\n");
+        for (init, pts) in inits {
+            for f in &fracs {
+                let here: Vec<Form> = pts.iter().filter(|p| p.fraction == *f).filter_map(|p| form.get(&(p.run_id.clone(), set.clone())).copied()).collect();
+                if here.is_empty() {
+                    continue;
+                }
+                let m = Form::mean(&here);
+                let pc = |x: f64| format!("{:.0}%", x * 100.0);
+                md.push_str(&format!("| {init} | {} | {} | {} | {} | {:.0} | {:.2} |\n", pct(*f), pc(m.think), pc(m.empty), pc(m.unparsed), m.gen_tokens, m.pred_per_gold));
+            }
         }
         let runs_used: Vec<String> = inits.iter().flat_map(|(_, p)| p.iter().map(|x| format!("`{}`", x.run_id))).collect();
         md.push_str(&format!("\nRuns: {}.\n\n", runs_used.join(", ")));
@@ -411,6 +485,52 @@ mod tests {
         // and one that records another file's sha does not, whatever its date
         train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s1-reasoningner").unwrap().run["model_sha256"] = serde_json::json!("1".repeat(64));
         assert_eq!(ours(&cells(&runs, &train).0), 0);
+    }
+
+    #[test]
+    fn answer_forms_come_from_each_dataset_s_own_samples() {
+        use crate::run::SampleRow;
+        let row = |output: &str, gold: usize, pred: usize| -> SampleRow {
+            let mut r: SampleRow = serde_json::from_value(serde_json::json!({
+                "id": "x", "dataset": "d", "split": "test", "index": 0, "sentence": "s", "schema": [], "gold": [],
+                "output": output, "reasoning": null, "think": null, "prediction": [], "parse_error": null,
+                "counts": {"gold": gold, "predicted": pred, "matched": 0}, "prompt_tokens": 1, "gen_tokens": 10 * gold + 5,
+                "finish": "stop", "latency_ms": 1.0
+            }))
+            .unwrap();
+            r.reparse();
+            r.counts = crate::score::Counts { gold, predicted: pred, matched: 0 };
+            r
+        };
+        let rows = [row("<think>\nnone\n</think>\n{\"entities\": {}}", 1, 0), row("  <think>x</think>{\"entities\": {\"person\": [\"Ann\"]}}", 2, 1), row("{\"entities\": {}}", 1, 0), row("no json", 0, 0)];
+        let f = Form::of(&rows.iter().collect::<Vec<_>>());
+        assert_eq!((f.think, f.empty, f.unparsed), (0.5, 0.5, 0.25));
+        assert_eq!((f.gen_tokens, f.pred_per_gold), ((15.0 + 25.0 + 15.0 + 5.0) / 4.0, 0.25));
+        // the committed cpu cells: the ReasoningNER start still reasons first after answer-only
+        // fine-tuning on 10 sentences of CrossNER-AI, the base never does; a 0% run's form is its
+        // own dataset's (one run scores all the domains)
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let runs = super::super::load_runs(&results).unwrap();
+        let train = super::super::training::load(&results).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        write(&runs, &train, d.path()).unwrap().unwrap();
+        let csv = std::fs::read_to_string(d.path().join("low-resource.csv")).unwrap();
+        let head: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let col = |l: &str, name: &str| -> f64 {
+            // the command column is quoted and may hold commas: count from the end
+            let cells: Vec<&str> = l.rsplitn(head.len() - head.iter().position(|h| *h == "command").unwrap(), ',').collect();
+            cells[head.len() - 1 - head.iter().position(|h| *h == name).unwrap()].parse().unwrap()
+        };
+        let ai = |init: &str, frac: &str| -> Vec<&str> { csv.lines().filter(|l| l.starts_with(&format!("crossner_ai,{init},200,42,{frac},"))).collect() };
+        let (ours, base) = (ai("cpu-grpo-paper", "0.1"), ai("smollm2-135m-instruct", "0.1"));
+        assert_eq!((ours.len(), base.len()), (3, 3));
+        assert!(ours.iter().all(|l| col(l, "think_share") > 0.9), "{ours:?}");
+        assert!(base.iter().all(|l| col(l, "think_share") == 0.0), "{base:?}");
+        let zero: Vec<f64> = csv.lines().filter(|l| l.contains(",cpu-grpo-paper,200,42,0,")).map(|l| col(l, "gen_tokens")).collect();
+        assert_eq!(zero.len(), 5, "the five CrossNER domains (its CoNLL-2003 0% run joins no cell yet)");
+        let mut distinct = zero.clone();
+        distinct.dedup();
+        assert!(distinct.len() > 1, "{zero:?}");
     }
 
     #[test]
