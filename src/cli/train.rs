@@ -72,7 +72,8 @@ pub struct SftArgs {
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// train on a registry dataset's gold annotations instead of --data (low-resource
-    /// fine-tuning; no rationales, so --target direct)
+    /// fine-tuning); with --target cot, each chosen sentence's rationale comes from --data (stage 1
+    /// run on this train split, matched by sentence id) and a sentence without one is skipped
     #[arg(long)]
     pub train_set: Option<String>,
     /// with --train-set: the seeded share of its train split used (drawn with --seed)
@@ -179,6 +180,22 @@ pub fn encode(tok: &model::tokenizer::Tokenizer, records: &[CotRecord], target: 
     Ok((out, skipped))
 }
 
+/// Sentence id → (sentence, rationale) of dataset `set`'s records with a rationale in `files`
+/// (stage 1's output on its train split).
+fn rationales_for(set: &str, files: &[PathBuf]) -> anyhow::Result<std::collections::HashMap<String, (String, String)>> {
+    let mut out = std::collections::HashMap::new();
+    for f in files {
+        for r in read_records(f)? {
+            if r.dataset.as_deref() == Some(set) || r.guid.starts_with(&format!("{set}/")) {
+                if let Some(cot) = r.cot {
+                    out.insert(r.guid, (r.sentence, cot));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn sft_config(a: &SftArgs) -> SftConfig {
     SftConfig {
         epochs: a.epochs,
@@ -213,9 +230,6 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     let mut records = Vec::new();
     match &a.train_set {
         Some(set) => {
-            if a.target == Target::Cot {
-                anyhow::bail!("--train-set {set}: gold annotations have no rationale; use --target direct");
-            }
             if !(a.fraction > 0.0 && a.fraction <= 1.0) {
                 anyhow::bail!("--fraction {}: expected a share in (0, 1]", a.fraction);
             }
@@ -225,7 +239,22 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
             if chosen.is_empty() {
                 anyhow::bail!("--fraction {}: no sentence of {} ({} in its train split)", a.fraction, set, all.len());
             }
-            records.extend(chosen.into_iter().map(|e| CotRecord { guid: e.id, dataset: Some(e.dataset), sentence: e.text, schema: e.labels, cot: None, entities: e.gold }));
+            // --target cot: each chosen sentence's rationale from the --data sets (stage 1 run on
+            // this train split), found by sentence id; one with no kept rationale is skipped
+            let rationales = match a.target {
+                Target::Cot => rationales_for(set, &a.data)?,
+                Target::Direct => Default::default(),
+            };
+            for e in chosen {
+                let cot = match rationales.get(&e.id) {
+                    Some((sentence, _)) if *sentence != e.text => {
+                        anyhow::bail!("--data: the record {} holds another sentence than {set}'s train split ({sentence:?} against {:?}): made from another copy of the data?", e.id, e.text)
+                    }
+                    Some((_, cot)) => Some(cot.clone()),
+                    None => None,
+                };
+                records.push(CotRecord { cot, guid: e.id, dataset: Some(e.dataset), sentence: e.text, schema: e.labels, entities: e.gold });
+            }
         }
         None => {
             for d in &a.data {
@@ -242,7 +271,10 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     let tok = model::tokenizer::Tokenizer::load(&tok_path)?;
     let (samples, skipped) = encode(&tok, &records, a.target, template)?;
     if samples.is_empty() {
-        anyhow::bail!("--data: no usable record ({} lack a rationale for --target cot)", skipped);
+        match &a.train_set {
+            Some(set) => anyhow::bail!("--train-set {set} --target cot: none of the {} chosen sentences has a rationale in --data {} (run `rner cot --sources {set}` for its train split)", records.len(), a.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(",")),
+            None => anyhow::bail!("--data: no usable record ({} lack a rationale for --target cot)", skipped),
+        }
     }
     let cfg = sft_config(a);
     let dhash = sft::data_hash(&samples);
@@ -264,7 +296,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         model: a.model.clone(),
         model_path: model_path.clone(),
         model_sha256: if model_path.is_file() { Some(crate::util::sha256_file(&model_path)?) } else { None },
-        data: if a.train_set.is_some() { Vec::new() } else { a.data.clone() },
+        data: if a.train_set.is_some() && a.target == Target::Direct { Vec::new() } else { a.data.clone() },
         train_set: a.train_set.clone(),
         fraction: a.train_set.as_ref().map(|_| a.fraction),
         data_hash: dhash,

@@ -43,6 +43,15 @@ pub(super) fn init_name(model: &str) -> String {
     last.strip_suffix(".gguf").unwrap_or(last).to_string()
 }
 
+/// What a starting model's name carries in the tables when its cells were fine-tuned on the
+/// rationale and answer (`--target cot`) rather than the answer alone.
+pub const COT_TARGET: &str = " (CoT target)";
+
+/// The starting model a table row names (its name without [`COT_TARGET`]).
+fn start_name(label: &str) -> &str {
+    label.strip_suffix(COT_TARGET).unwrap_or(label)
+}
+
 /// Why a scored low-resource run is in no cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aside {
@@ -69,10 +78,14 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
         let seed = t.run.pointer("/config/seed").and_then(|v| v.as_u64());
         let init = init_name(&t.init);
         let from_start = start_of(&init).map_or(true, |s| t.from_export_of(s));
+        let label = match t.run.get("target").and_then(|v| v.as_str()) {
+            Some("cot") => format!("{init}{COT_TARGET}"),
+            _ => init.clone(),
+        };
         let command = t.run.get("command").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.split == "test" && t.exported_as(r)) {
             if let Some(d) = r.scores.datasets.get(&set) {
-                let key = (set.clone(), init.clone(), r.scores.limit, r.scores.seed);
+                let key = (set.clone(), label.clone(), r.scores.limit, r.scores.seed);
                 let point = Point {
                     fraction,
                     seed,
@@ -94,8 +107,9 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
     // the 0% point: the starting model itself (its logged export, where it is a trained one) on
     // the same dataset and sample
     let keys: Vec<_> = out.keys().cloned().collect();
-    for (set, init, limit, seed) in keys {
-        let start = start_of(&init);
+    for (set, label, limit, seed) in keys {
+        let init = start_name(&label);
+        let start = start_of(init);
         if let Some(r) = runs.iter().find(|r| {
             r.scores.model == init
                 && start.map_or(true, |s| s.exported_as(r))
@@ -106,7 +120,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
         }) {
             let d = &r.scores.datasets[&set];
             let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new(), sentences: d.sentences, expected: d.expected };
-            out.get_mut(&(set, init, limit, seed)).expect("key").push(p);
+            out.get_mut(&(set, label, limit, seed)).expect("key").push(p);
         }
     }
     for v in out.values_mut() {
@@ -118,16 +132,15 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
 /// A starting model's name and its points.
 type Start<'a> = (&'a str, &'a [Point]);
 
-/// Of a dataset's two starting models, ours (a model trained here, so a training run's name)
-/// and the other; `None` unless there are exactly two and one of them is ours.
-fn ours_and_base<'a>(inits: &'a [(String, &'a Vec<Point>)], train: &[TrainRun]) -> Option<(Start<'a>, Start<'a>)> {
-    let [(a, pa), (b, pb)] = inits else { return None };
-    let trained = |n: &str| train.iter().any(|t| t.name == n);
-    let (a, b) = ((a.as_str(), pa.as_slice()), (b.as_str(), pb.as_slice()));
-    match (trained(a.0), trained(b.0)) {
-        (true, false) => Some((a, b)),
-        (false, true) => Some((b, a)),
-        _ => None,
+/// Of a dataset's starting models, each of ours (a model trained here, so a training run's name;
+/// once per fine-tuning target) against the one that is not; none unless exactly one is not.
+fn ours_and_base<'a>(inits: &'a [(String, &'a Vec<Point>)], train: &[TrainRun]) -> Vec<(Start<'a>, Start<'a>)> {
+    let trained = |n: &str| train.iter().any(|t| t.name == start_name(n));
+    let starts = || inits.iter().map(|(n, p)| (n.as_str(), p.as_slice()));
+    let base: Vec<Start> = starts().filter(|s| !trained(s.0)).collect();
+    match base[..] {
+        [base] => starts().filter(|s| trained(s.0)).map(|ours| (ours, base)).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -243,13 +256,14 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     // keyed by (dataset, run): a 0% run scores several datasets
     let mut paired: BTreeMap<(String, String), (String, PairedDiff)> = BTreeMap::new();
     for ((set, _, _), inits) in &by_set {
-        let Some(((_, ours), (_, base))) = ours_and_base(inits, train) else { continue };
-        for p in ours {
-            let Some(q) = base.iter().find(|q| q.fraction == p.fraction && q.seed == p.seed) else { continue };
-            let run = |id: &str| runs.iter().find(|r| r.id() == id);
-            if let (Some(a), Some(b)) = (run(&q.run_id), run(&p.run_id)) {
-                if let Some(d) = super::compare::dataset_diff(a, b, set)? {
-                    paired.insert((set.clone(), p.run_id.clone()), (q.run_id.clone(), d));
+        for ((_, ours), (_, base)) in ours_and_base(inits, train) {
+            for p in ours {
+                let Some(q) = base.iter().find(|q| q.fraction == p.fraction && q.seed == p.seed) else { continue };
+                let run = |id: &str| runs.iter().find(|r| r.id() == id);
+                if let (Some(a), Some(b)) = (run(&q.run_id), run(&p.run_id)) {
+                    if let Some(d) = super::compare::dataset_diff(a, b, set)? {
+                        paired.insert((set.clone(), p.run_id.clone()), (q.run_id.clone(), d));
+                    }
                 }
             }
         }
@@ -323,7 +337,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
                 paper: false,
             });
         }
-        if let Some(((ours_name, ours), (base_name, _))) = ours_and_base(inits, train) {
+        for ((ours_name, ours), (base_name, _)) in ours_and_base(inits, train) {
             let cells: Vec<String> = fracs
                 .iter()
                 .map(|f| {
@@ -531,6 +545,31 @@ mod tests {
         let mut distinct = zero.clone();
         distinct.dedup();
         assert!(distinct.len() > 1, "{zero:?}");
+    }
+
+    #[test]
+    fn cells_tuned_on_rationales_are_a_start_of_their_own() {
+        // real runs; one ReasoningNER 10% seed as if fine-tuned with --target cot
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let runs = super::super::load_runs(&results).unwrap();
+        let mut train = super::super::training::load(&results).unwrap();
+        let t = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s1-reasoningner" && t.earlier.is_none()).unwrap();
+        t.run["target"] = serde_json::json!("cot");
+        let (cells, _) = cells(&runs, &train);
+        let key = |init: &str| ("crossner_ai".to_string(), init.to_string(), Some(200), 42);
+        let seeds = |init: &str| cells[&key(init)].iter().map(|p| (p.fraction, p.seed)).collect::<Vec<_>>();
+        assert_eq!(seeds("cpu-grpo-paper (CoT target)"), vec![(0.0, None), (0.1, Some(1))], "its own row, with the start's 0% run");
+        assert!(!seeds("cpu-grpo-paper").contains(&(0.1, Some(1))), "{:?}", seeds("cpu-grpo-paper"));
+        let d = tempfile::tempdir().unwrap();
+        let md = std::fs::read_to_string(write(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
+        let block = md.split("## ").find(|b| b.starts_with("crossner_ai — seeded sample of 200")).unwrap();
+        for row in ["| cpu-grpo-paper (CoT target) | 9.78 (n=1) |", "| Δ cpu-grpo-paper (CoT target) − smollm2-135m-instruct |", "| Δ cpu-grpo-paper − smollm2-135m-instruct |"] {
+            assert!(block.contains(row), "{row}\n{block}");
+        }
+        let csv = std::fs::read_to_string(d.path().join("low-resource.csv")).unwrap();
+        let cot: Vec<&str> = csv.lines().filter(|l| l.starts_with("crossner_ai,cpu-grpo-paper (CoT target),200,42,0.1,1,")).collect();
+        assert_eq!(cot.len(), 1);
+        assert!(cot[0].contains("-p10-s1-base-direct-free-test-n200-s42-"), "paired with the base's seed: {}", cot[0]);
     }
 
     #[test]

@@ -488,6 +488,54 @@ fn sft_command_trains_checkpoints_and_exports() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such.jsonl"));
 }
 
+/// `rner sft --train-set D --target cot`: the seeded share of D's train split, each sentence with
+/// its rationale from --data by sentence id; one without a rationale is skipped, a record whose
+/// sentence differs from the split's is an error naming it, none at all says how to make them.
+#[test]
+fn low_resource_cot_tuning_takes_each_sentence_s_rationale_by_id() {
+    use crate::util::{data_dir, rner};
+    let model = default_model().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let all = rner::data::Registry::new(&data_dir()).unwrap().load("conll2003", "train").unwrap();
+    let (frac, seed) = (0.0003, 7);
+    let chosen = rner::data::registry::fraction(&all, frac, seed);
+    assert!(chosen.len() >= 3, "{}", chosen.len());
+    let record = |e: &rner::data::Example, sentence: &str| {
+        serde_json::json!({"guid": e.id, "dataset": "conll2003", "sentence": sentence, "schema": e.labels, "cot": format!("The sentence {} is checked word by word.", e.id), "entities": e.gold}).to_string()
+    };
+    // rationales for all but the last chosen sentence, and for a sentence not chosen
+    let other = all.iter().find(|e| !chosen.iter().any(|c| c.id == e.id)).unwrap();
+    let lines: Vec<String> = chosen[..chosen.len() - 1].iter().chain([other]).map(|e| record(e, &e.text)).collect();
+    let cot = d.join("cot.jsonl");
+    std::fs::write(&cot, lines.join("\n") + "\n").unwrap();
+    let sft = |data: &std::path::Path| {
+        let mut v: Vec<String> = ["-q", "sft", "--model", model.as_str(), "--name", "t", "--train-set", "conll2003", "--target", "cot", "--max-steps", "1", "--batch", "2", "--max-len", "96"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(["--fraction".to_string(), frac.to_string(), "--seed".to_string(), seed.to_string(), "--data".to_string(), data.display().to_string()]);
+        v.extend(["--results", "--checkpoints", "--models", "--reports"].iter().zip(["r", "c", "m", "rep"]).flat_map(|(f, sub)| [f.to_string(), d.join(sub).display().to_string()]));
+        rner().args(v).output().unwrap()
+    };
+    let out = sft(&cot);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r/train/t/run.json")).unwrap()).unwrap();
+    assert_eq!((run["records"].as_u64(), run["skipped_no_cot"].as_u64(), run["samples"].as_u64()), (Some(chosen.len() as u64), Some(1), Some(chosen.len() as u64 - 1)));
+    assert_eq!((run["target"].as_str(), run["train_set"].as_str()), (Some("cot"), Some("conll2003")));
+    assert_eq!(run["data"][0].as_str(), Some(cot.display().to_string().as_str()), "the rationale file is recorded");
+    // a record of a chosen sentence with other text: another copy of the data
+    let bad = d.join("bad.jsonl");
+    std::fs::write(&bad, record(&chosen[0], "Another sentence .") + "\n").unwrap();
+    let err = String::from_utf8_lossy(&sft(&bad).stderr).to_string();
+    assert!(err.contains(&chosen[0].id) && err.contains("another copy"), "{err}");
+    // no rationale for any chosen sentence
+    let none = d.join("none.jsonl");
+    std::fs::write(&none, record(other, &other.text) + "\n").unwrap();
+    let err = String::from_utf8_lossy(&sft(&none).stderr).to_string();
+    assert!(err.contains("rner cot --sources conll2003"), "{err}");
+}
+
 /// The qwen2 path (biases, NeoX RoPE, untied output) against llama.cpp on Qwen2.5-Coder-0.5B.
 /// Ignored by default: it needs the 491 MB model (`rner fetch-model qwen2.5-coder-0.5b-instruct`).
 #[test]
