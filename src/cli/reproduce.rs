@@ -11,7 +11,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::Global;
-use crate::run::preset::{human_time, size_factor, Preset, Step, StepKind};
+use crate::run::preset::{human_time, size_factor, Preset, Step, StepKind, COT_INIT};
 
 #[derive(Debug, Args)]
 pub struct ReproduceArgs {
@@ -238,6 +238,33 @@ impl Ctx<'_> {
         argv
     }
 
+    /// The flags of `rner cot` for a low-resource set's train split (its CoT-target cells).
+    fn lr_cot_argv(&self, dataset: &str) -> Vec<String> {
+        let p = self.p;
+        let c = p.low_resource.as_ref().and_then(|lr| lr.cot_targets.as_ref()).expect("planned from it");
+        let out = p.lr_cot_file(&self.g.results, dataset).expect("planned from it");
+        let mut argv: Vec<String> = vec!["--teacher".into(), c.teacher.clone(), "--sources".into(), dataset.into(), "--split".into(), "train".into()];
+        argv.extend(["--max-cot-tokens".into(), c.max_cot_tokens.to_string(), "--parallel".into(), c.parallel.to_string(), "--out".into(), out.display().to_string()]);
+        if self.threads > 0 {
+            argv.extend(["--threads".into(), self.threads.to_string()]);
+        }
+        argv
+    }
+
+    /// Whether stage 1 decided (kept or rejected) every sentence of `dataset`'s train split.
+    fn lr_cot_covered(&self, dataset: &str) -> bool {
+        let Some(out) = self.p.lr_cot_file(&self.g.results, dataset) else { return false };
+        let ids = |f: PathBuf| -> Vec<String> {
+            crate::util::read_jsonl::<serde_json::Value>(&f).unwrap_or_default().iter().filter_map(|r| r.get("guid").and_then(|g| g.as_str()).map(str::to_string)).collect()
+        };
+        let mut decided = ids(out.clone());
+        decided.extend(ids(out.with_extension("rejected.jsonl")));
+        decided.sort();
+        decided.dedup();
+        let n = train_sizes(self.g)(dataset);
+        n > 0 && decided.len() >= n
+    }
+
     /// The flags of `rner sft` for stage 2 (`target` cot, or direct for the ablation).
     fn sft_argv(&self, target: &str) -> Vec<String> {
         let p = self.p;
@@ -306,18 +333,15 @@ impl Ctx<'_> {
     }
 
     /// The flags of `rner sft` for one low-resource cell, trained from `from`.
-    fn low_resource_argv(&self, from: String, dataset: &str, fraction: f64, seed: u64, name: &str) -> Vec<String> {
+    fn low_resource_argv(&self, from: String, dataset: &str, fraction: f64, seed: u64, name: &str, init: &str) -> Vec<String> {
         let p = self.p;
         let lr = p.low_resource.as_ref().expect("planned from it");
-        let mut argv: Vec<String> = vec![
-            "--model".into(),
-            from,
-            "--train-set".into(),
-            dataset.into(),
-            "--fraction".into(),
-            fraction.to_string(),
-            "--target".into(),
-            "direct".into(),
+        let mut argv: Vec<String> = vec!["--model".into(), from, "--train-set".into(), dataset.into(), "--fraction".into(), fraction.to_string()];
+        match p.lr_cot_file(&self.g.results, dataset).filter(|_| init == COT_INIT) {
+            Some(data) => argv.extend(["--target".into(), "cot".into(), "--data".into(), data.display().to_string()]),
+            None => argv.extend(["--target".into(), "direct".into()]),
+        }
+        argv.extend([
             "--name".into(),
             name.into(),
             "--seed".into(),
@@ -332,7 +356,7 @@ impl Ctx<'_> {
             "20".into(),
             "--keep".into(),
             "1".into(),
-        ];
+        ]);
         if let Some(t) = &p.tokenizer {
             argv.extend(["--tokenizer".into(), t.display().to_string()]);
         }
@@ -417,6 +441,11 @@ impl Ctx<'_> {
                 let done = super::train::execute_grpo(self.g, &a)?;
                 Ok(ok(done.export.is_some()))
             }
+            StepKind::LowResourceCot { dataset } => {
+                let (c, _c): (super::cot::CotCmd, _) = step_command("cot", &self.lr_cot_argv(dataset), commands)?;
+                let code = super::cot::run(self.g, c)?;
+                Ok(ok(code == ExitCode::SUCCESS))
+            }
             StepKind::LowResource { dataset, fraction, seed, init } => {
                 let lr = p.low_resource.as_ref().expect("planned from it");
                 let start = p.grpo_name(0);
@@ -444,7 +473,10 @@ impl Ctx<'_> {
                         if waits {
                             return Ok(not_here());
                         }
-                        let argv = self.low_resource_argv(from, dataset, *fraction, *seed, &name);
+                        if init == COT_INIT && !self.lr_cot_covered(dataset) {
+                            return Ok(("not_run".into(), format!("the rationales of {dataset} train are not all written: step {} writes them", p.run_name(&format!("lr-cot-{dataset}")))));
+                        }
+                        let argv = self.low_resource_argv(from, dataset, *fraction, *seed, &name, init);
                         if !self.sft(argv, commands)? {
                             return Ok(("interrupted".into(), String::new()));
                         }
@@ -547,6 +579,7 @@ impl Ctx<'_> {
             }
             StepKind::LowResource { .. } => false,
             StepKind::Cot => before.contains(&s.id) || self.cot_kept_enough(),
+            StepKind::LowResourceCot { dataset } => self.lr_cot_covered(dataset),
         }
     }
 
@@ -834,14 +867,20 @@ mod tests {
         // free (the default): no --decoding anywhere, as in every command recorded so far
         {
             let c = ctx(&g, &p);
-            let all = [c.cot_argv(), c.sft_argv("cot"), c.grpo_argv(0), c.eval_argv("m.gguf", "zero-shot", "test", Some(50)), c.low_resource_argv("base.gguf".into(), "crossner_ai", 0.1, 1, "x")];
+            let all = [c.cot_argv(), c.sft_argv("cot"), c.grpo_argv(0), c.eval_argv("m.gguf", "zero-shot", "test", Some(50)), c.low_resource_argv("base.gguf".into(), "crossner_ai", 0.1, 1, "x", "base"), c.low_resource_argv("r.gguf".into(), "crossner_ai", 0.25, 2, "y", COT_INIT), c.lr_cot_argv("crossner_ai")];
             assert!(all.iter().all(|a| !a.iter().any(|f| f == "--decoding")));
             let e: super::super::eval::EvalArgs = parse_flags(&all[3]).unwrap();
             assert_eq!((e.model.as_str(), e.decoding, e.threads), ("m.gguf", Decoding::Free, 2));
             let s: super::super::train::SftArgs = parse_flags(&all[1]).unwrap();
             assert_eq!(s.max_len, p.sft.max_len);
             let l: super::super::train::SftArgs = parse_flags(&all[4]).unwrap();
-            assert_eq!((l.train_set.as_deref(), l.fraction), (Some("crossner_ai"), 0.1));
+            assert_eq!((l.train_set.as_deref(), l.fraction, l.target), (Some("crossner_ai"), 0.1, crate::train::sft::Target::Direct));
+            // the CoT-target cells tune on the rationales the teacher wrote for the set's train split
+            let l: super::super::train::SftArgs = parse_flags(&all[5]).unwrap();
+            let file = p.lr_cot_file(&g.results, "crossner_ai").unwrap();
+            assert_eq!((l.target, l.data.clone(), l.seed), (crate::train::sft::Target::Cot, vec![file.clone()], 2));
+            let lc: super::super::cot::CotCmd = parse_flags(&all[6]).unwrap();
+            assert_eq!((lc.build.sources.clone(), lc.build.split.as_str(), lc.build.out.clone(), lc.build.max_cot_tokens), (vec!["crossner_ai".to_string()], "train", Some(file), 512));
             // the cpu preset continues the committed set under its selection rule, to its kept target
             let cot: super::super::cot::CotCmd = parse_flags(&all[0]).unwrap();
             assert_eq!((cot.build.until_kept, cot.build.max_empty_share, cot.build.limit), (Some(2000), Some(0.25), None));

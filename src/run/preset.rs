@@ -174,7 +174,34 @@ pub struct LowResource {
     /// test sentences scored per cell (seeded sample; none: the full test split)
     #[serde(default)]
     pub eval_limit: Option<usize>,
+    /// `[low_resource.cot_targets]`: cells of the ReasoningNER start fine-tuned on rationale +
+    /// answer (`--target cot`) as well, with rationales a teacher writes for the train split
+    #[serde(default)]
+    pub cot_targets: Option<LowResourceCot>,
 }
+
+/// Low-resource cells with CoT targets: the ReasoningNER start keeps its reasoning form (answer-only
+/// fine-tuning leaves it opening every answer with `<think>`), so it is also fine-tuned on
+/// rationales written for the sampled train sentences. Init name `reasoningner-cot`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LowResourceCot {
+    /// the teacher: stage 1 on each set's whole train split (one step per set)
+    pub teacher: String,
+    /// the datasets (of `low_resource.sets`, at their fractions)
+    pub sets: Vec<String>,
+    #[serde(default = "cot_tokens512")]
+    pub max_cot_tokens: usize,
+    #[serde(default = "parallel16")]
+    pub parallel: usize,
+}
+
+fn cot_tokens512() -> usize {
+    512
+}
+
+/// The start of the low-resource cells with CoT targets.
+pub const COT_INIT: &str = "reasoningner-cot";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +256,14 @@ impl Preset {
                     return Err(format!("low_resource.inits: {i} (expected base or reasoningner)"));
                 }
             }
+            if let Some(c) = &lr.cot_targets {
+                if let Some(d) = c.sets.iter().find(|d| !lr.sets.iter().any(|s| &s.dataset == *d)) {
+                    return Err(format!("low_resource.cot_targets.sets: {d} is not one of low_resource.sets"));
+                }
+                if !lr.inits.iter().any(|i| i == "reasoningner") {
+                    return Err("low_resource.cot_targets: needs the reasoningner start in low_resource.inits".into());
+                }
+            }
             for s in &lr.sets {
                 if let Some(f) = s.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
                     return Err(format!("low_resource.sets {}: fraction {f} outside (0, 1]", s.dataset));
@@ -250,6 +285,13 @@ impl Preset {
     pub fn cot_file(&self, results: &Path) -> PathBuf {
         let stem = with_decoding(format!("{}-{}", self.name, crate::report::file_stem(&self.cot.teacher)), self.cot.decoding);
         self.cot.out.clone().unwrap_or_else(|| results.join("cot").join(format!("{stem}.jsonl")))
+    }
+
+    /// The rationales stage 1 writes for low-resource set `dataset`'s train split (the CoT
+    /// targets' teacher and cap in the name; no preset name: any preset with them shares the file).
+    pub fn lr_cot_file(&self, results: &Path, dataset: &str) -> Option<PathBuf> {
+        let c = self.low_resource.as_ref()?.cot_targets.as_ref()?;
+        Some(results.join("cot").join(format!("{}-{dataset}-t{}.jsonl", crate::report::file_stem(&c.teacher), c.max_cot_tokens)))
     }
 
     /// The name of one low-resource cell's training run.
@@ -338,6 +380,8 @@ pub enum StepKind {
     Grpo { index: usize },
     /// low-resource fine-tuning of one cell and its test-split evaluation
     LowResource { dataset: String, fraction: f64, seed: u64, init: String },
+    /// stage 1 on a low-resource set's train split, for its cells with CoT targets
+    LowResourceCot { dataset: String },
     /// tables, plots and the site from results/
     Report,
 }
@@ -456,6 +500,18 @@ impl Preset {
             eval(&mut steps, format!("eval-{}", self.grpo_name(i)), self.grpo_name(i), r.cot_answer_tokens, format!("GRPO ({})", self.grpo.rewards[i].weights));
         }
         lr_steps("reasoningner", &mut steps);
+        if let Some(c) = self.low_resource.as_ref().and_then(|lr| lr.cot_targets.as_ref()) {
+            for d in &c.sets {
+                let n = train_sizes(d);
+                steps.push(Step {
+                    id: self.run_name(&format!("lr-cot-{d}")),
+                    kind: StepKind::LowResourceCot { dataset: d.clone() },
+                    what: format!("stage 1 for the CoT-target cells: teacher {} writes rationales for the {n} sentences of {d} train", c.teacher),
+                    estimate_s: n as f64 * c.max_cot_tokens as f64 * 0.6 * sizes(&c.teacher) / r.gen_tok_s + 20.0,
+                });
+            }
+            lr_steps(COT_INIT, &mut steps);
+        }
         steps.push(Step { id: "report".into(), kind: StepKind::Report, what: "tables, plots and the site from results/".into(), estimate_s: 30.0 });
         steps
     }
@@ -463,35 +519,43 @@ impl Preset {
     fn low_resource_steps(&self, init: &str, sizes: &dyn Fn(&str) -> f64, train_sizes: &dyn Fn(&str) -> usize, steps: &mut Vec<Step>) {
         let r = REFERENCE;
         let Some(lr) = &self.low_resource else { return };
-        if !lr.inits.iter().any(|i| i == init) {
-            return;
-        }
-
-            for set in &lr.sets {
-                let n = train_sizes(&set.dataset);
-                let test_n = lr.eval_limit.unwrap_or(3453) as f64;
-                let untrained = r.eval_s(test_n, if init == "base" { r.untrained_answer_tokens } else { r.cot_answer_tokens }, sizes(&self.student));
-                let test = r.eval_s(test_n, r.direct_answer_tokens, sizes(&self.student));
+        let cot = init == COT_INIT;
+        let wanted = |d: &str| match (cot, &lr.cot_targets) {
+            (false, _) => lr.inits.iter().any(|i| i == init),
+            (true, Some(c)) => c.sets.iter().any(|s| s == d),
+            (true, None) => false,
+        };
+        for set in lr.sets.iter().filter(|s| wanted(&s.dataset)) {
+            let n = train_sizes(&set.dataset);
+            let test_n = lr.eval_limit.unwrap_or(3453) as f64;
+            let untrained = r.eval_s(test_n, if init == "base" { r.untrained_answer_tokens } else { r.cot_answer_tokens }, sizes(&self.student));
+            let test = r.eval_s(test_n, if cot { r.cot_answer_tokens } else { r.direct_answer_tokens }, sizes(&self.student));
+            // the 0% point of the CoT-target cells is the ReasoningNER start's
+            if !cot {
                 steps.push(Step {
                     id: self.low_resource_name(&set.dataset, 0.0, 0, init),
                     kind: StepKind::LowResource { dataset: set.dataset.clone(), fraction: 0.0, seed: 0, init: init.to_string() },
                     what: format!("low-resource: {init} without fine-tuning (0%), scored on {} test", set.dataset),
                     estimate_s: untrained,
                 });
-                for &f in &set.fractions {
-                    for &seed in &lr.seeds {
-                        let sents = (n as f64 * f).round().max(1.0);
-                        let updates = (sents / lr.batch as f64).ceil() * lr.epochs as f64;
-                        let train = updates * lr.batch as f64 * r.direct_tokens * sizes(&self.student) / r.train_tok_s;
-                        steps.push(Step {
-                            id: self.low_resource_name(&set.dataset, f, seed, init),
-                            kind: StepKind::LowResource { dataset: set.dataset.clone(), fraction: f, seed, init: init.to_string() },
-                            what: format!("low-resource: {init} fine-tuned on {:.1}% of {} train ({} sentences, seed {seed}), scored on its test split", f * 100.0, set.dataset, sents),
-                            estimate_s: train + test + r.overhead_s,
-                        });
-                    }
+            }
+            for &f in &set.fractions {
+                for &seed in &lr.seeds {
+                    let sents = (n as f64 * f).round().max(1.0);
+                    // CoT targets: the sentences with a kept rationale, each about twice the tokens
+                    let (kept, tokens) = if cot { ((sents * KEPT_SHARE).ceil(), r.cot_tokens) } else { (sents, r.direct_tokens) };
+                    let updates = (kept / lr.batch as f64).ceil() * lr.epochs as f64;
+                    let train = updates * lr.batch as f64 * tokens * sizes(&self.student) / r.train_tok_s;
+                    let how = if cot { "reasoningner fine-tuned on rationale + answer (CoT targets) of" } else { &format!("{init} fine-tuned on") };
+                    steps.push(Step {
+                        id: self.low_resource_name(&set.dataset, f, seed, init),
+                        kind: StepKind::LowResource { dataset: set.dataset.clone(), fraction: f, seed, init: init.to_string() },
+                        what: format!("low-resource: {how} {:.1}% of {} train ({} sentences, seed {seed}), scored on its test split", f * 100.0, set.dataset, sents),
+                        estimate_s: train + test + r.overhead_s,
+                    });
                 }
             }
+        }
     }
 
     /// The GRPO run of reward variant `i` (the first is the ReasoningNER model).
@@ -545,6 +609,7 @@ mod tests {
                     StepKind::Sft { .. } => "sft",
                     StepKind::Grpo { .. } => "grpo",
                     StepKind::LowResource { .. } => "lr",
+                    StepKind::LowResourceCot { .. } => "lr-cot",
                     StepKind::Report => "report",
                 })
                 .collect();

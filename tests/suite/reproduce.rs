@@ -62,6 +62,12 @@ batch = 2
 lr = 1e-4
 eval_limit = 2
 
+[low_resource.cot_targets]
+teacher = "{m}"
+sets = ["crossner_ai"]
+max_cot_tokens = 32
+parallel = 2
+
 [[low_resource.sets]]
 dataset = "crossner_ai"
 fractions = [0.02]
@@ -90,20 +96,49 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
     let dry = c.args(["reproduce", "--dry-run", "--preset"]).arg(&file).arg("--results").arg(d.join("r")).output().unwrap();
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let plan = String::from_utf8_lossy(&dry.stdout).to_string();
-    for id in ["eval-base", "cot", "t-sft-direct", "t-sft-cot", "t-grpo-paper", "t-lr-crossner_ai-p2-s1-reasoningner", "report", "estimated:"] {
+    for id in ["eval-base", "cot", "t-sft-direct", "t-sft-cot", "t-grpo-paper", "t-lr-crossner_ai-p2-s1-reasoningner", "t-lr-cot-crossner_ai", "t-lr-crossner_ai-p2-s1-reasoningner-cot", "report", "estimated:"] {
         assert!(plan.contains(id), "{id} missing from the plan:\n{plan}");
     }
     assert!(!d.join("r").exists(), "a dry run writes nothing");
 
+    // the CoT-target cells' rationales: as if stage 1 had written them for the cell's two
+    // sentences and rejected all but three others (the step writes those three, then the cell
+    // tunes on rationale + answer)
+    let (p, _) = rner::run::preset::Preset::load(&root().join("baselines"), &file.display().to_string()).unwrap();
+    let cot_file = p.lr_cot_file(&d.join("r"), "crossner_ai").unwrap();
+    let train = rner::data::Registry::new(&crate::util::data_dir()).unwrap().load("crossner_ai", "train").unwrap();
+    let chosen = rner::data::registry::fraction(&train, 0.02, 1);
+    assert_eq!(chosen.len(), 2);
+    std::fs::create_dir_all(cot_file.parent().unwrap()).unwrap();
+    let kept: Vec<String> = chosen
+        .iter()
+        .map(|e| serde_json::json!({"guid": e.id, "dataset": "crossner_ai", "sentence": e.text, "schema": e.labels, "cot": format!("{} holds its entities.", e.id), "entities": e.gold}).to_string() + "\n")
+        .collect();
+    std::fs::write(&cot_file, kept.concat()).unwrap();
+    let rejected: Vec<String> = train
+        .iter()
+        .filter(|e| !chosen.iter().any(|c| c.id == e.id))
+        .skip(3)
+        .map(|e| serde_json::json!({"guid": e.id, "dataset": "crossner_ai", "check": "truncated", "detail": "", "output": ""}).to_string() + "\n")
+        .collect();
+    std::fs::write(cot_file.with_extension("rejected.jsonl"), rejected.concat()).unwrap();
     let out = run();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let log: Vec<serde_json::Value> =
         std::fs::read_to_string(d.join("r/reproduce/t/steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let status = |id: &str| log.iter().find(|r| r["id"] == id).map(|r| r["status"].as_str().unwrap().to_string());
-    for id in ["eval-base", "cot", "t-sft-direct", "t-sft-cot", "t-grpo-paper", "t-grpo-f1only", "eval-t-grpo-paper", "t-lr-crossner_ai-p2-s1-base", "t-lr-crossner_ai-p0-s0-reasoningner", "report"] {
+    for id in ["eval-base", "cot", "t-sft-direct", "t-sft-cot", "t-grpo-paper", "t-grpo-f1only", "eval-t-grpo-paper", "t-lr-crossner_ai-p2-s1-base", "t-lr-crossner_ai-p0-s0-reasoningner", "t-lr-cot-crossner_ai", "t-lr-crossner_ai-p2-s1-reasoningner-cot", "report"] {
         assert_eq!(status(id).as_deref(), Some("done"), "{id}: {log:?}");
     }
+    // stage 1 wrote the three sentences left, and the CoT-target cell tuned its two on rationale + answer
+    let decided = std::fs::read_to_string(&cot_file).unwrap().lines().count() + std::fs::read_to_string(cot_file.with_extension("rejected.jsonl")).unwrap().lines().count();
+    assert_eq!(decided, train.len());
+    let lr_cot = log.iter().find(|r| r["id"] == "t-lr-cot-crossner_ai").unwrap();
+    assert!(lr_cot["commands"][0].as_str().unwrap().contains("--sources crossner_ai --split train"), "{lr_cot}");
+    let cell: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r/train/t-lr-crossner_ai-p2-s1-reasoningner-cot/run.json")).unwrap()).unwrap();
+    assert_eq!((cell["target"].as_str(), cell["samples"].as_u64()), (Some("cot"), Some(2)), "{cell}");
+    assert_eq!(cell["model_sha256"], serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(d.join("r/train/t-grpo-paper/run.json")).unwrap()).unwrap()["export_sha256"]);
     assert_eq!(status("eval-gpt-4o-mini").as_deref(), Some("not_run"), "no key, no request");
     // every step recorded the command it ran, and the manifests name it
     let sft = log.iter().find(|r| r["id"] == "t-sft-cot").unwrap();
@@ -120,6 +155,7 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
     let low = std::fs::read_to_string(d.join("rep/low-resource.md")).unwrap();
     assert!(low.contains("crossner_ai") && low.contains("| 0% | 2% |"), "{low}");
     assert!(low.contains("t-grpo-paper |") && low.contains("SmolLM2-135M-Instruct.Q4_1 |"), "{low}");
+    assert!(low.contains("| t-grpo-paper (CoT target) |") && low.contains("| Δ t-grpo-paper (CoT target) − SmolLM2-135M-Instruct.Q4_1 |"), "{low}");
     assert!(d.join("rep/plots/low-resource.png").is_file());
     assert!(d.join("rep/reproduce-t.md").is_file());
     // the plan now marks what is done, and a finished low-resource grid or evaluation is not counted as left
@@ -147,7 +183,7 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
             _ => "skipped",
         };
         assert_eq!(*st, expected, "{id}: {new:?}");
-        assert!(!["eval-base", "cot", "t-sft-cot", "t-sft-direct", "t-grpo-paper"].contains(id), "{id} ran again");
+        assert!(!["eval-base", "cot", "t-sft-cot", "t-sft-direct", "t-grpo-paper", "t-lr-cot-crossner_ai"].contains(id), "{id} ran again");
     }
     assert_eq!(std::fs::metadata(d.join("m/t-grpo-paper.gguf")).unwrap().modified().unwrap(), before);
 
