@@ -132,16 +132,23 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
 /// A starting model's name and its points.
 type Start<'a> = (&'a str, &'a [Point]);
 
-/// Of a dataset's starting models, each of ours (a model trained here, so a training run's name;
-/// once per fine-tuning target) against the one that is not; none unless exactly one is not.
+/// The pairs a dataset's Δ rows compare: each of our starting models (a model trained here, so a
+/// training run's name; once per fine-tuning target) against the one that is not (none unless
+/// exactly one is not), then each CoT-target row against the same start's answer-only row.
 fn ours_and_base<'a>(inits: &'a [(String, &'a Vec<Point>)], train: &[TrainRun]) -> Vec<(Start<'a>, Start<'a>)> {
     let trained = |n: &str| train.iter().any(|t| t.name == start_name(n));
     let starts = || inits.iter().map(|(n, p)| (n.as_str(), p.as_slice()));
     let base: Vec<Start> = starts().filter(|s| !trained(s.0)).collect();
-    match base[..] {
+    let mut pairs: Vec<(Start, Start)> = match base[..] {
         [base] => starts().filter(|s| trained(s.0)).map(|ours| (ours, base)).collect(),
         _ => Vec::new(),
+    };
+    for cot in starts().filter(|s| s.0.ends_with(COT_TARGET)) {
+        if let Some(direct) = starts().find(|s| s.0 == start_name(cot.0)) {
+            pairs.push((cot, direct));
+        }
     }
+    pairs
 }
 
 /// What a run's answers on one dataset look like (from its `samples.jsonl`): the form a fine-tune
@@ -254,15 +261,16 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     }
     // our model against the other start, the same share, training seed and test sentences
     // keyed by (dataset, run): a 0% run scores several datasets
-    let mut paired: BTreeMap<(String, String), (String, PairedDiff)> = BTreeMap::new();
+    // keyed by (dataset, run, the row it is compared with)
+    let mut paired: BTreeMap<(String, String, String), (String, PairedDiff)> = BTreeMap::new();
     for ((set, _, _), inits) in &by_set {
-        for ((_, ours), (_, base)) in ours_and_base(inits, train) {
+        for ((_, ours), (base_name, base)) in ours_and_base(inits, train) {
             for p in ours {
                 let Some(q) = base.iter().find(|q| q.fraction == p.fraction && q.seed == p.seed) else { continue };
                 let run = |id: &str| runs.iter().find(|r| r.id() == id);
                 if let (Some(a), Some(b)) = (run(&q.run_id), run(&p.run_id)) {
                     if let Some(d) = super::compare::dataset_diff(a, b, set)? {
-                        paired.insert((set.clone(), p.run_id.clone()), (q.run_id.clone(), d));
+                        paired.insert((set.clone(), p.run_id.clone(), base_name.to_string()), (q.run_id.clone(), d));
                     }
                 }
             }
@@ -289,7 +297,10 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             p.run_id,
             p.command.replace('"', "'")
         ));
-        match paired.get(&(set.clone(), p.run_id.clone())) {
+        // the CSV's difference is against the untrained start (a CoT-target row's against its
+        // answer-only twin is in the table)
+        let vs_base = paired.iter().find(|(k, _)| k.0 == *set && k.1 == p.run_id && !(init.ends_with(COT_TARGET) && k.2 == start_name(init))).map(|(_, v)| v);
+        match vs_base {
             Some((vs, d)) => csv.push_str(&format!("{vs},{},{},{},{:.4},", d.delta, d.ci95[0], d.ci95[1], d.p)),
             None => csv.push_str(",,,,,"),
         }
@@ -341,7 +352,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             let cells: Vec<String> = fracs
                 .iter()
                 .map(|f| {
-                    let d: Vec<&PairedDiff> = ours.iter().filter(|p| p.fraction == *f).filter_map(|p| paired.get(&(set.clone(), p.run_id.clone())).map(|x| &x.1)).collect();
+                    let d: Vec<&PairedDiff> = ours.iter().filter(|p| p.fraction == *f).filter_map(|p| paired.get(&(set.clone(), p.run_id.clone(), base_name.to_string())).map(|x| &x.1)).collect();
                     match d.len() {
                         0 => "—".into(),
                         1 => d[0].cell(),
@@ -372,7 +383,13 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
                 md.push_str(&format!("| {init} | {} | {} | {} | {} | {:.0} | {:.2} |\n", pct(*f), pc(m.think), pc(m.empty), pc(m.unparsed), m.gen_tokens, m.pred_per_gold));
             }
         }
-        let runs_used: Vec<String> = inits.iter().flat_map(|(_, p)| p.iter().map(|x| format!("`{}`", x.run_id))).collect();
+        let mut runs_used: Vec<String> = Vec::new();
+        for id in inits.iter().flat_map(|(_, p)| p.iter().map(|x| format!("`{}`", x.run_id))) {
+            // a start's 0% run stands on each of its rows
+            if !runs_used.contains(&id) {
+                runs_used.push(id);
+            }
+        }
         md.push_str(&format!("\nRuns: {}.\n\n", runs_used.join(", ")));
         panels.push((format!("{set} ({})", limit.map(|n| format!("{n} test sentences")).unwrap_or("full test".into())), fracs.iter().map(|f| pct(*f)).collect(), bands));
     }
@@ -478,7 +495,7 @@ mod tests {
         let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
         let runs = super::super::load_runs(&results).unwrap();
         let mut train = super::super::training::load(&results).unwrap();
-        let ours = |c: &Cells| c.keys().filter(|k| k.1 == "cpu-grpo-paper").count();
+        let ours = |c: &Cells| c.keys().filter(|k| start_name(&k.1) == "cpu-grpo-paper").count();
         let (before, aside) = cells(&runs, &train);
         assert!(ours(&before) >= 5 && aside.iter().all(|a| a.2 == Aside::Partial), "as committed, every cell counts");
         let start = train.iter_mut().find(|t| t.name == "cpu-grpo-paper" && t.earlier.is_none()).unwrap();
@@ -489,7 +506,7 @@ mod tests {
         let (after, aside) = cells(&runs, &train);
         assert_eq!(ours(&after), 0, "neither the old cells nor the old export's 0% runs stand for the new file");
         let set_aside = aside.iter().filter(|a| a.2 == Aside::OtherStart).count();
-        assert_eq!(set_aside, before.iter().filter(|(k, _)| k.1 == "cpu-grpo-paper").map(|(_, v)| v.iter().filter(|p| p.fraction > 0.0).count()).sum::<usize>());
+        assert_eq!(set_aside, before.iter().filter(|(k, _)| start_name(&k.1) == "cpu-grpo-paper").map(|(_, v)| v.iter().filter(|p| p.fraction > 0.0).count()).sum::<usize>());
         // a cell that records the new file's sha counts again (its start's 0% run is not here)
         let cell = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s1-reasoningner").unwrap();
         cell.run["model_sha256"] = serde_json::json!("0".repeat(64));
@@ -549,27 +566,38 @@ mod tests {
 
     #[test]
     fn cells_tuned_on_rationales_are_a_start_of_their_own() {
-        // real runs; one ReasoningNER 10% seed as if fine-tuned with --target cot
+        // real runs (the committed CoT-target cells too); one answer-only ReasoningNER 25% seed
+        // as if fine-tuned with --target cot
         let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
         let runs = super::super::load_runs(&results).unwrap();
         let mut train = super::super::training::load(&results).unwrap();
-        let t = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s1-reasoningner" && t.earlier.is_none()).unwrap();
+        let key = |init: &str| ("crossner_ai".to_string(), init.to_string(), Some(200), 42);
+        let seeds = |c: &Cells, init: &str| c.get(&key(init)).map(|v| v.iter().map(|p| (p.fraction, p.seed)).collect::<Vec<_>>()).unwrap_or_default();
+        let (before, _) = cells(&runs, &train);
+        let t = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p25-s1-reasoningner" && t.earlier.is_none()).unwrap();
         t.run["target"] = serde_json::json!("cot");
         let (cells, _) = cells(&runs, &train);
-        let key = |init: &str| ("crossner_ai".to_string(), init.to_string(), Some(200), 42);
-        let seeds = |init: &str| cells[&key(init)].iter().map(|p| (p.fraction, p.seed)).collect::<Vec<_>>();
-        assert_eq!(seeds("cpu-grpo-paper (CoT target)"), vec![(0.0, None), (0.1, Some(1))], "its own row, with the start's 0% run");
-        assert!(!seeds("cpu-grpo-paper").contains(&(0.1, Some(1))), "{:?}", seeds("cpu-grpo-paper"));
+        let (cot, direct) = (seeds(&cells, "cpu-grpo-paper (CoT target)"), seeds(&cells, "cpu-grpo-paper"));
+        assert!(cot.contains(&(0.0, None)) && cot.contains(&(0.25, Some(1))), "its own row, with the start's 0% run: {cot:?}");
+        assert_eq!(cot.len(), seeds(&before, "cpu-grpo-paper (CoT target)").len().max(1) + 1, "{cot:?}");
+        assert!(direct.contains(&(0.0, None)) && !direct.contains(&(0.25, Some(1))), "{direct:?}");
+        assert_eq!(direct.len() + 1, seeds(&before, "cpu-grpo-paper").len());
         let d = tempfile::tempdir().unwrap();
         let md = std::fs::read_to_string(write(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
         let block = md.split("## ").find(|b| b.starts_with("crossner_ai — seeded sample of 200")).unwrap();
-        for row in ["| cpu-grpo-paper (CoT target) | 9.78 (n=1) |", "| Δ cpu-grpo-paper (CoT target) − smollm2-135m-instruct |", "| Δ cpu-grpo-paper − smollm2-135m-instruct |"] {
+        for row in [
+            "| cpu-grpo-paper (CoT target) | 9.78 (n=1) |",
+            "| Δ cpu-grpo-paper (CoT target) − smollm2-135m-instruct |",
+            "| Δ cpu-grpo-paper − smollm2-135m-instruct |",
+            // the same start's 0% run on both rows
+            "| Δ cpu-grpo-paper (CoT target) − cpu-grpo-paper | +0.00 [0.0, 0.0], p 1.000 |",
+        ] {
             assert!(block.contains(row), "{row}\n{block}");
         }
         let csv = std::fs::read_to_string(d.path().join("low-resource.csv")).unwrap();
-        let cot: Vec<&str> = csv.lines().filter(|l| l.starts_with("crossner_ai,cpu-grpo-paper (CoT target),200,42,0.1,1,")).collect();
+        let cot: Vec<&str> = csv.lines().filter(|l| l.starts_with("crossner_ai,cpu-grpo-paper (CoT target),200,42,0.25,1,")).collect();
         assert_eq!(cot.len(), 1);
-        assert!(cot[0].contains("-p10-s1-base-direct-free-test-n200-s42-"), "paired with the base's seed: {}", cot[0]);
+        assert!(cot[0].contains("-p25-s1-base-direct-free-test-n200-s42-"), "paired with the base's seed: {}", cot[0]);
     }
 
     #[test]
