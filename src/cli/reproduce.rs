@@ -258,7 +258,7 @@ impl Ctx<'_> {
             crate::util::read_jsonl::<serde_json::Value>(&f).unwrap_or_default().iter().filter_map(|r| r.get("guid").and_then(|g| g.as_str()).map(str::to_string)).collect()
         };
         let mut decided = ids(out.clone());
-        decided.extend(ids(out.with_extension("rejected.jsonl")));
+        decided.extend(ids(crate::train::cot::sibling(&out, "rejected.jsonl")));
         decided.sort();
         decided.dedup();
         let n = train_sizes(self.g)(dataset);
@@ -874,11 +874,11 @@ mod tests {
             let s: super::super::train::SftArgs = parse_flags(&all[1]).unwrap();
             assert_eq!(s.max_len, p.sft.max_len);
             let l: super::super::train::SftArgs = parse_flags(&all[4]).unwrap();
-            assert_eq!((l.train_set.as_deref(), l.fraction, l.target), (Some("crossner_ai"), 0.1, crate::train::sft::Target::Direct));
+            assert_eq!((l.train_set.as_deref(), l.fraction, l.target()), (Some("crossner_ai"), 0.1, crate::train::sft::Target::Direct));
             // the CoT-target cells tune on the rationales the teacher wrote for the set's train split
             let l: super::super::train::SftArgs = parse_flags(&all[5]).unwrap();
             let file = p.lr_cot_file(&g.results, "crossner_ai").unwrap();
-            assert_eq!((l.target, l.data.clone(), l.seed), (crate::train::sft::Target::Cot, vec![file.clone()], 2));
+            assert_eq!((l.target(), l.data.clone(), l.seed), (crate::train::sft::Target::Cot, vec![file.clone()], 2));
             let lc: super::super::cot::CotCmd = parse_flags(&all[6]).unwrap();
             assert_eq!((lc.build.sources.clone(), lc.build.split.as_str(), lc.build.out.clone(), lc.build.max_cot_tokens), (vec!["crossner_ai".to_string()], "train", Some(file), 512));
             // the cpu preset continues the committed set under its selection rule, to its kept target

@@ -25,9 +25,11 @@ pub struct SftArgs {
     /// NER-CoT JSONL files (stage 1's output, or the published NER-CoT file)
     #[arg(long = "data", default_value = DEFAULT_COT)]
     pub data: Vec<PathBuf>,
-    /// cot: `<think>` rationale + answer; direct: the answer alone (the no-CoT ablation)
-    #[arg(long, value_enum, default_value = "cot")]
-    pub target: Target,
+    /// cot: `<think>` rationale + answer; direct: the answer alone (the no-CoT ablation).
+    /// Default: cot, and direct with --train-set (gold sentences have no rationale unless --data
+    /// holds stage 1's for them)
+    #[arg(long, value_enum)]
+    pub target: Option<Target>,
     /// run name (default: model, target and a hash of the settings)
     #[arg(long)]
     pub name: Option<String>,
@@ -196,6 +198,14 @@ fn rationales_for(set: &str, files: &[PathBuf]) -> anyhow::Result<std::collectio
     Ok(out)
 }
 
+impl SftArgs {
+    /// `--target`, or its default: the answer alone for gold train sentences (`--train-set`),
+    /// rationale + answer otherwise.
+    pub fn target(&self) -> Target {
+        self.target.unwrap_or(if self.train_set.is_some() { Target::Direct } else { Target::Cot })
+    }
+}
+
 fn sft_config(a: &SftArgs) -> SftConfig {
     SftConfig {
         epochs: a.epochs,
@@ -241,7 +251,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
             }
             // --target cot: each chosen sentence's rationale from the --data sets (stage 1 run on
             // this train split), found by sentence id; one with no kept rationale is skipped
-            let rationales = match a.target {
+            let rationales = match a.target() {
                 Target::Cot => rationales_for(set, &a.data)?,
                 Target::Direct => Default::default(),
             };
@@ -269,7 +279,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         records.truncate(n);
     }
     let tok = model::tokenizer::Tokenizer::load(&tok_path)?;
-    let (samples, skipped) = encode(&tok, &records, a.target, template)?;
+    let (samples, skipped) = encode(&tok, &records, a.target(), template)?;
     if samples.is_empty() {
         match &a.train_set {
             Some(set) => anyhow::bail!("--train-set {set} --target cot: none of the {} chosen sentences has a rationale in --data {} (run `rner cot --sources {set}` for its train split)", records.len(), a.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(",")),
@@ -279,7 +289,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     let cfg = sft_config(a);
     let dhash = sft::data_hash(&samples);
     let name = a.name.clone().unwrap_or_else(|| {
-        let t = a.target.name();
+        let t = a.target().name();
         let h = prompt::short_hash(&format!("{}{}{dhash}", serde_json::to_string(&cfg).expect("cfg"), model_path.display()));
         format!("{name_base}-sft-{t}-{}", &h[..8])
     });
@@ -296,11 +306,11 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         model: a.model.clone(),
         model_path: model_path.clone(),
         model_sha256: if model_path.is_file() { Some(crate::util::sha256_file(&model_path)?) } else { None },
-        data: if a.train_set.is_some() && a.target == Target::Direct { Vec::new() } else { a.data.clone() },
+        data: if a.train_set.is_some() && a.target() == Target::Direct { Vec::new() } else { a.data.clone() },
         train_set: a.train_set.clone(),
         fraction: a.train_set.as_ref().map(|_| a.fraction),
         data_hash: dhash,
-        target: a.target,
+        target: a.target(),
         template,
         config: cfg.clone(),
         records: records.len(),

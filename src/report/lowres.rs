@@ -138,7 +138,7 @@ type Start<'a> = (&'a str, &'a [Point]);
 fn ours_and_base<'a>(inits: &'a [(String, &'a Vec<Point>)], train: &[TrainRun]) -> Vec<(Start<'a>, Start<'a>)> {
     let trained = |n: &str| train.iter().any(|t| t.name == start_name(n));
     let starts = || inits.iter().map(|(n, p)| (n.as_str(), p.as_slice()));
-    let base: Vec<Start> = starts().filter(|s| !trained(s.0)).collect();
+    let base: Vec<Start> = starts().filter(|s| !trained(s.0) && !s.0.ends_with(COT_TARGET)).collect();
     let mut pairs: Vec<(Start, Start)> = match base[..] {
         [base] => starts().filter(|s| trained(s.0)).map(|ours| (ours, base)).collect(),
         _ => Vec::new(),
@@ -248,7 +248,8 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
         "# Low-resource fine-tuning\n\nEach cell: SFT (answer only, `--target direct`) of the starting model on a seeded share of the dataset's train split, \
          exported and scored on its test split (a seeded sample of it where noted); **mean ± sd over the seeds** (n = seeds), each seed's own 95% bootstrap CI in the CSV. \
          0% = the starting model without fine-tuning. Starting models: the base student and our ReasoningNER model (the GRPO export). \
-         *Δ* row: our model minus the base, per training seed on the same train sentences and the same test sentences (paired bootstrap over the test sentences, the same draws for both); \
+         A row `NAME (CoT target)`: cells of that start fine-tuned on rationale + answer (`--target cot`) instead, on the chosen train sentences that have a kept rationale from the teacher (fewer than the share; each run's `run.json` counts them). \
+         *Δ* row: our model minus the base (and a CoT-target row minus the same start's answer-only row), per training seed on the same drawn train sentences and the same test sentences (paired bootstrap over the test sentences, the same draws for both); \
          a cell with several seeds gives the mean ± sd of the per-seed differences and in how many seeds the difference has p < 0.05 in favour of our model (up) or of the base (down) (each seed's difference, CI and p in the CSV). \
          Paper row: ReasoningNER 8B on CoNLL-2003 (`paper.md` §8.2), **paper-reported**, not a run of ours.\n\n",
     );
@@ -266,7 +267,8 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     for ((set, _, _), inits) in &by_set {
         for ((_, ours), (base_name, base)) in ours_and_base(inits, train) {
             for p in ours {
-                let Some(q) = base.iter().find(|q| q.fraction == p.fraction && q.seed == p.seed) else { continue };
+                // (a start's 0% run stands on each of its rows: never compared with itself)
+                let Some(q) = base.iter().find(|q| q.fraction == p.fraction && q.seed == p.seed && q.run_id != p.run_id) else { continue };
                 let run = |id: &str| runs.iter().find(|r| r.id() == id);
                 if let (Some(a), Some(b)) = (run(&q.run_id), run(&p.run_id)) {
                     if let Some(d) = super::compare::dataset_diff(a, b, set)? {
@@ -299,7 +301,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
         ));
         // the CSV's difference is against the untrained start (a CoT-target row's against its
         // answer-only twin is in the table)
-        let vs_base = paired.iter().find(|(k, _)| k.0 == *set && k.1 == p.run_id && !(init.ends_with(COT_TARGET) && k.2 == start_name(init))).map(|(_, v)| v);
+        let vs_base = paired.iter().find(|(k, _)| k.0 == *set && k.1 == p.run_id && k.2 != start_name(init)).map(|(_, v)| v);
         match vs_base {
             Some((vs, d)) => csv.push_str(&format!("{vs},{},{},{},{:.4},", d.delta, d.ci95[0], d.ci95[1], d.p)),
             None => csv.push_str(",,,,,"),
@@ -589,8 +591,8 @@ mod tests {
             "| cpu-grpo-paper (CoT target) | 9.78 (n=1) |",
             "| Δ cpu-grpo-paper (CoT target) − smollm2-135m-instruct |",
             "| Δ cpu-grpo-paper − smollm2-135m-instruct |",
-            // the same start's 0% run on both rows
-            "| Δ cpu-grpo-paper (CoT target) − cpu-grpo-paper | +0.00 [0.0, 0.0], p 1.000 |",
+            // the same start's 0% run on both rows: no difference to show
+            "| Δ cpu-grpo-paper (CoT target) − cpu-grpo-paper | — |",
         ] {
             assert!(block.contains(row), "{row}\n{block}");
         }
@@ -598,6 +600,10 @@ mod tests {
         let cot: Vec<&str> = csv.lines().filter(|l| l.starts_with("crossner_ai,cpu-grpo-paper (CoT target),200,42,0.25,1,")).collect();
         assert_eq!(cot.len(), 1);
         assert!(cot[0].contains("-p25-s1-base-direct-free-test-n200-s42-"), "paired with the base's seed: {}", cot[0]);
+        // the 0% rows of both our rows are compared with the base's 0% run, never with themselves
+        for l in csv.lines().filter(|l| l.starts_with("crossner_ai,cpu-grpo-paper") && l.contains(",200,42,0,,")) {
+            assert!(l.contains(",smollm2-135m-instruct-direct-free-test-n200-s42-"), "{l}");
+        }
     }
 
     #[test]

@@ -260,6 +260,9 @@ impl Preset {
                 if let Some(d) = c.sets.iter().find(|d| !lr.sets.iter().any(|s| &s.dataset == *d)) {
                     return Err(format!("low_resource.cot_targets.sets: {d} is not one of low_resource.sets"));
                 }
+                if let Some(d) = c.sets.iter().enumerate().find(|(i, d)| c.sets[..*i].contains(d)).map(|x| x.1) {
+                    return Err(format!("low_resource.cot_targets.sets: {d} named twice"));
+                }
                 if !lr.inits.iter().any(|i| i == "reasoningner") {
                     return Err("low_resource.cot_targets: needs the reasoningner start in low_resource.inits".into());
                 }
