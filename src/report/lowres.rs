@@ -569,14 +569,14 @@ mod tests {
     #[test]
     fn cells_tuned_on_rationales_are_a_start_of_their_own() {
         // real runs (the committed CoT-target cells too); one answer-only ReasoningNER 25% seed
-        // as if fine-tuned with --target cot
+        // of CrossNER-Literature (a set with no CoT-target cells in the preset) as if fine-tuned with --target cot
         let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
         let runs = super::super::load_runs(&results).unwrap();
         let mut train = super::super::training::load(&results).unwrap();
-        let key = |init: &str| ("crossner_ai".to_string(), init.to_string(), Some(200), 42);
+        let key = |init: &str| ("crossner_literature".to_string(), init.to_string(), Some(200), 42);
         let seeds = |c: &Cells, init: &str| c.get(&key(init)).map(|v| v.iter().map(|p| (p.fraction, p.seed)).collect::<Vec<_>>()).unwrap_or_default();
         let (before, _) = cells(&runs, &train);
-        let t = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p25-s1-reasoningner" && t.earlier.is_none()).unwrap();
+        let t = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_literature-p25-s1-reasoningner" && t.earlier.is_none()).unwrap();
         t.run["target"] = serde_json::json!("cot");
         let (cells, _) = cells(&runs, &train);
         let (cot, direct) = (seeds(&cells, "cpu-grpo-paper (CoT target)"), seeds(&cells, "cpu-grpo-paper"));
@@ -586,9 +586,9 @@ mod tests {
         assert_eq!(direct.len() + 1, seeds(&before, "cpu-grpo-paper").len());
         let d = tempfile::tempdir().unwrap();
         let md = std::fs::read_to_string(write(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
-        let block = md.split("## ").find(|b| b.starts_with("crossner_ai — seeded sample of 200")).unwrap();
+        let block = md.split("## ").find(|b| b.starts_with("crossner_literature — seeded sample of 200")).unwrap();
         for row in [
-            "| cpu-grpo-paper (CoT target) | 9.78 (n=1) |",
+            "| cpu-grpo-paper (CoT target) | 12.23 (n=1) |",
             "| Δ cpu-grpo-paper (CoT target) − smollm2-135m-instruct |",
             "| Δ cpu-grpo-paper − smollm2-135m-instruct |",
             // the same start's 0% run on both rows: no difference to show
@@ -597,11 +597,11 @@ mod tests {
             assert!(block.contains(row), "{row}\n{block}");
         }
         let csv = std::fs::read_to_string(d.path().join("low-resource.csv")).unwrap();
-        let cot: Vec<&str> = csv.lines().filter(|l| l.starts_with("crossner_ai,cpu-grpo-paper (CoT target),200,42,0.25,1,")).collect();
+        let cot: Vec<&str> = csv.lines().filter(|l| l.starts_with("crossner_literature,cpu-grpo-paper (CoT target),200,42,0.25,1,")).collect();
         assert_eq!(cot.len(), 1);
         assert!(cot[0].contains("-p25-s1-base-direct-free-test-n200-s42-"), "paired with the base's seed: {}", cot[0]);
         // the 0% rows of both our rows are compared with the base's 0% run, never with themselves
-        for l in csv.lines().filter(|l| l.starts_with("crossner_ai,cpu-grpo-paper") && l.contains(",200,42,0,,")) {
+        for l in csv.lines().filter(|l| l.starts_with("crossner_") && l.contains(",cpu-grpo-paper") && l.contains(",200,42,0,,")) {
             assert!(l.contains(",smollm2-135m-instruct-direct-free-test-n200-s42-"), "{l}");
         }
     }
