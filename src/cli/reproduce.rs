@@ -254,15 +254,9 @@ impl Ctx<'_> {
     /// Whether stage 1 decided (kept or rejected) every sentence of `dataset`'s train split.
     fn lr_cot_covered(&self, dataset: &str) -> bool {
         let Some(out) = self.p.lr_cot_file(&self.g.results, dataset) else { return false };
-        let ids = |f: PathBuf| -> Vec<String> {
-            crate::util::read_jsonl::<serde_json::Value>(&f).unwrap_or_default().iter().filter_map(|r| r.get("guid").and_then(|g| g.as_str()).map(str::to_string)).collect()
-        };
-        let mut decided = ids(out.clone());
-        decided.extend(ids(crate::train::cot::sibling(&out, "rejected.jsonl")));
-        decided.sort();
-        decided.dedup();
+        let decided = crate::train::cot::decided(&out).map(|(ids, _)| ids.len()).unwrap_or(0);
         let n = train_sizes(self.g)(dataset);
-        n > 0 && decided.len() >= n
+        n > 0 && decided >= n
     }
 
     /// The flags of `rner sft` for stage 2 (`target` cot, or direct for the ablation).

@@ -623,6 +623,20 @@ pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
     out.with_file_name(format!("{stem}.{suffix}"))
 }
 
+/// The sentence ids a build at `out` has decided (kept or rejected), and how many it kept: what a
+/// resumed build skips.
+pub fn decided(out: &Path) -> Result<(HashSet<String>, usize)> {
+    let mut done: HashSet<String> = HashSet::new();
+    let mut kept = 0;
+    if out.exists() {
+        let records = read_records(out)?;
+        kept = records.len();
+        done.extend(records.into_iter().map(|r| r.guid));
+    }
+    done.extend(util::read_jsonl::<Rejected>(&sibling(out, "rejected.jsonl"))?.into_iter().map(|r| r.guid));
+    Ok((done, kept))
+}
+
 /// NER-CoT records from a JSONL file (ours or the published one), naming the line of a bad record.
 pub fn read_records(path: &Path) -> Result<Vec<CotRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -678,14 +692,7 @@ pub fn build(
     let _lock = SetLock::take(out)?;
     let rejected_path = sibling(out, "rejected.jsonl");
     let manifest_path = sibling(out, "manifest.json");
-    let mut done: HashSet<String> = HashSet::new();
-    let mut kept_before = 0;
-    if out.exists() {
-        let records = read_records(out)?;
-        kept_before = records.len();
-        done.extend(records.into_iter().map(|r| r.guid));
-    }
-    done.extend(util::read_jsonl::<Rejected>(&rejected_path)?.into_iter().map(|r| r.guid));
+    let (done, kept_before) = decided(out)?;
     let mut manifest: CotManifest = if manifest_path.exists() {
         let m: CotManifest = util::read_json(&manifest_path)?;
         if m.config.decoding != cfg.decoding {
