@@ -33,6 +33,10 @@ pub struct Baseline {
     pub file: String,
     #[serde(default)]
     pub sha256: String,
+    /// the file's size (gguf): known before it is fetched, so a plan's time estimate is the same
+    /// on every machine, and a joined file of another size fails before its sha256 is read
+    #[serde(default)]
+    pub bytes: Option<u64>,
     #[serde(default)]
     pub arch: Option<String>,
     #[serde(default)]
@@ -146,6 +150,13 @@ pub fn fetch_model(b: &Baseline, models_dir: &Path) -> Result<PathBuf> {
     }
     out.sync_all().map_err(|e| Error::io(&partial, e))?;
     drop(out);
+    if let Some(want) = b.bytes {
+        let len = std::fs::metadata(&partial).map_err(|e| Error::io(&partial, e))?.len();
+        if len != want {
+            let _ = std::fs::remove_file(&partial);
+            return Err(fail(format!("the joined file has {len} bytes, baselines/{}.toml says {want}", b.name)));
+        }
+    }
     let got = hex::encode(hasher.finalize());
     if got != b.sha256 {
         let _ = std::fs::remove_file(&partial);
@@ -179,6 +190,14 @@ mod tests {
             let b = Baseline::load(&dir, &n).unwrap();
             if b.kind == "gguf" {
                 assert_eq!(b.sha256.len(), 64, "{n}");
+                // the recorded size is the fetched file's, where it is here (the default model in CI)
+                let bytes = b.bytes.unwrap_or_else(|| panic!("{n}: no bytes"));
+                if let Ok(m) = std::fs::metadata(b.path(&dir.with_file_name("models"))) {
+                    assert_eq!(m.len(), bytes, "{n}");
+                }
+                // the plan's estimate scales by it whether or not the file is here
+                let f = crate::run::preset::size_factor(Path::new("/nonexistent-models"), &dir, &n);
+                assert!((f - (bytes as f64 / 98.0e6).max(0.1)).abs() < 1e-9, "{n}: {f}");
             } else {
                 let api = b.api.as_ref().unwrap();
                 assert!(api.base_url.starts_with("http") && !api.model.is_empty(), "{n}");

@@ -245,6 +245,7 @@ impl Ctx<'_> {
         let out = p.lr_cot_file(&self.g.results, dataset).expect("planned from it");
         let mut argv: Vec<String> = vec!["--teacher".into(), c.teacher.clone(), "--sources".into(), dataset.into(), "--split".into(), "train".into()];
         argv.extend(["--max-cot-tokens".into(), c.max_cot_tokens.to_string(), "--parallel".into(), c.parallel.to_string(), "--out".into(), out.display().to_string()]);
+        decoding_flag(c.decoding, &mut argv);
         if self.threads > 0 {
             argv.extend(["--threads".into(), self.threads.to_string()]);
         }
@@ -459,7 +460,7 @@ impl Ctx<'_> {
                     from
                 } else {
                     let name = p.low_resource_name(dataset, *fraction, *seed, init);
-                    let current = init == "base" || self.from_logged_export(&name, &start);
+                    let current = init == "base" || (self.from_logged_export(&name, &start) && self.from_preset_rationales(&name, dataset, init));
                     if !(self.trained(&name) && current) {
                         if let Some(id) = self.scored_export(&name, &[dataset.as_str()], lr.eval_limit).filter(|_| current) {
                             return Ok(stands(id));
@@ -468,11 +469,17 @@ impl Ctx<'_> {
                             return Ok(not_here());
                         }
                         if init == COT_INIT && !self.lr_cot_covered(dataset) {
-                            return Ok(("not_run".into(), format!("the rationales of {dataset} train are not all written: step {} writes them", p.run_name(&format!("lr-cot-{dataset}")))));
+                            return Ok(("not_run".into(), format!("the rationales of {dataset} train are not all written: step {} writes them", p.lr_cot_step(dataset))));
                         }
                         let argv = self.low_resource_argv(from, dataset, *fraction, *seed, &name, init);
-                        if !self.sft(argv, commands)? {
-                            return Ok(("interrupted".into(), String::new()));
+                        match self.sft(argv, commands) {
+                            Ok(true) => {}
+                            Ok(false) => return Ok(("interrupted".into(), String::new())),
+                            // stage 1 kept no rationale for this share's sentences: the cell cannot be trained
+                            Err(e) => match e.downcast_ref::<super::train::NoRationale>() {
+                                Some(n) => return Ok(("not_run".into(), format!("stage 1 kept no rationale for the {} sentences of this share", n.chosen))),
+                                None => return Err(e),
+                            },
                         }
                         trained = true;
                         // a cell's checkpoints are not needed once it is exported
@@ -500,6 +507,7 @@ impl Ctx<'_> {
         let name = match &s.kind {
             StepKind::Sft { target } => self.p.run_name(&format!("sft-{target}")),
             StepKind::Grpo { index } => self.p.grpo_name(*index),
+            StepKind::LowResource { dataset, fraction, seed, init } => return self.cell_trains_again(dataset, *fraction, *seed, init),
             _ => return None,
         };
         let log = self.train_log(&name)?;
@@ -511,6 +519,28 @@ impl Ctx<'_> {
                 &sha[..sha.len().min(8)]
             )
         })
+    }
+
+    /// Why a low-resource cell of our start that was trained before is not current and trains
+    /// again when its step runs: fine-tuned from an earlier file of the start, or (CoT targets)
+    /// tuned on another rationale file than the preset's stage 1 writes. None for base cells, 0%
+    /// points, cells never trained and current ones.
+    fn cell_trains_again(&self, dataset: &str, fraction: f64, seed: u64, init: &str) -> Option<String> {
+        if fraction == 0.0 || init == "base" {
+            return None;
+        }
+        let name = self.p.low_resource_name(dataset, fraction, seed, init);
+        let log = self.train_log(&name)?;
+        let start = self.p.grpo_name(0);
+        if !self.from_logged_export(&name, &start) {
+            return Some(format!("trains again: fine-tuned from an earlier file of {start} than its log now records"));
+        }
+        if !self.from_preset_rationales(&name, dataset, init) {
+            let data = log.get("data").map(|d| d.to_string()).unwrap_or_default();
+            let file = self.p.lr_cot_file(&self.g.results, dataset).map(|f| f.display().to_string()).unwrap_or_default();
+            return Some(format!("trains again: tuned on {data}, the preset's rationales are {file}"));
+        }
+        None
     }
 
     /// Training run `name`'s log, `results/train/<name>/run.json` (None when it is missing or
@@ -530,6 +560,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether low-resource cell `name` of start `init` was tuned on the rationales this preset's
+    /// stage 1 writes for `dataset` (true for answer-only cells, and when the log is missing): a
+    /// CoT-target cell logged with another file (another teacher, cap or decoding) is trained again.
+    fn from_preset_rationales(&self, name: &str, dataset: &str, init: &str) -> bool {
+        if init != COT_INIT {
+            return true;
+        }
+        let (Some(log), Some(file)) = (self.train_log(name), self.p.lr_cot_file(&self.g.results, dataset)) else { return true };
+        let data: Vec<&str> = log.get("data").and_then(|d| d.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        // by file name (teacher, set, cap and decoding): the log holds the path as given, relative to where it ran
+        data.iter().any(|d| Path::new(d).file_name() == file.file_name())
+    }
+
     /// Whether the export that training run `name` logged has a complete zero-shot run under this
     /// preset's evaluation settings.
     fn leaf_scored(&self, name: &str) -> bool {
@@ -542,7 +585,7 @@ impl Ctx<'_> {
     fn only_rechecks(&self, s: &Step, before: &std::collections::HashSet<String>) -> bool {
         before.contains(&s.id)
             && match &s.kind {
-                StepKind::LowResource { .. } => true,
+                StepKind::LowResource { dataset, fraction, seed, init } => self.cell_trains_again(dataset, *fraction, *seed, init).is_none(),
                 StepKind::Eval { model } => self.produced(model) && self.leaf_scored(model) && self.training_done(model),
                 _ => false,
             }
@@ -897,6 +940,29 @@ mod tests {
         // plan ids: another decoding is another step (a free run's "done" does not skip it)
         let ids: Vec<String> = p.plan(&|_| 1.0, 350, &|_| 1000).into_iter().map(|s| s.id).collect();
         assert!(ids.contains(&"eval-base-schema".to_string()) && ids.contains(&"cot-json".to_string()), "{ids:?}");
+
+        // the CoT targets' stage 1 under constrained decoding: its own file and step, and the
+        // committed cells (tuned on the free file) no longer stand for it
+        let free_file = p.lr_cot_file(&g.results, "crossner_ai").unwrap();
+        let cell = "cpu-lr-crossner_ai-p10-s1-reasoningner-cot";
+        assert!(ctx(&g, &p).from_preset_rationales(cell, "crossner_ai", COT_INIT), "the committed cell tuned on {}", free_file.display());
+        p.low_resource.as_mut().unwrap().cot_targets.as_mut().unwrap().decoding = Decoding::Json;
+        let c = ctx(&g, &p);
+        let file = p.lr_cot_file(&g.results, "crossner_ai").unwrap();
+        assert_eq!(file.file_name().unwrap().to_str(), Some("qwen2.5-coder-1.5b-instruct-crossner_ai-t512-json.jsonl"));
+        let lc: super::super::cot::CotCmd = parse_flags(&c.lr_cot_argv("crossner_ai")).unwrap();
+        assert_eq!((lc.build.decoding, lc.build.out.clone()), (Decoding::Json, Some(file.clone())));
+        let l: super::super::train::SftArgs = parse_flags(&c.low_resource_argv("r.gguf".into(), "crossner_ai", 0.1, 1, cell, COT_INIT)).unwrap();
+        assert_eq!(l.data, vec![file]);
+        assert!(!c.from_preset_rationales(cell, "crossner_ai", COT_INIT));
+        // the plan says so instead of "rechecked"
+        let step = p.plan(&|_| 1.0, 350, &|_| 1000).into_iter().find(|s| s.id == cell).unwrap();
+        let why = c.trains_again(&step).expect("trains again");
+        assert!(why.contains("qwen2.5-coder-1.5b-instruct-crossner_ai-t512.jsonl") && why.contains("-t512-json.jsonl"), "{why}");
+        assert!(!c.only_rechecks(&step, &[cell.to_string()].into_iter().collect()));
+        assert!(c.from_preset_rationales("cpu-lr-crossner_ai-p10-s1-reasoningner", "crossner_ai", "reasoningner"));
+        let ids: Vec<String> = p.plan(&|_| 1.0, 350, &|_| 1000).into_iter().map(|s| s.id).collect();
+        assert!(ids.contains(&"cpu-lr-cot-crossner_ai-json".to_string()) && ids.contains(&p.lr_cot_step("crossner_ai")), "{ids:?}");
     }
 
     /// Without the ReasoningNER export here (a clean clone), its committed cells stand and the

@@ -198,6 +198,25 @@ fn rationales_for(set: &str, files: &[PathBuf]) -> anyhow::Result<std::collectio
     Ok(out)
 }
 
+/// `rner sft --train-set D --target cot` found no kept rationale for any chosen sentence: not a
+/// fault of the inputs (stage 1 may reject every rationale of a small share), so `rner reproduce`
+/// records the cell as not run and goes on.
+#[derive(Debug)]
+pub struct NoRationale {
+    pub set: String,
+    pub chosen: usize,
+    pub data: Vec<PathBuf>,
+}
+
+impl std::fmt::Display for NoRationale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(",");
+        write!(f, "--train-set {} --target cot: none of the {} chosen sentences has a rationale in --data {data} (run `rner cot --sources {}` for its train split)", self.set, self.chosen, self.set)
+    }
+}
+
+impl std::error::Error for NoRationale {}
+
 impl SftArgs {
     /// `--target`, or its default: the answer alone for gold train sentences (`--train-set`),
     /// rationale + answer otherwise.
@@ -282,7 +301,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     let (samples, skipped) = encode(&tok, &records, a.target(), template)?;
     if samples.is_empty() {
         match &a.train_set {
-            Some(set) => anyhow::bail!("--train-set {set} --target cot: none of the {} chosen sentences has a rationale in --data {} (run `rner cot --sources {set}` for its train split)", records.len(), a.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(",")),
+            Some(set) => return Err(NoRationale { set: set.clone(), chosen: records.len(), data: a.data.clone() }.into()),
             None => anyhow::bail!("--data: no usable record ({} lack a rationale for --target cot)", skipped),
         }
     }

@@ -194,6 +194,10 @@ pub struct LowResourceCot {
     pub max_cot_tokens: usize,
     #[serde(default = "parallel16")]
     pub parallel: usize,
+    /// `free` (default), `json` or `schema`, as `[cot].decoding`: another decoding writes another
+    /// file under another step id, and the cells train again from it
+    #[serde(default)]
+    pub decoding: Decoding,
 }
 
 fn cot_tokens512() -> usize {
@@ -294,7 +298,14 @@ impl Preset {
     /// targets' teacher and cap in the name; no preset name: any preset with them shares the file).
     pub fn lr_cot_file(&self, results: &Path, dataset: &str) -> Option<PathBuf> {
         let c = self.low_resource.as_ref()?.cot_targets.as_ref()?;
-        Some(results.join("cot").join(format!("{}-{dataset}-t{}.jsonl", crate::report::file_stem(&c.teacher), c.max_cot_tokens)))
+        let stem = with_decoding(format!("{}-{dataset}-t{}", crate::report::file_stem(&c.teacher), c.max_cot_tokens), c.decoding);
+        Some(results.join("cot").join(format!("{stem}.jsonl")))
+    }
+
+    /// The id of the step that writes [`Self::lr_cot_file`] for `dataset`.
+    pub fn lr_cot_step(&self, dataset: &str) -> String {
+        let decoding = self.low_resource.as_ref().and_then(|lr| lr.cot_targets.as_ref()).map(|c| c.decoding).unwrap_or_default();
+        with_decoding(self.run_name(&format!("lr-cot-{dataset}")), decoding)
     }
 
     /// The name of one low-resource cell's training run.
@@ -398,8 +409,9 @@ pub struct Step {
     pub estimate_s: f64,
 }
 
-/// Model size relative to the default student (for scaling the rates), from its baseline file or
-/// GGUF size; 1.0 when unknown.
+/// Model size relative to the default student (for scaling the rates): a baseline's recorded
+/// `bytes` (the same whether or not its file is here), else the size of the file or folder;
+/// 1.0 when unknown.
 pub fn size_factor(models: &Path, baselines: &Path, model: &str) -> f64 {
     const DEFAULT_BYTES: f64 = 98.0e6;
     let p = Path::new(model);
@@ -408,7 +420,7 @@ pub fn size_factor(models: &Path, baselines: &Path, model: &str) -> f64 {
     } else if p.is_dir() {
         std::fs::read_dir(p).ok().map(|rd| rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "safetensors")).filter_map(|e| e.metadata().ok()).map(|m| m.len() as f64 / 4.0).sum())
     } else {
-        crate::baseline::Baseline::load(baselines, model).ok().and_then(|b| std::fs::metadata(b.path(models)).ok()).map(|m| m.len() as f64)
+        crate::baseline::Baseline::load(baselines, model).ok().and_then(|b| b.bytes.map(|n| n as f64).or_else(|| std::fs::metadata(b.path(models)).ok().map(|m| m.len() as f64)))
     };
     bytes.map(|b| (b / DEFAULT_BYTES).max(0.1)).unwrap_or(1.0)
 }
@@ -507,7 +519,7 @@ impl Preset {
             for d in &c.sets {
                 let n = train_sizes(d);
                 steps.push(Step {
-                    id: self.run_name(&format!("lr-cot-{d}")),
+                    id: self.lr_cot_step(d),
                     kind: StepKind::LowResourceCot { dataset: d.clone() },
                     what: format!("stage 1 for the CoT-target cells: teacher {} writes rationales for the {n} sentences of {d} train", c.teacher),
                     estimate_s: n as f64 * c.max_cot_tokens as f64 * 0.6 * sizes(&c.teacher) / r.gen_tok_s + 20.0,

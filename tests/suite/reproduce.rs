@@ -270,3 +270,42 @@ fn a_gpu_preset_stops_on_a_cpu_and_a_bad_preset_names_its_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:3"), "{err}");
 }
+
+#[test]
+fn a_cot_target_cell_whose_sentences_have_no_kept_rationale_is_not_run_and_the_run_goes_on() {
+    let model = default_model();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = d.join("t.toml");
+    std::fs::write(&file, preset(&model)).unwrap();
+    // the ReasoningNER start is here (the default model stands in for it), and stage 1 decided
+    // every train sentence of crossner_ai, rejecting them all
+    std::fs::create_dir_all(d.join("m")).unwrap();
+    std::os::unix::fs::symlink(&model, d.join("m/t-grpo-paper.gguf")).unwrap();
+    let (p, _) = rner::run::preset::Preset::load(&root().join("baselines"), &file.display().to_string()).unwrap();
+    let cot_file = p.lr_cot_file(&d.join("r"), "crossner_ai").unwrap();
+    let train = rner::data::Registry::new(&crate::util::data_dir()).unwrap().load("crossner_ai", "train").unwrap();
+    std::fs::create_dir_all(cot_file.parent().unwrap()).unwrap();
+    std::fs::write(&cot_file, "").unwrap();
+    let rejected: Vec<String> = train
+        .iter()
+        .map(|e| serde_json::json!({"guid": e.id, "dataset": "crossner_ai", "check": "truncated", "detail": "", "output": ""}).to_string() + "\n")
+        .collect();
+    std::fs::write(cot_file.with_extension("rejected.jsonl"), rejected.concat()).unwrap();
+    let mut c = rner();
+    c.args(["-q", "reproduce", "--only", "t-lr-crossner_ai-p2-s1-reasoningner-cot,report", "--preset"]).arg(&file);
+    for (flag, sub) in [("--results", "r"), ("--reports", "rep"), ("--models", "m"), ("--checkpoints", "c")] {
+        c.arg(flag).arg(d.join(sub));
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log: Vec<serde_json::Value> =
+        std::fs::read_to_string(d.join("r/reproduce/t/steps.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cell = log.iter().find(|r| r["id"] == "t-lr-crossner_ai-p2-s1-reasoningner-cot").expect("the cell is logged");
+    assert_eq!(cell["status"], "not_run", "{cell}");
+    assert!(cell["note"].as_str().unwrap().contains("stage 1 kept no rationale for the 2 sentences"), "{cell}");
+    assert!(!d.join("m/t-lr-crossner_ai-p2-s1-reasoningner-cot.gguf").exists());
+    // the step after it ran
+    let report = log.iter().find(|r| r["id"] == "report").expect("the report step is logged");
+    assert_eq!(report["status"], "done", "{report}");
+}
