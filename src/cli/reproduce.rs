@@ -37,6 +37,44 @@ pub struct ReproduceArgs {
     /// run of characters), in the plan's order; the others are left as they are for a later run
     #[arg(long, value_delimiter = ',', value_name = "STEPS")]
     pub only: Vec<String>,
+    /// stop within this time from the start (`2h30m`, `90m`, `45s`, or seconds): a step starts
+    /// only when its expected time (the plan's) fits in what is left, and a step still running at
+    /// the end is interrupted as by Ctrl-C (it keeps what it did; a rerun resumes it). For runs in
+    /// time-limited jobs; exits with 75 when it stopped before the steps were all run
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stop_after: Option<std::time::Duration>,
+}
+
+/// The exit code of a run that `--stop-after` ended early (EX_TEMPFAIL: run it again later).
+pub const STOPPED_FOR_TIME: u8 = 75;
+
+/// `2h30m`, `90m`, `45s`, `1h`, or a number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?}: expected a duration such as 2h30m, 90m, 45s or 3600");
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let (mut total, mut num) = (0u64, String::new());
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        total += n * unit;
+        num.clear();
+    }
+    if !num.is_empty() || t.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 /// `pattern` as an anchored regex, where `*` stands for any run of characters.
@@ -733,11 +771,32 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
             &serde_json::json!({"preset": p, "file": path, "command": super::command_line(), "steps": steps, "git_commit": crate::util::git_commit(Path::new(".")), "date": crate::util::now()}),
         )?;
         let n = steps.len();
+        // --stop-after: the end of the time given, and a watch that interrupts the step running then
+        let started = Instant::now();
+        let time_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(d) = a.stop_after {
+            let up = time_up.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(d);
+                up.store(true, std::sync::atomic::Ordering::SeqCst);
+                crate::run::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("\n--stop-after {}: time is up; the running step keeps what it did and stops (rerun to resume)", human_time(d.as_secs_f64()));
+            });
+        }
         for (i, s) in steps.iter().enumerate() {
             // asked again as the step comes: an earlier step of this run may have trained its
             // start again (then a GRPO variant, or the evaluation of a model, is no longer done)
             if (!pending[i] && ctx.already_done(s, &before)) || !chosen[i] {
                 continue;
+            }
+            if let Some(d) = a.stop_after {
+                // a step that only rechecks its rows takes seconds, whatever its last pass took
+                let needs = if to_run(i) { expect(i) } else { 0.0 };
+                let left = d.saturating_sub(started.elapsed()).as_secs_f64();
+                if needs > left || time_up.load(std::sync::atomic::Ordering::SeqCst) {
+                    println!("--stop-after {}: step {} expects {}, {} is left; stopping before it (rerun to go on)", human_time(d.as_secs_f64()), s.id, human_time(needs), human_time(left));
+                    return Ok(ExitCode::from(STOPPED_FOR_TIME));
+                }
             }
             println!("[{}/{n}] {} — {} (estimate {})", i + 1, s.id, s.what, human_time(expect(i)));
             let t0 = Instant::now();
@@ -749,7 +808,8 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
             summary(g, &p, &steps)?;
             if status == "interrupted" {
                 eprintln!("stopped; rerun `rner reproduce --preset {}` to resume", p.name);
-                return Ok(ExitCode::from(130));
+                let timed = time_up.load(std::sync::atomic::Ordering::SeqCst);
+                return Ok(ExitCode::from(if timed { STOPPED_FOR_TIME } else { 130 }));
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -889,6 +949,20 @@ mod tests {
         assert!(selected(&steps, &[], &p.name).unwrap().iter().all(|c| *c));
         let e = selected(&steps, &["cpu-grpo-papr".into()], &p.name).unwrap_err().to_string();
         assert!(e.contains("--only cpu-grpo-papr") && e.contains("preset cpu"), "{e}");
+    }
+
+    #[test]
+    fn durations_parse_with_units_or_as_seconds() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(secs("2h30m"), Ok(9000));
+        assert_eq!(secs("90m"), Ok(5400));
+        assert_eq!(secs("45s"), Ok(45));
+        assert_eq!(secs("1h1s"), Ok(3601));
+        assert_eq!(secs("3600"), Ok(3600));
+        for bad in ["", "2x", "h", "1h30", "1.5h", "-5"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("2h30m"), "{bad}: {e}");
+        }
     }
 
     /// Every step's flags parse as the command they name, and carry the preset's settings.

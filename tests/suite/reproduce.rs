@@ -309,3 +309,47 @@ fn a_cot_target_cell_whose_sentences_have_no_kept_rationale_is_not_run_and_the_r
     let report = log.iter().find(|r| r["id"] == "report").expect("the report step is logged");
     assert_eq!(report["status"], "done", "{report}");
 }
+
+#[test]
+fn stop_after_starts_no_step_that_does_not_fit_and_interrupts_one_that_runs_over() {
+    let model = default_model();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = d.join("t.toml");
+    std::fs::write(&file, preset(&model)).unwrap();
+    let run = |extra: &[&str]| {
+        let mut c = rner();
+        c.args(["-q", "reproduce", "--preset"]).arg(&file);
+        for (flag, sub) in [("--results", "r"), ("--reports", "rep"), ("--models", "m"), ("--checkpoints", "c")] {
+            c.arg(flag).arg(d.join(sub));
+        }
+        c.args(extra).output().unwrap()
+    };
+    let log = d.join("r/reproduce/t/steps.jsonl");
+    let records = || -> Vec<serde_json::Value> { std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+
+    // one second fits no step of the plan: nothing starts, and the exit code says to run it again later
+    let out = run(&["--stop-after", "1s"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(75), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("--stop-after") && stdout.contains("step eval-base expects"), "{stdout}");
+    assert!(records().is_empty(), "{:?}", records());
+    let bad = run(&["--stop-after", "2x"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--stop-after"), "{}", String::from_utf8_lossy(&bad.stderr));
+
+    // a cell whose last pass took a tenth of a second (as its log says) fits in one second, runs
+    // over it, and is interrupted, keeping what it did; a rerun without the limit finishes it
+    let cell = "t-lr-crossner_ai-p2-s1-base";
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let rec = serde_json::json!({"id": cell, "status": "done", "commands": [], "seconds": 0.1, "estimate_s": 60.0, "note": "", "date": "2026-12-07T00:00:00Z"});
+    std::fs::write(&log, rec.to_string() + "\n").unwrap();
+    let out = run(&["--only", cell, "--stop-after", "1"]);
+    assert_eq!(out.status.code(), Some(75), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("time is up"), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = records();
+    assert_eq!((after.len(), after[1]["id"].as_str(), after[1]["status"].as_str()), (2, Some(cell), Some("interrupted")), "{after:?}");
+    let out = run(&["--only", cell]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(records().last().unwrap()["status"], "done", "{:?}", records());
+}
