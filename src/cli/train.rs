@@ -301,7 +301,8 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     let (samples, skipped) = encode(&tok, &records, a.target(), template)?;
     if samples.is_empty() {
         match &a.train_set {
-            Some(set) => return Err(NoRationale { set: set.clone(), chosen: records.len(), data: a.data.clone() }.into()),
+            Some(set) if a.target() == Target::Cot && !records.is_empty() => return Err(NoRationale { set: set.clone(), chosen: records.len(), data: a.data.clone() }.into()),
+            Some(set) => anyhow::bail!("--train-set {set}: no sample to train on ({} records chosen)", records.len()),
             None => anyhow::bail!("--data: no usable record ({} lack a rationale for --target cot)", skipped),
         }
     }

@@ -325,31 +325,33 @@ fn stop_after_starts_no_step_that_does_not_fit_and_interrupts_one_that_runs_over
         }
         c.args(extra).output().unwrap()
     };
+    let text = |o: &std::process::Output| format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     let log = d.join("r/reproduce/t/steps.jsonl");
     let records = || -> Vec<serde_json::Value> { std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    for bad in ["2x", "0"] {
+        let out = run(&["--stop-after", bad]);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--stop-after"), "{bad}: {}", text(&out));
+    }
 
-    // one second fits no step of the plan: nothing starts, and the exit code says to run it again later
-    let out = run(&["--stop-after", "1s"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(75), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("--stop-after") && stdout.contains("step eval-base expects"), "{stdout}");
-    assert!(records().is_empty(), "{:?}", records());
-    let bad = run(&["--stop-after", "2x"]);
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--stop-after"), "{}", String::from_utf8_lossy(&bad.stderr));
-
-    // a cell whose last pass took a tenth of a second (as its log says) fits in one second, runs
-    // over it, and is interrupted, keeping what it did; a rerun without the limit finishes it
+    // the cell's last pass took a day, as its log says: once a step has run, it does not start
+    // in the minute given, and the exit code says to run it again later
     let cell = "t-lr-crossner_ai-p2-s1-base";
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let rec = serde_json::json!({"id": cell, "status": "done", "commands": [], "seconds": 0.1, "estimate_s": 60.0, "note": "", "date": "2026-12-07T00:00:00Z"});
-    std::fs::write(&log, rec.to_string() + "\n").unwrap();
+    let pass = |seconds: f64| serde_json::json!({"id": cell, "status": "done", "commands": [], "seconds": seconds, "estimate_s": 60.0, "note": "", "date": "2026-12-07T00:00:00Z"}).to_string() + "\n";
+    std::fs::write(&log, pass(86400.0)).unwrap();
+    let out = run(&["--only", &format!("eval-base,{cell}"), "--stop-after", "60"]);
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(text(&out).contains(&format!("step {cell} expects 24 h 00 min")), "{}", text(&out));
+    let ids: Vec<(String, String)> = records().iter().map(|r| (r["id"].as_str().unwrap().to_string(), r["status"].as_str().unwrap().to_string())).collect();
+    assert_eq!(ids, [(cell.to_string(), "done".to_string()), ("eval-base".to_string(), "done".to_string())], "only the step that fitted ran");
+
+    // the first step of a run starts even when it cannot fit (else no rerun would ever move it
+    // on); one second in, it is interrupted, keeping what it did, and a rerun finishes it
     let out = run(&["--only", cell, "--stop-after", "1"]);
-    assert_eq!(out.status.code(), Some(75), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("time is up"), "{}", String::from_utf8_lossy(&out.stderr));
-    let after = records();
-    assert_eq!((after.len(), after[1]["id"].as_str(), after[1]["status"].as_str()), (2, Some(cell), Some("interrupted")), "{after:?}");
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out));
+    assert!(text(&out).contains("starting it anyway") && text(&out).contains("time is up"), "{}", text(&out));
+    assert_eq!((records().last().unwrap()["id"].as_str(), records().last().unwrap()["status"].as_str()), (Some(cell), Some("interrupted")), "{:?}", records());
     let out = run(&["--only", cell]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", text(&out));
     assert_eq!(records().last().unwrap()["status"], "done", "{:?}", records());
 }
