@@ -666,6 +666,47 @@ pub struct Band {
     pub paper: bool,
 }
 
+/// The corner of a plot for its legend: the one whose box (`legend_px` in a plot of `plot_px`
+/// pixels, x and y ranges `xr`, `yr`) covers the fewest points of the `lines` (their vertices and
+/// points sampled along each segment); upper left on a tie.
+fn legend_corner(lines: &[Vec<(f64, f64)>], xr: (f64, f64), yr: (f64, f64), plot_px: (u32, u32), legend_px: (f64, f64)) -> SeriesLabelPosition {
+    // the box's share of the plot, with the gap plotters leaves at the edge
+    let fw = ((legend_px.0 + 10.0) / plot_px.0.max(1) as f64).min(1.0);
+    let fh = ((legend_px.1 + 10.0) / plot_px.1.max(1) as f64).min(1.0);
+    let unit = |(x, y): (f64, f64)| ((x - xr.0) / (xr.1 - xr.0).max(1e-9), (y - yr.0) / (yr.1 - yr.0).max(1e-9));
+    let mut samples: Vec<(f64, f64)> = Vec::new();
+    for l in lines {
+        samples.extend(l.iter().map(|&p| unit(p)));
+        for w in l.windows(2) {
+            let (a, b) = (unit(w[0]), unit(w[1]));
+            samples.extend((1..20).map(|k| {
+                let t = k as f64 / 20.0;
+                (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t)
+            }));
+        }
+    }
+    let corners = [
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::LowerLeft, false, false),
+    ];
+    let covered = |right: bool, upper: bool| {
+        samples
+            .iter()
+            .filter(|&&(u, v)| (if right { u >= 1.0 - fw } else { u <= fw }) && (if upper { v >= 1.0 - fh } else { v <= fh }))
+            .count()
+    };
+    let mut best = (usize::MAX, SeriesLabelPosition::UpperLeft);
+    for (pos, right, upper) in corners {
+        let n = covered(right, upper);
+        if n < best.0 {
+            best = (n, pos);
+        }
+    }
+    best.1
+}
+
 /// One colour per band name over all panels (names sorted), so a starting model keeps its colour
 /// from panel to panel whichever others a panel holds.
 fn band_colors(panels: &[(String, Vec<String>, Vec<Band>)]) -> std::collections::HashMap<String, RGBColor> {
@@ -725,9 +766,23 @@ pub fn bands(panels: &[(String, Vec<String>, Vec<Band>)], x_label: &str, y_label
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
                 chart.draw_series(b.dots.iter().map(|&(x, y)| Cross::new((x, y), 4, color.mix(0.7).stroke_width(1)))).map_err(d)?;
             }
+            // the legend goes to the corner where it hides the least of the curves
+            let mut drawn: Vec<Vec<(f64, f64)>> = Vec::new();
+            for b in bands {
+                drawn.push(b.points.iter().map(|p| (p.0, p.1)).collect());
+                if !b.paper {
+                    drawn.push(b.points.iter().map(|p| (p.0, p.2)).collect());
+                    drawn.push(b.points.iter().map(|p| (p.0, p.3)).collect());
+                }
+                drawn.extend(b.dots.iter().map(|&p| vec![p]));
+            }
+            let longest = bands.iter().map(|b| b.name.chars().count()).max().unwrap_or(0);
+            let legend_px = (40.0 + 7.0 * longest as f64, 12.0 + 19.0 * bands.len() as f64);
+            let plot_px = chart.plotting_area().dim_in_pixel();
+            let corner = legend_corner(&drawn, (-0.3, x1), (0.0, y1), plot_px, legend_px);
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(corner)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font((FAMILY, 12))
@@ -947,6 +1002,21 @@ pub fn grouped(title: &str, groups: &[String], series: &[BarSeries], y_label: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_legend_goes_where_it_hides_the_least() {
+        let at = |lines: &[Vec<(f64, f64)>]| format!("{:?}", legend_corner(lines, (0.0, 4.0), (0.0, 100.0), (400, 300), (120.0, 50.0)));
+        // nothing drawn: upper left
+        assert_eq!(at(&[]), "UpperLeft");
+        // a high flat line across the top, one through the middle: the lower corners are free (right first)
+        assert_eq!(at(&[vec![(0.0, 95.0), (4.0, 95.0)], vec![(0.0, 40.0), (4.0, 40.0)]]), "LowerRight");
+        // a rising line from the lower left to the upper right: upper left
+        assert_eq!(at(&[vec![(0.0, 0.0), (4.0, 100.0)]]), "UpperLeft");
+        // a falling line from the upper left: upper right
+        assert_eq!(at(&[vec![(0.0, 100.0), (4.0, 0.0)]]), "UpperRight");
+        // a point in the upper left and one in the upper right (a paper point): the lower corners
+        assert_eq!(at(&[vec![(0.1, 90.0)], vec![(3.9, 90.0)], vec![(0.0, 50.0), (4.0, 50.0)]]), "LowerRight");
+    }
 
     #[test]
     fn thirty_series_get_thirty_colours() {
