@@ -616,12 +616,27 @@ pub fn curves(panels: &[(String, String, Vec<Curve>)], x_label: &str, plots_dir:
                 (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
             }
             let pad = ((y1 - y0) * 0.08).max(1e-6);
+            let (lo, mut hi) = (y0 - pad, y1 + pad);
+            // the legend goes to the corner where it hides the least; where every corner hides
+            // some of the curves, the top is raised to leave it a free band above them
+            let labelled = curves.len() > 1 || curves.iter().any(|c| !c.name.is_empty());
+            let longest = curves.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+            let (w, h) = area.dim_in_pixel();
+            let plot_px = (w.saturating_sub(76), h.saturating_sub(82));
+            let lines: Vec<Vec<(f64, f64)>> = curves.iter().map(|c| c.points.iter().copied().filter(|p| p.1.is_finite()).collect()).collect();
+            let legend = legend_px(curves.len(), longest);
+            let (mut corner, hidden) = legend_corner(&lines, (x0, x1.max(x0 + 1.0)), (lo, hi), plot_px, legend);
+            if labelled && hidden > 0 {
+                let fh = ((legend.1 + 14.0) / plot_px.1.max(1) as f64).min(0.6);
+                hi = lo + (hi - lo) / (1.0 - fh);
+                corner = SeriesLabelPosition::UpperRight;
+            }
             let mut chart = ChartBuilder::on(area)
                 .caption(title, (FAMILY, 16))
                 .margin(10)
                 .x_label_area_size(36)
                 .y_label_area_size(56)
-                .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+                .build_cartesian_2d(x0..x1.max(x0 + 1.0), lo..hi)
                 .map_err(d)?;
             chart
                 .configure_mesh()
@@ -639,9 +654,10 @@ pub fn curves(panels: &[(String, String, Vec<Curve>)], x_label: &str, plots_dir:
                     .label(c.name.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             }
-            if curves.len() > 1 || curves.iter().any(|c| !c.name.is_empty()) {
+            if labelled {
                 chart
                     .configure_series_labels()
+                    .position(corner)
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
                     .label_font((FAMILY, 12))
@@ -668,8 +684,8 @@ pub struct Band {
 
 /// The corner of a plot for its legend: the one whose box (`legend_px` in a plot of `plot_px`
 /// pixels, x and y ranges `xr`, `yr`) covers the fewest points of the `lines` (their vertices and
-/// points sampled along each segment); upper left on a tie.
-fn legend_corner(lines: &[Vec<(f64, f64)>], xr: (f64, f64), yr: (f64, f64), plot_px: (u32, u32), legend_px: (f64, f64)) -> SeriesLabelPosition {
+/// points sampled along each segment), with that count; upper left on a tie.
+fn legend_corner(lines: &[Vec<(f64, f64)>], xr: (f64, f64), yr: (f64, f64), plot_px: (u32, u32), legend_px: (f64, f64)) -> (SeriesLabelPosition, usize) {
     // the box's share of the plot, with the gap plotters leaves at the edge
     let fw = ((legend_px.0 + 10.0) / plot_px.0.max(1) as f64).min(1.0);
     let fh = ((legend_px.1 + 10.0) / plot_px.1.max(1) as f64).min(1.0);
@@ -697,14 +713,19 @@ fn legend_corner(lines: &[Vec<(f64, f64)>], xr: (f64, f64), yr: (f64, f64), plot
             .filter(|&&(u, v)| (if right { u >= 1.0 - fw } else { u <= fw }) && (if upper { v >= 1.0 - fh } else { v <= fh }))
             .count()
     };
-    let mut best = (usize::MAX, SeriesLabelPosition::UpperLeft);
+    let mut best = (SeriesLabelPosition::UpperLeft, usize::MAX);
     for (pos, right, upper) in corners {
         let n = covered(right, upper);
-        if n < best.0 {
-            best = (n, pos);
+        if n < best.1 {
+            best = (pos, n);
         }
     }
-    best.1
+    best
+}
+
+/// The legend's size in pixels for `n` entries, the longest `longest` characters (12 px labels).
+fn legend_px(n: usize, longest: usize) -> (f64, f64) {
+    (40.0 + 7.0 * longest as f64, 12.0 + 19.0 * n as f64)
 }
 
 /// One colour per band name over all panels (names sorted), so a starting model keeps its colour
@@ -777,9 +798,8 @@ pub fn bands(panels: &[(String, Vec<String>, Vec<Band>)], x_label: &str, y_label
                 drawn.extend(b.dots.iter().map(|&p| vec![p]));
             }
             let longest = bands.iter().map(|b| b.name.chars().count()).max().unwrap_or(0);
-            let legend_px = (40.0 + 7.0 * longest as f64, 12.0 + 19.0 * bands.len() as f64);
             let plot_px = chart.plotting_area().dim_in_pixel();
-            let corner = legend_corner(&drawn, (-0.3, x1), (0.0, y1), plot_px, legend_px);
+            let (corner, _) = legend_corner(&drawn, (-0.3, x1), (0.0, y1), plot_px, legend_px(bands.len(), longest));
             chart
                 .configure_series_labels()
                 .position(corner)
@@ -1005,7 +1025,7 @@ mod tests {
 
     #[test]
     fn the_legend_goes_where_it_hides_the_least() {
-        let at = |lines: &[Vec<(f64, f64)>]| format!("{:?}", legend_corner(lines, (0.0, 4.0), (0.0, 100.0), (400, 300), (120.0, 50.0)));
+        let at = |lines: &[Vec<(f64, f64)>]| format!("{:?}", legend_corner(lines, (0.0, 4.0), (0.0, 100.0), (400, 300), (120.0, 50.0)).0);
         // nothing drawn: upper left
         assert_eq!(at(&[]), "UpperLeft");
         // a high flat line across the top, one through the middle: the lower corners are free (right first)
