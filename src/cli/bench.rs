@@ -695,12 +695,12 @@ fn sft(g: &Global, a: SftBenchArgs) -> anyhow::Result<ExitCode> {
         }
         // the smaller first: freed memory stays with the process (see `rner bench train`)
         for shared in [true, false] {
-            update_grads(&model, &usable, &steps[0], a.micro_tokens, tok.eos(), shared)?;
+            update_grads(&model, &usable, &steps[0], a.micro_tokens, tok.eos(), shared, 1.0)?;
             reset_peak_rss();
             let (mut secs, mut tokens, mut seq_tokens, mut losses, mut norms) = (0.0, 0usize, 0usize, Vec::new(), Vec::new());
             for step in &steps[1..=a.updates] {
                 let t0 = Instant::now();
-                let u = update_grads(&model, &usable, step, a.micro_tokens, tok.eos(), shared)?;
+                let u = update_grads(&model, &usable, step, a.micro_tokens, tok.eos(), shared, 1.0)?;
                 let (norm, _) = clip_factor(&u.grads, 1.0)?;
                 secs += t0.elapsed().as_secs_f64();
                 (tokens, seq_tokens) = (tokens + u.tokens, seq_tokens + u.seq_tokens);

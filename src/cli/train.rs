@@ -48,6 +48,11 @@ pub struct SftArgs {
     /// sequences share once (CPU; the same loss and gradients up to float rounding)
     #[arg(long)]
     pub no_share_prefix: bool,
+    /// weight of each sequence's first target token in the loss (1: all alike, the paper's
+    /// loss). It decides the answer's form (`<think>` or the answer itself); above 1 it weighs
+    /// more, e.g. to move a reasoning model to answer-only targets
+    #[arg(long, default_value_t = 1.0, value_parser = positive_weight)]
+    pub first_token_weight: f64,
     #[arg(long, default_value_t = 2e-5)]
     pub lr: f64,
     /// warmup as a fraction of all updates
@@ -238,6 +243,15 @@ fn sft_config(a: &SftArgs) -> SftConfig {
         adam: AdamConfig { weight_decay: a.weight_decay, ..AdamConfig::default() },
         max_steps: None,
         share_prefix: !a.no_share_prefix,
+        first_token_weight: a.first_token_weight,
+    }
+}
+
+/// `--first-token-weight`: a finite number > 0.
+fn positive_weight(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(w) if w.is_finite() && w > 0.0 => Ok(w),
+        _ => Err(format!("{s:?}: expected a weight > 0 (1: every target token alike)")),
     }
 }
 

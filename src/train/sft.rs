@@ -94,10 +94,24 @@ pub struct SftConfig {
     /// [`micro_batches`]). Changes only the order of float sums, so a resume may switch it.
     #[serde(default = "yes")]
     pub share_prefix: bool,
+    /// the weight of each sequence's first target token in the loss (1: every target token alike,
+    /// the paper's loss). That token decides the answer's form (`<think>` or the answer itself)
+    /// and weighs little in a mean over ~30 answer tokens; above 1 it weighs more. Left out of
+    /// the config (and of a run's identity) at 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub first_token_weight: f64,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 impl Default for SftConfig {
@@ -114,6 +128,7 @@ impl Default for SftConfig {
             adam: AdamConfig::default(),
             max_steps: None,
             share_prefix: true,
+            first_token_weight: 1.0,
         }
     }
 }
@@ -276,6 +291,48 @@ pub fn batch_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f
     autograd_grads(model, seqs, pad, scale)
 }
 
+/// Each target row's weight: `first` for each sequence's first target, 1 for the others (rows in
+/// [`pack`]'s order).
+fn first_token_weights(seqs: &[(Vec<u32>, usize)], first: f64) -> Vec<f32> {
+    let mut w = Vec::new();
+    for (s, f) in seqs {
+        let n = s.len().saturating_sub(*f);
+        w.extend((0..n).map(|j| if j == 0 { first as f32 } else { 1.0 }));
+    }
+    w
+}
+
+/// [`batch_grads`] with each sequence's first target token weighted `first` (the loss is
+/// `scale · Σ wᵢ · CEᵢ`): the hand-written pass where the model has one, else autograd.
+pub fn weighted_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f64, share: bool, first: f64) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
+    let w: Vec<f32> = first_token_weights(seqs, first).into_iter().map(|x| x * scale as f32).collect();
+    if model.manual_backward() {
+        let b = super::batch::pack_shared(model, seqs, pad, share)?;
+        let n = b.targets.len();
+        let wt = Tensor::from_vec(w, n, &model.device)?;
+        let targets = b.targets.clone();
+        let (loss, grads) = model.target_grads(&b.prefix, &b.ids, &b.rows, &b.targets, 1.0, &mut |logits| {
+            let loss = (crate::model::ops::nll(logits, &targets)? * &wt)?.sum_all()?.to_scalar::<f32>()? as f64;
+            Ok((loss, Some(wt.clone())))
+        })?;
+        return Ok((loss, b.fed, grads));
+    }
+    weighted_autograd(model, seqs, pad, w)
+}
+
+/// `Σ wᵢ · CEᵢ` over the target rows and its gradients through candle's autograd.
+fn weighted_autograd(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, w: Vec<f32>) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
+    let (ids, rows, targets) = pack(model, seqs, pad)?;
+    let padded = ids.elem_count();
+    let n = targets.len();
+    let logits = target_logits(model, &ids, rows)?;
+    let weighted = (crate::model::ops::nll(&logits, &targets)? * Tensor::from_vec(w, n, &model.device)?)?.sum_all()?;
+    let store = weighted.backward()?;
+    let mut grads = Vec::new();
+    accumulate(&mut grads, &model.params.vars, &store)?;
+    Ok((weighted.to_scalar::<f32>()? as f64, padded, grads))
+}
+
 /// [`batch_grads`] through candle's autograd (any device; what `rner bench train` compares with).
 pub fn autograd_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f64) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
     let (ids, rows, targets) = pack(model, seqs, pad)?;
@@ -334,16 +391,22 @@ pub struct UpdateGrads {
 
 /// The loss and gradients of the update made of `usable[i]` for `i` in `step`, over micro-batches
 /// of at most `micro_tokens`; `share` runs each micro-batch's shared prompt start once (CPU f32).
-pub fn update_grads(model: &Model, usable: &[(Vec<u32>, usize)], step: &[usize], micro_tokens: usize, pad: u32, share: bool) -> Result<UpdateGrads> {
+pub fn update_grads(model: &Model, usable: &[(Vec<u32>, usize)], step: &[usize], micro_tokens: usize, pad: u32, share: bool, first_weight: f64) -> Result<UpdateGrads> {
     let share = share && model.manual_backward();
     let of_step: Vec<(usize, &[u32], usize)> = step.iter().map(|&i| (i, usable[i].0.as_slice(), usable[i].1)).collect();
     let target_tokens: usize = step.iter().map(|&i| usable[i].0.len() - usable[i].1).sum();
+    // the weighted mean's denominator: each sequence's first target token counts first_weight times
+    let weight_sum = target_tokens as f64 + (first_weight - 1.0) * step.len() as f64;
     let seq_tokens: usize = step.iter().map(|&i| usable[i].0.len()).sum();
     let mut grads = Vec::new();
     let (mut loss, mut tokens) = (0f64, 0usize);
     for mb in micro_batches(&of_step, micro_tokens, share) {
         let seqs: Vec<(Vec<u32>, usize)> = mb.iter().map(|&i| usable[i].clone()).collect();
-        let (l, fed, g) = batch_grads(model, &seqs, pad, 1.0 / target_tokens as f64, share)?;
+        let (l, fed, g) = if first_weight == 1.0 {
+            batch_grads(model, &seqs, pad, 1.0 / target_tokens as f64, share)?
+        } else {
+            weighted_grads(model, &seqs, pad, 1.0 / weight_sum, share, first_weight)?
+        };
         loss += l;
         tokens += fed;
         add_grads(&mut grads, g)?;
@@ -381,7 +444,7 @@ pub fn train(model: &Model, samples: &[Sample], cfg: &SftConfig, dirs: &Dirs, pa
     };
     for (si, step) in steps.iter().enumerate().take(end).skip(start) {
         let t0 = Instant::now();
-        let UpdateGrads { loss, tokens, seq_tokens, target_tokens, grads } = update_grads(model, &usable, step, cfg.micro_tokens, pad, cfg.share_prefix)?;
+        let UpdateGrads { loss, tokens, seq_tokens, target_tokens, grads } = update_grads(model, &usable, step, cfg.micro_tokens, pad, cfg.share_prefix, cfg.first_token_weight)?;
         let (norm, factor) = clip_factor(&grads, cfg.clip)?;
         let lr = cosine_lr(cfg.lr, si, total, warmup);
         opt.step(&grads, lr, factor)?;
@@ -471,6 +534,38 @@ mod tests {
         // the shared start never reaches a trained position
         let short = vec![(toks[0].clone(), 40usize), (toks[2].clone(), 70)];
         assert_eq!(shared_prefix(&short), 39);
+    }
+
+    /// The first-token weight: 1 gives the plain loss; above 1 the hand-written pass (shared
+    /// prefix or not) gives autograd's loss and gradients of the weighted sum, which differ from
+    /// the plain ones.
+    #[test]
+    fn first_token_weights_match_autograd_and_reduce_to_the_plain_loss() {
+        use crate::model::testing::{configs, tiny};
+        let p: Vec<u32> = vec![3, 7, 11, 2, 9];
+        let seqs: Vec<(Vec<u32>, usize)> = vec![
+            ([p.clone(), vec![4, 30, 8, 1]].concat(), 5),
+            ([p.clone(), vec![12, 6]].concat(), 5),
+            ([p.clone(), vec![21, 17, 1, 5, 2]].concat(), 4),
+        ];
+        assert_eq!(first_token_weights(&seqs, 5.0), vec![5.0, 1.0, 1.0, 1.0, 5.0, 1.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        let flat = |g: &[Option<Tensor>]| -> Vec<f32> { g.iter().flatten().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect() };
+        let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 + 1e-3 * y.abs());
+        for cfg in configs() {
+            let m = tiny(&cfg);
+            let scale = 0.1;
+            let (plain, _, gp) = batch_grads(&m, &seqs, 0, scale, true).unwrap();
+            let (one, _, g1) = weighted_grads(&m, &seqs, 0, scale, true, 1.0).unwrap();
+            assert!((plain - one).abs() < 1e-5 && close(&flat(&g1), &flat(&gp)), "{plain} vs {one}");
+            let w: Vec<f32> = first_token_weights(&seqs, 5.0).into_iter().map(|x| x * scale as f32).collect();
+            let (reference, _, gr) = weighted_autograd(&m, &seqs, 0, w).unwrap();
+            for share in [true, false] {
+                let (loss, _, g) = weighted_grads(&m, &seqs, 0, scale, share, 5.0).unwrap();
+                assert!((loss - reference).abs() < 1e-4 * reference.abs().max(1.0), "share {share}: {loss} vs {reference}");
+                assert!(close(&flat(&g), &flat(&gr)), "share {share}");
+            }
+            assert!(!close(&flat(&gr), &flat(&gp)), "weighting the first tokens changes the gradient");
+        }
     }
 
     #[test]
