@@ -366,8 +366,8 @@ fn a_shared_prompt_start_gives_the_loss_and_gradients_of_whole_prompts() {
     let tok = Tokenizer::load(&path).unwrap();
     let seqs = fixed_pairs(&tok);
     let m = Model::load(&path, &Device::Cpu, DType::F32).unwrap();
-    let whole = update_grads(&m, &seqs, &[0, 1, 2], 4096, tok.eos(), false).unwrap();
-    let shared = update_grads(&m, &seqs, &[0, 1, 2], 4096, tok.eos(), true).unwrap();
+    let whole = update_grads(&m, &seqs, &[0, 1, 2], 4096, tok.eos(), false, 1.0).unwrap();
+    let shared = update_grads(&m, &seqs, &[0, 1, 2], 4096, tok.eos(), true, 1.0).unwrap();
     let longest = seqs.iter().map(|(s, _)| s.len()).max().unwrap();
     assert_eq!(whole.tokens, 3 * longest, "whole prompts: one padded pass");
     assert!(shared.tokens + 200 < whole.tokens, "the prompt start was not shared: {} tokens against {}", shared.tokens, whole.tokens);
@@ -509,15 +509,17 @@ fn low_resource_cot_tuning_takes_each_sentence_s_rationale_by_id() {
     let lines: Vec<String> = chosen[..chosen.len() - 1].iter().chain([other]).map(|e| record(e, &e.text)).collect();
     let cot = d.join("cot.jsonl");
     std::fs::write(&cot, lines.join("\n") + "\n").unwrap();
-    let sft = |data: &std::path::Path| {
-        let mut v: Vec<String> = ["-q", "sft", "--model", model.as_str(), "--name", "t", "--train-set", "conll2003", "--target", "cot", "--max-steps", "1", "--batch", "2", "--max-len", "96"]
+    let sft_as = |data: &std::path::Path, extra: &[&str]| {
+        let mut v: Vec<String> = ["-q", "sft", "--model", model.as_str(), "--train-set", "conll2003", "--target", "cot", "--max-steps", "1", "--batch", "2", "--max-len", "96"]
             .iter()
+            .chain(if extra.is_empty() { &["--name", "t"][..] } else { extra })
             .map(|s| s.to_string())
             .collect();
         v.extend(["--fraction".to_string(), frac.to_string(), "--seed".to_string(), seed.to_string(), "--data".to_string(), data.display().to_string()]);
         v.extend(["--results", "--checkpoints", "--models", "--reports"].iter().zip(["r", "c", "m", "rep"]).flat_map(|(f, sub)| [f.to_string(), d.join(sub).display().to_string()]));
         rner().args(v).output().unwrap()
     };
+    let sft = |data: &std::path::Path| sft_as(data, &[]);
     let out = sft(&cot);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r/train/t/run.json")).unwrap()).unwrap();
@@ -534,6 +536,19 @@ fn low_resource_cot_tuning_takes_each_sentence_s_rationale_by_id() {
     std::fs::write(&none, record(other, &other.text) + "\n").unwrap();
     let err = String::from_utf8_lossy(&sft(&none).stderr).to_string();
     assert!(err.contains("rner cot --sources conll2003"), "{err}");
+    // the first target token (here the `<think>` that opens the rationale) weighed 20 times: the
+    // weight is recorded and the first update's loss is another one
+    let out = sft_as(&cot, &["--name", "t20", "--first-token-weight", "20"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |name: &str| -> (serde_json::Value, f64) {
+        let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join(format!("r/train/{name}/run.json"))).unwrap()).unwrap();
+        let step: serde_json::Value = serde_json::from_str(std::fs::read_to_string(d.join(format!("r/train/{name}/steps.jsonl"))).unwrap().lines().next().unwrap()).unwrap();
+        (run, step["loss"].as_f64().unwrap())
+    };
+    let ((plain, l1), (weighted, l20)) = (read("t"), read("t20"));
+    assert!(plain["config"].get("first_token_weight").is_none(), "1 is left out of the config: {}", plain["config"]);
+    assert_eq!(weighted["config"]["first_token_weight"].as_f64(), Some(20.0));
+    assert!((l1 - l20).abs() > 1e-6, "{l1} vs {l20}");
 }
 
 /// The qwen2 path (biases, NeoX RoPE, untied output) against llama.cpp on Qwen2.5-Coder-0.5B.
