@@ -47,9 +47,21 @@ pub(super) fn init_name(model: &str) -> String {
 /// rationale and answer (`--target cot`) rather than the answer alone.
 pub const COT_TARGET: &str = " (CoT target)";
 
-/// The starting model a table row names (its name without [`COT_TARGET`]).
+/// The starting model a table row names (its name without [`COT_TARGET`] or a
+/// [`first_token_suffix`]).
 fn start_name(label: &str) -> &str {
-    label.strip_suffix(COT_TARGET).unwrap_or(label)
+    label.split_once(" (").map_or(label, |(start, _)| start)
+}
+
+/// What a starting model's name carries when its cells weighed the first target token `w` times
+/// in the loss (`rner sft --first-token-weight`).
+fn first_token_suffix(w: f64) -> String {
+    format!(" (first token ×{w})")
+}
+
+/// Whether a row is a variant of its start (another target or loss), shown as a start of its own.
+fn variant(label: &str) -> bool {
+    start_name(label) != label
 }
 
 /// Why a scored low-resource run is in no cell.
@@ -78,10 +90,13 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
         let seed = t.run.pointer("/config/seed").and_then(|v| v.as_u64());
         let init = init_name(&t.init);
         let from_start = start_of(&init).map_or(true, |s| t.from_export_of(s));
-        let label = match t.run.get("target").and_then(|v| v.as_str()) {
+        let mut label = match t.run.get("target").and_then(|v| v.as_str()) {
             Some("cot") => format!("{init}{COT_TARGET}"),
             _ => init.clone(),
         };
+        if let Some(w) = t.run.pointer("/config/first_token_weight").and_then(|v| v.as_f64()).filter(|&w| w != 1.0) {
+            label.push_str(&first_token_suffix(w));
+        }
         let command = t.run.get("command").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         for r in runs.iter().filter(|r| r.scores.model == t.name && r.scores.split == "test" && t.exported_as(r)) {
             if let Some(d) = r.scores.datasets.get(&set) {
@@ -133,19 +148,20 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
 type Start<'a> = (&'a str, &'a [Point]);
 
 /// The pairs a dataset's Δ rows compare: each of our starting models (a model trained here, so a
-/// training run's name; once per fine-tuning target) against the one that is not (none unless
-/// exactly one is not), then each CoT-target row against the same start's answer-only row.
+/// training run's name; once per fine-tuning target or loss) against the one that is not (none
+/// unless exactly one is not), then each variant row (CoT target, weighted first token) against
+/// the same start's plain answer-only row.
 fn ours_and_base<'a>(inits: &'a [(String, &'a Vec<Point>)], train: &[TrainRun]) -> Vec<(Start<'a>, Start<'a>)> {
     let trained = |n: &str| train.iter().any(|t| t.name == start_name(n));
     let starts = || inits.iter().map(|(n, p)| (n.as_str(), p.as_slice()));
-    let base: Vec<Start> = starts().filter(|s| !trained(s.0) && !s.0.ends_with(COT_TARGET)).collect();
+    let base: Vec<Start> = starts().filter(|s| !trained(s.0) && !variant(s.0)).collect();
     let mut pairs: Vec<(Start, Start)> = match base[..] {
         [base] => starts().filter(|s| trained(s.0)).map(|ours| (ours, base)).collect(),
         _ => Vec::new(),
     };
-    for cot in starts().filter(|s| s.0.ends_with(COT_TARGET)) {
-        if let Some(direct) = starts().find(|s| s.0 == start_name(cot.0)) {
-            pairs.push((cot, direct));
+    for v in starts().filter(|s| variant(s.0)) {
+        if let Some(plain) = starts().find(|s| s.0 == start_name(v.0)) {
+            pairs.push((v, plain));
         }
     }
     pairs
@@ -596,6 +612,22 @@ mod tests {
         ] {
             assert!(block.contains(row), "{row}\n{block}");
         }
+        // a cell tuned with the first target token weighed 30 times: a row of its own too, beside
+        // the plain one, compared with the base and with the plain answer-only row
+        let t = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_literature-p25-s2-reasoningner" && t.earlier.is_none()).unwrap();
+        t.run["config"]["first_token_weight"] = serde_json::json!(30.0);
+        let (weighted, _) = super::cells(&runs, &train);
+        let w = seeds(&weighted, "cpu-grpo-paper (first token ×30)");
+        assert_eq!(w, [(0.0, None), (0.25, Some(2))], "{w:?}");
+        assert!(!seeds(&weighted, "cpu-grpo-paper").contains(&(0.25, Some(2))));
+        let dw = tempfile::tempdir().unwrap();
+        let md = std::fs::read_to_string(write(&runs, &train, dw.path()).unwrap().unwrap()).unwrap();
+        let block = md.split("## ").find(|b| b.starts_with("crossner_literature — seeded sample of 200")).unwrap();
+        for row in ["| Δ cpu-grpo-paper (first token ×30) − smollm2-135m-instruct |", "| Δ cpu-grpo-paper (first token ×30) − cpu-grpo-paper |"] {
+            assert!(block.contains(row), "{row}\n{block}");
+        }
+        let t = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_literature-p25-s2-reasoningner" && t.earlier.is_none()).unwrap();
+        t.run["config"].as_object_mut().unwrap().remove("first_token_weight");
         let csv = std::fs::read_to_string(d.path().join("low-resource.csv")).unwrap();
         let cot: Vec<&str> = csv.lines().filter(|l| l.starts_with("crossner_literature,cpu-grpo-paper (CoT target),200,42,0.25,1,")).collect();
         assert_eq!(cot.len(), 1);
