@@ -510,7 +510,7 @@ impl Ctx<'_> {
                     from
                 } else {
                     let name = p.low_resource_name(dataset, *fraction, *seed, init);
-                    let current = init == "base" || (self.from_logged_export(&name, &start) && self.from_preset_rationales(&name, dataset, init));
+                    let current = init == "base" || self.cell_trains_again(dataset, *fraction, *seed, init).is_none();
                     if !(self.trained(&name) && current) {
                         if let Some(id) = self.scored_export(&name, &[dataset.as_str()], lr.eval_limit).filter(|_| current) {
                             return Ok(stands(id));
@@ -572,8 +572,9 @@ impl Ctx<'_> {
     }
 
     /// Why a low-resource cell of our start that was trained before is not current and trains
-    /// again when its step runs: fine-tuned from an earlier file of the start, or (CoT targets)
-    /// tuned on another rationale file than the preset's stage 1 writes. None for base cells, 0%
+    /// again when its step runs: fine-tuned from an earlier file of the start, exported as Q8_0
+    /// (before exports were F16), or (CoT targets) tuned on another rationale file than the
+    /// preset's stage 1 writes. None for base cells, 0%
     /// points, cells never trained and current ones.
     fn cell_trains_again(&self, dataset: &str, fraction: f64, seed: u64, init: &str) -> Option<String> {
         if fraction == 0.0 || init == "base" {
@@ -590,6 +591,13 @@ impl Ctx<'_> {
             let data: Vec<String> = log.get("data").and_then(|d| d.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).map(file_name).collect()).unwrap_or_default();
             let file = self.p.lr_cot_file(&self.g.results, dataset).map(|f| file_name(&f.display().to_string())).unwrap_or_default();
             return Some(format!("trains again: tuned on {}, the preset's rationales are {file}", data.join(", ")));
+        }
+        // our start is a Q8_0 file: its dequantised weights sit on the Q8_0 grid, and a Q8_0
+        // export rounds a fine-tune's small updates back onto them (the export of a 25% cell kept
+        // 98.4% of its start's bytes and every `<think>` of its answers, where an F16 export of the
+        // same training answers with the JSON alone)
+        if log.get("export_type").and_then(|v| v.as_str()) != Some("f16") {
+            return Some("trains again: exported as Q8_0, which rounds a fine-tune of our Q8_0 start back onto its weights (exports are F16 now)".into());
         }
         None
     }
@@ -1089,7 +1097,10 @@ mod tests {
         let c = Ctx { g: &g, p: &p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck"), runs: Default::default() };
         let steps = p.plan(&|_| 1.0, 350, &|_| 1000);
         let run = |id: &str| c.run_step(steps.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no step {id}")), &mut Vec::new()).unwrap();
-        assert_eq!(run("cpu-lr-crossner_ai-p10-s1-reasoningner").0, "skipped");
+        // the committed cells were exported as Q8_0 (no `export_type` in their logs): they do not
+        // stand, and wait for the start's file to train again
+        let (status, note) = run("cpu-lr-crossner_ai-p10-s1-reasoningner");
+        assert_eq!(status, "not_run", "{note}");
         assert_eq!(run("cpu-lr-crossner_ai-p0-s0-reasoningner").0, "skipped");
         // a cell not yet trained (none committed: the first such in the plan) waits for its start
         let untrained = steps.iter().find(|s| s.id.ends_with("-reasoningner") && !s.id.contains("-p0-") && !root.join("results/train").join(&s.id).join("run.json").is_file());
@@ -1127,7 +1138,11 @@ mod tests {
         let step = |id: &str| steps.iter().find(|s| s.id == id).unwrap();
         let why = c.trains_again(step("cpu-grpo-paper")).expect("its export is logged and not here");
         assert!(why.starts_with("trains again: /nonexistent-models/cpu-grpo-paper.gguf (sha256 a10e9a40…"), "{why}");
-        assert_eq!(c.trains_again(step("cpu-lr-crossner_ai-p10-s1-reasoningner")), None);
+        let why = c.trains_again(step("cpu-lr-crossner_ai-p10-s1-reasoningner")).expect("a Q8_0 export");
+        assert!(why.contains("exported as Q8_0"), "{why}");
+        // the base's cells (a Q4_1 start, off the Q8_0 grid) stand on their committed scores
+        assert_eq!(c.trains_again(step("cpu-lr-crossner_ai-p10-s1-base")), None);
+        assert_eq!(run("cpu-lr-crossner_ai-p10-s1-base").0, "skipped");
     }
 
     /// On a machine without the committed exports (a clean clone), a step whose only use of its

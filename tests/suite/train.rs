@@ -473,6 +473,10 @@ fn sft_command_trains_checkpoints_and_exports() {
     assert_eq!(run["outcome"]["resumed_from"], 1);
     assert_eq!(run["samples"], 4);
     let gguf = d.join("m/t.gguf");
+    // F16 by default (a Q8_0 export rounds small updates away), and the log says so: 135M
+    // weights at two bytes each, where Q8_0 would be about 145 MB
+    assert_eq!(run["export_type"], "f16");
+    assert!(std::fs::metadata(&gguf).unwrap().len() > 200_000_000, "{}", std::fs::metadata(&gguf).unwrap().len());
     assert!(d.join("rep/plots/sft-t.png").exists());
     // the export loads in llama.cpp and answers
     let answers = greedy(&gguf, &[chat("Say hello.")]);
