@@ -571,8 +571,9 @@ mod tests {
             cells[head.len() - 1 - head.iter().position(|h| *h == name).unwrap()].parse().unwrap()
         };
         let ai = |init: &str, frac: &str| -> Vec<&str> { csv.lines().filter(|l| l.starts_with(&format!("crossner_ai,{init},200,42,{frac},"))).collect() };
-        let (ours, base) = (ai("cpu-grpo-paper", "0.1"), ai("smollm2-135m-instruct", "0.1"));
-        assert_eq!((ours.len(), base.len()), (3, 3));
+        // our start untouched reasons first; the base fine-tuned on 10% never does
+        let (ours, base) = (ai("cpu-grpo-paper", "0"), ai("smollm2-135m-instruct", "0.1"));
+        assert_eq!((ours.len(), base.len()), (1, 3));
         assert!(ours.iter().all(|l| col(l, "think_share") > 0.9), "{ours:?}");
         assert!(base.iter().all(|l| col(l, "think_share") == 0.0), "{base:?}");
         let zero: Vec<f64> = csv.lines().filter(|l| l.contains(",cpu-grpo-paper,200,42,0,")).map(|l| col(l, "gen_tokens")).collect();
