@@ -46,6 +46,12 @@ pub struct ReproduceArgs {
     pub stop_after: Option<std::time::Duration>,
 }
 
+/// The file names of a training log's `--data` files.
+fn data_file_names(log: &serde_json::Value) -> Vec<String> {
+    let names = log.get("data").and_then(|d| d.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).filter_map(|p| Path::new(p).file_name()).map(|f| f.to_string_lossy().into_owned()).collect());
+    names.unwrap_or_default()
+}
+
 /// The exit code of a run that `--stop-after` ended early (EX_TEMPFAIL: run it again later).
 pub const STOPPED_FOR_TIME: u8 = 75;
 
@@ -586,11 +592,8 @@ impl Ctx<'_> {
         if !self.from_logged_export(&name, &start) {
             return Some(format!("trains again: fine-tuned from an earlier file of {start} than its log now records"));
         }
-        if !self.from_preset_rationales(&name, dataset, init) {
-            let file_name = |p: &str| Path::new(p).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-            let data: Vec<String> = log.get("data").and_then(|d| d.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).map(file_name).collect()).unwrap_or_default();
-            let file = self.p.lr_cot_file(&self.g.results, dataset).map(|f| file_name(&f.display().to_string())).unwrap_or_default();
-            return Some(format!("trains again: tuned on {}, the preset's rationales are {file}", data.join(", ")));
+        if let Some(file) = self.other_rationales(&log, dataset, init) {
+            return Some(format!("trains again: tuned on {}, the preset's rationales are {file}", data_file_names(&log).join(", ")));
         }
         // our start is a Q8_0 file: its dequantised weights sit on the Q8_0 grid, and a Q8_0
         // export rounds a fine-tune's small updates back onto them (the export of a 25% cell kept
@@ -619,17 +622,25 @@ impl Ctx<'_> {
         }
     }
 
+    #[cfg(test)]
     /// Whether low-resource cell `name` of start `init` was tuned on the rationales this preset's
     /// stage 1 writes for `dataset` (true for answer-only cells, and when the log is missing): a
     /// CoT-target cell logged with another file (another teacher, cap or decoding) is trained again.
     fn from_preset_rationales(&self, name: &str, dataset: &str, init: &str) -> bool {
+        self.train_log(name).is_none_or(|log| self.other_rationales(&log, dataset, init).is_none())
+    }
+
+    /// The file name of the preset's rationales for `dataset` when cell log `log` (of start
+    /// `init`) was tuned on other ones; None for answer-only cells and matching ones. Compared by
+    /// file name (teacher, set, cap and decoding): the log holds the path as given, relative to
+    /// where it ran.
+    fn other_rationales(&self, log: &serde_json::Value, dataset: &str, init: &str) -> Option<String> {
         if init != COT_INIT {
-            return true;
+            return None;
         }
-        let (Some(log), Some(file)) = (self.train_log(name), self.p.lr_cot_file(&self.g.results, dataset)) else { return true };
-        let data: Vec<&str> = log.get("data").and_then(|d| d.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-        // by file name (teacher, set, cap and decoding): the log holds the path as given, relative to where it ran
-        data.iter().any(|d| Path::new(d).file_name() == file.file_name())
+        let file = self.p.lr_cot_file(&self.g.results, dataset)?;
+        let name = file.file_name()?.to_string_lossy().into_owned();
+        (!data_file_names(log).contains(&name)).then_some(name)
     }
 
     /// Whether the export that training run `name` logged has a complete zero-shot run under this
