@@ -595,11 +595,9 @@ impl Ctx<'_> {
         if let Some(file) = self.other_rationales(&log, dataset, init) {
             return Some(format!("trains again: tuned on {}, the preset's rationales are {file}", data_file_names(&log).join(", ")));
         }
-        // our start is a Q8_0 file: its dequantised weights sit on the Q8_0 grid, and a Q8_0
-        // export rounds a fine-tune's small updates back onto them (the export of a 25% cell kept
-        // 98.4% of its start's bytes and every `<think>` of its answers, where an F16 export of the
-        // same training answers with the JSON alone)
-        if log.get("export_type").and_then(|v| v.as_str()) != Some("f16") {
+        // a Q8_0 export of a fine-tune of a Q8_0 start measures the start; the reports set such a
+        // cell aside too
+        if self.train_log(&start).is_some_and(|s| crate::report::training::rounded_onto_start(&log, &s)) {
             return Some("trains again: exported as Q8_0, which rounds a fine-tune of our Q8_0 start back onto its weights (exports are F16 now)".into());
         }
         None

@@ -72,6 +72,21 @@ pub enum Aside {
     /// it was fine-tuned from another file of its starting model than the one that model's
     /// training log now records (the start was trained again since)
     OtherStart,
+    /// it was exported as Q8_0 from a start that is itself a Q8_0 export, which rounds the
+    /// fine-tune back onto the start ([`super::training::rounded_onto_start`]); training it again
+    /// (F16 exports are the default) replaces it
+    Rounded,
+}
+
+impl Aside {
+    /// The CSV's status for a run set aside for this reason.
+    fn status(self) -> &'static str {
+        match self {
+            Aside::Partial => "partial",
+            Aside::OtherStart => "other_start",
+            Aside::Rounded => "rounded_export",
+        }
+    }
 }
 
 /// The cells, from runs whose dataset is complete and that started from the starting model's
@@ -90,6 +105,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
         let seed = t.run.pointer("/config/seed").and_then(|v| v.as_u64());
         let init = init_name(&t.init);
         let from_start = start_of(&init).map_or(true, |s| t.from_export_of(s));
+        let rounded = start_of(&init).is_some_and(|s| super::training::rounded_onto_start(&t.run, &s.run));
         let mut label = match t.run.get("target").and_then(|v| v.as_str()) {
             Some("cot") => format!("{init}{COT_TARGET}"),
             _ => init.clone(),
@@ -111,10 +127,11 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
                     sentences: d.sentences,
                     expected: d.expected,
                 };
-                match (from_start, d.complete()) {
-                    (false, _) => aside.push((key, point, Aside::OtherStart)),
-                    (true, false) => aside.push((key, point, Aside::Partial)),
-                    (true, true) => out.entry(key).or_default().push(point),
+                match (from_start, rounded, d.complete()) {
+                    (false, _, _) => aside.push((key, point, Aside::OtherStart)),
+                    (true, true, _) => aside.push((key, point, Aside::Rounded)),
+                    (true, false, false) => aside.push((key, point, Aside::Partial)),
+                    (true, false, true) => out.entry(key).or_default().push(point),
                 }
             }
         }
@@ -295,12 +312,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
         }
     }
     // status: in a cell, or why not
-    let rows = cells.iter().flat_map(|(k, pts)| pts.iter().map(move |p| (k, p, "cell"))).chain(aside.iter().map(|(k, p, why)| {
-        (k, p, match why {
-            Aside::Partial => "partial",
-            Aside::OtherStart => "other_start",
-        })
-    }));
+    let rows = cells.iter().flat_map(|(k, pts)| pts.iter().map(move |p| (k, p, "cell"))).chain(aside.iter().map(|(k, p, why)| (k, p, why.status())));
     for ((set, init, limit, seed), p, status) in rows {
         csv.push_str(&format!(
             "{set},{init},{},{seed},{},{},{},{},{},{},{},{status},{},\"{}\",",
@@ -423,6 +435,13 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             other.join(", ")
         ));
     }
+    let rounded = named(Aside::Rounded);
+    if !rounded.is_empty() {
+        md.push_str(&format!(
+            "Exported as Q8_0 from a start that is itself a Q8_0 export, in no cell: the export rounds most of a fine-tune's updates back onto the start's weights, so these runs score the start rather than the fine-tune (exports are F16 now; `rner reproduce` trains them again; the CSV lists them): {}.\n\n",
+            rounded.join(", ")
+        ));
+    }
     if !panels.is_empty() {
         md.push_str("Plot: `plots/low-resource.png` — mean F1 per share (line), ± 1 sd over seeds (band), each seed (×).\n");
         super::plot::bands(&panels, "share of the train split", "F1 (%)", &reports_dir.join("plots"), "low-resource")?;
@@ -437,6 +456,18 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
 mod tests {
     use super::*;
 
+    /// The committed runs and training logs, every export logged as F16: the tests of the other
+    /// rules see the cells exported as Q8_0 from our Q8_0 start (set aside as [`Aside::Rounded`]
+    /// until they train again) as cells.
+    fn committed() -> (Vec<Run>, Vec<TrainRun>) {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let mut train = super::super::training::load(&results).unwrap();
+        for t in train.iter_mut().filter(|t| t.export_sha256().is_some()) {
+            t.run["export_type"] = serde_json::json!("f16");
+        }
+        (super::super::load_runs(&results).unwrap(), train)
+    }
+
     #[test]
     fn mean_and_sample_sd() {
         let (m, sd) = mean_sd(&[1.0, 2.0, 3.0]);
@@ -448,9 +479,7 @@ mod tests {
     #[test]
     fn a_partial_run_is_named_and_counted_in_no_cell() {
         // real runs: the cpu preset's low-resource steps
-        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let runs = super::super::load_runs(&results).unwrap();
-        let train = super::super::training::load(&results).unwrap();
+        let (runs, train) = committed();
         let (cells, partial) = cells(&runs, &train);
         let ai = &cells[&("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42)];
         assert_eq!(ai.iter().filter(|p| p.fraction == 0.1).count(), 3, "three complete seeds");
@@ -479,9 +508,7 @@ mod tests {
     fn the_delta_row_pairs_each_dataset_s_own_runs() {
         // real runs: the cpu preset's 0% and 10% CrossNER cells; one 0% run of each start scores
         // all five domains, so each domain's difference must come from its own sentences
-        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let runs = super::super::load_runs(&results).unwrap();
-        let train = super::super::training::load(&results).unwrap();
+        let (runs, train) = committed();
         let d = tempfile::tempdir().unwrap();
         let md = std::fs::read_to_string(write(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
         let mut zeros = Vec::new();
@@ -510,9 +537,7 @@ mod tests {
     #[test]
     fn cells_from_an_earlier_file_of_a_retrained_start_are_set_aside() {
         // real runs; then the ReasoningNER start as if trained again (a new log: later date, other bytes)
-        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let runs = super::super::load_runs(&results).unwrap();
-        let mut train = super::super::training::load(&results).unwrap();
+        let (runs, mut train) = committed();
         let ours = |c: &Cells| c.keys().filter(|k| start_name(&k.1) == "cpu-grpo-paper").count();
         let (before, aside) = cells(&runs, &train);
         assert!(ours(&before) >= 5 && aside.iter().all(|a| a.2 == Aside::Partial), "as committed, every cell counts");
@@ -537,6 +562,42 @@ mod tests {
     }
 
     #[test]
+    fn q8_0_exports_of_a_q8_0_start_are_set_aside() {
+        // real runs: a current ReasoningNER cell (F16) counts; logged as a Q8_0 export (by its
+        // type, or by an older log's command) it is set aside; the base's Q8_0 cells, from a
+        // start not trained here, count whatever their export
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        let runs = super::super::load_runs(&results).unwrap();
+        let mut train = super::super::training::load(&results).unwrap();
+        let key = ("crossner_ai".to_string(), "cpu-grpo-paper".to_string(), Some(200), 42);
+        let seeds = |c: &Cells| c.get(&key).map_or(0, |v| v.iter().filter(|p| p.fraction == 0.1).count());
+        let base = ("crossner_ai".to_string(), "smollm2-135m-instruct".to_string(), Some(200), 42);
+        let (before, _) = cells(&runs, &train);
+        assert_eq!(seeds(&before), 3);
+        assert!(before[&base].iter().any(|p| p.fraction == 0.1), "the base's Q8_0 cells count");
+        log(&mut train)["export_type"] = serde_json::json!("q8_0");
+        let (after, aside) = cells(&runs, &train);
+        assert_eq!(seeds(&after), 2);
+        let (_, p, why) = aside.iter().find(|a| a.1.run_id.contains("-p10-s1-reasoningner-")).expect("set aside");
+        assert_eq!((*why, p.fraction, p.seed), (Aside::Rounded, 0.1, Some(1)));
+        let ids = |c: &Cells| c[&base].iter().map(|p| p.run_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&after), ids(&before));
+        // an older log: no `export_type`, its command's `--export` decides (Q8_0 when absent)
+        fn log<'a>(train: &'a mut [TrainRun]) -> &'a mut serde_json::Value {
+            &mut train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s1-reasoningner" && t.earlier.is_none()).unwrap().run
+        }
+        log(&mut train).as_object_mut().unwrap().remove("export_type");
+        assert_eq!(seeds(&cells(&runs, &train).0), 2);
+        let command = log(&mut train)["command"].as_str().unwrap().to_string();
+        log(&mut train)["command"] = serde_json::json!(format!("{command} --export f16"));
+        assert_eq!(seeds(&cells(&runs, &train).0), 3);
+        // the start exported as F16: its cells' Q8_0 exports keep their updates (with rounding noise)
+        log(&mut train)["export_type"] = serde_json::json!("q8_0");
+        train.iter_mut().find(|t| t.name == "cpu-grpo-paper" && t.earlier.is_none()).unwrap().run["export_type"] = serde_json::json!("f16");
+        assert_eq!(seeds(&cells(&runs, &train).0), 3);
+    }
+
+    #[test]
     fn answer_forms_come_from_each_dataset_s_own_samples() {
         use crate::run::SampleRow;
         let row = |output: &str, gold: usize, pred: usize| -> SampleRow {
@@ -558,9 +619,7 @@ mod tests {
         // the committed cpu cells: the ReasoningNER start still reasons first after answer-only
         // fine-tuning on 10 sentences of CrossNER-AI, the base never does; a 0% run's form is its
         // own dataset's (one run scores all the domains)
-        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let runs = super::super::load_runs(&results).unwrap();
-        let train = super::super::training::load(&results).unwrap();
+        let (runs, train) = committed();
         let d = tempfile::tempdir().unwrap();
         write(&runs, &train, d.path()).unwrap().unwrap();
         let csv = std::fs::read_to_string(d.path().join("low-resource.csv")).unwrap();
@@ -587,15 +646,14 @@ mod tests {
     fn cells_tuned_on_rationales_are_a_start_of_their_own() {
         // real runs (the committed CoT-target cells too); one answer-only ReasoningNER 25% seed
         // of CrossNER-Literature (a set with no CoT-target cells in the preset) as if fine-tuned with --target cot
-        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let runs = super::super::load_runs(&results).unwrap();
-        let mut train = super::super::training::load(&results).unwrap();
+        let (runs, mut train) = committed();
         let key = |init: &str| ("crossner_literature".to_string(), init.to_string(), Some(200), 42);
         let seeds = |c: &Cells, init: &str| c.get(&key(init)).map(|v| v.iter().map(|p| (p.fraction, p.seed)).collect::<Vec<_>>()).unwrap_or_default();
         let (before, _) = cells(&runs, &train);
         let t = train.iter_mut().find(|t| t.name == "cpu-lr-crossner_literature-p25-s1-reasoningner" && t.earlier.is_none()).unwrap();
         t.run["target"] = serde_json::json!("cot");
         let (cells, _) = cells(&runs, &train);
+        let zero = cells[&key("cpu-grpo-paper (CoT target)")].iter().find(|p| p.fraction == 0.0).expect("the start's 0% run").f1;
         let (cot, direct) = (seeds(&cells, "cpu-grpo-paper (CoT target)"), seeds(&cells, "cpu-grpo-paper"));
         assert!(cot.contains(&(0.0, None)) && cot.contains(&(0.25, Some(1))), "its own row, with the start's 0% run: {cot:?}");
         assert_eq!(cot.len(), seeds(&before, "cpu-grpo-paper (CoT target)").len().max(1) + 1, "{cot:?}");
@@ -604,8 +662,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let md = std::fs::read_to_string(write(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
         let block = md.split("## ").find(|b| b.starts_with("crossner_literature — seeded sample of 200")).unwrap();
+        let own = format!("| cpu-grpo-paper (CoT target) | {zero:.2} (n=1) |");
         for row in [
-            "| cpu-grpo-paper (CoT target) | 12.23 (n=1) |",
+            own.as_str(),
             "| Δ cpu-grpo-paper (CoT target) − smollm2-135m-instruct |",
             "| Δ cpu-grpo-paper − smollm2-135m-instruct |",
             // the same start's 0% run on both rows: no difference to show
