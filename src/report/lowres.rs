@@ -28,6 +28,9 @@ pub struct Point {
     /// test sentences scored, of `expected`
     pub sentences: usize,
     pub expected: usize,
+    /// the tensor type of the fine-tune's export (`f16`, `q8_0`; None for a 0% point, an
+    /// untouched start)
+    pub export: Option<String>,
 }
 
 /// (dataset, starting model, eval limit, eval seed): a cell's key.
@@ -126,6 +129,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
                     command: command.clone(),
                     sentences: d.sentences,
                     expected: d.expected,
+                    export: super::training::export_type(&t.run),
                 };
                 match (from_start, rounded, d.complete()) {
                     (false, _, _) => aside.push((key, point, Aside::OtherStart)),
@@ -151,7 +155,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
                 && r.scores.datasets.get(&set).is_some_and(|d| d.complete())
         }) {
             let d = &r.scores.datasets[&set];
-            let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new(), sentences: d.sentences, expected: d.expected };
+            let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new(), sentences: d.sentences, expected: d.expected, export: None };
             out.get_mut(&(set, label, limit, seed)).expect("key").push(p);
         }
     }
@@ -287,7 +291,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
          Paper row: ReasoningNER 8B on CoNLL-2003 (`paper.md` §8.2), **paper-reported**, not a run of ours.\n\n",
     );
     // every run, complete or not: a partial one's F1 is over the sentences it has (sentences < expected)
-    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,status,run_id,command,vs_run_id,delta_vs,delta_ci_low,delta_ci_high,delta_p,think_share,empty_share,unparsed_share,gen_tokens,pred_per_gold\n");
+    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,export,status,run_id,command,vs_run_id,delta_vs,delta_ci_low,delta_ci_high,delta_p,think_share,empty_share,unparsed_share,gen_tokens,pred_per_gold\n");
     let form = forms(runs, cells.values().flatten().chain(aside.iter().map(|a| &a.1)).map(|p| p.run_id.clone()))?;
     let mut by_set: BTreeMap<(String, Option<usize>, u64), Vec<(String, &Vec<Point>)>> = BTreeMap::new();
     for ((set, init, limit, seed), pts) in &cells {
@@ -315,7 +319,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     let rows = cells.iter().flat_map(|(k, pts)| pts.iter().map(move |p| (k, p, "cell"))).chain(aside.iter().map(|(k, p, why)| (k, p, why.status())));
     for ((set, init, limit, seed), p, status) in rows {
         csv.push_str(&format!(
-            "{set},{init},{},{seed},{},{},{},{},{},{},{},{status},{},\"{}\",",
+            "{set},{init},{},{seed},{},{},{},{},{},{},{},{},{status},{},\"{}\",",
             limit.map(|n| n.to_string()).unwrap_or("full".into()),
             p.fraction,
             p.seed.map(|s| s.to_string()).unwrap_or_default(),
@@ -324,6 +328,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             p.ci95[1],
             p.sentences,
             p.expected,
+            p.export.as_deref().unwrap_or_default(),
             p.run_id,
             p.command.replace('"', "'")
         ));
@@ -582,6 +587,13 @@ mod tests {
         assert_eq!((*why, p.fraction, p.seed), (Aside::Rounded, 0.1, Some(1)));
         let ids = |c: &Cells| c[&base].iter().map(|p| p.run_id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&after), ids(&before));
+        // the CSV names the export and why the run is in no cell; the table names it below
+        let d = tempfile::tempdir().unwrap();
+        let md = std::fs::read_to_string(write(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
+        let csv = std::fs::read_to_string(d.path().join("low-resource.csv")).unwrap();
+        let row = csv.lines().find(|l| l.contains(&format!(",{},", p.run_id))).expect("its row");
+        assert!(row.contains(",q8_0,rounded_export,"), "{row}");
+        assert!(md.contains("Exported as Q8_0 from a start that is itself a Q8_0 export") && md.contains(&format!("`{}` (200/200 sentences)", p.run_id)), "{md}");
         // an older log: no `export_type`, its command's `--export` decides (Q8_0 when absent)
         fn log<'a>(train: &'a mut [TrainRun]) -> &'a mut serde_json::Value {
             &mut train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s1-reasoningner" && t.earlier.is_none()).unwrap().run
