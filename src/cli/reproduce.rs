@@ -516,7 +516,7 @@ impl Ctx<'_> {
                     from
                 } else {
                     let name = p.low_resource_name(dataset, *fraction, *seed, init);
-                    let current = init == "base" || self.cell_trains_again(dataset, *fraction, *seed, init).is_none();
+                    let current = self.cell_trains_again(dataset, *fraction, *seed, init).is_none();
                     if !(self.trained(&name) && current) {
                         if let Some(id) = self.scored_export(&name, &[dataset.as_str()], lr.eval_limit).filter(|_| current) {
                             return Ok(stands(id));
@@ -577,27 +577,47 @@ impl Ctx<'_> {
         })
     }
 
-    /// Why a low-resource cell of our start that was trained before is not current and trains
-    /// again when its step runs: fine-tuned from an earlier file of the start, exported as Q8_0
-    /// (before exports were F16), or (CoT targets) tuned on another rationale file than the
-    /// preset's stage 1 writes. None for base cells, 0%
-    /// points, cells never trained and current ones.
+    /// Why a low-resource cell that was trained before is not current and trains again when its
+    /// step runs: (our start's cells) fine-tuned from an earlier file of the start, tuned on
+    /// another rationale file than the preset's stage 1 writes or on rationales that changed
+    /// since (CoT targets), or exported as Q8_0 from our Q8_0 start; (every cell) exported as
+    /// anything but F16, since the cells are compared as F16 exports. None for 0% points, cells
+    /// never trained or not finished, and current ones.
     fn cell_trains_again(&self, dataset: &str, fraction: f64, seed: u64, init: &str) -> Option<String> {
-        if fraction == 0.0 || init == "base" {
+        if fraction == 0.0 {
             return None;
         }
         let name = self.p.low_resource_name(dataset, fraction, seed, init);
         let log = self.train_log(&name)?;
+        let ours = init != "base";
+        if ours {
+            if let Some(why) = self.our_cell_trains_again(&name, &log, dataset, fraction, seed, init) {
+                return Some(why);
+            }
+        }
+        // the cells of both starts are compared as F16 exports: an F16 export of the same training
+        // as a base cell's Q8_0 file scores differently (reports/export-twins/)
+        match crate::report::training::export_type(&log) {
+            Some(t) if t != "f16" => Some(format!("trains again: exported as {}; the cells are compared as F16 exports (see reports/export-twins/)", t.to_uppercase())),
+            _ => None,
+        }
+    }
+
+    /// [`Self::cell_trains_again`]'s rules for a cell of our start (`name`, logged as `log`).
+    fn our_cell_trains_again(&self, name: &str, log: &serde_json::Value, dataset: &str, fraction: f64, seed: u64, init: &str) -> Option<String> {
         let start = self.p.grpo_name(0);
-        if !self.from_logged_export(&name, &start) {
+        if !self.from_logged_export(name, &start) {
             return Some(format!("trains again: fine-tuned from an earlier file of {start} than its log now records"));
         }
-        if let Some(file) = self.other_rationales(&log, dataset, init) {
-            return Some(format!("trains again: tuned on {}, the preset's rationales are {file}", data_file_names(&log).join(", ")));
+        if let Some(file) = self.other_rationales(log, dataset, init) {
+            return Some(format!("trains again: tuned on {}, the preset's rationales are {file}", data_file_names(log).join(", ")));
+        }
+        if let Some(file) = self.changed_rationales(log, dataset, fraction, seed, init) {
+            return Some(format!("trains again: the rationales of its sentences in {file} changed since it was tuned on them (stage 1 ran again)"));
         }
         // a Q8_0 export of a fine-tune of a Q8_0 start measures the start; the reports set such a
         // cell aside too
-        if self.train_log(&start).is_some_and(|s| crate::report::training::rounded_onto_start(&log, &s)) {
+        if self.train_log(&start).is_some_and(|s| crate::report::training::rounded_onto_start(log, &s)) {
             return Some("trains again: exported as Q8_0, which rounds a fine-tune of our Q8_0 start back onto its weights (exports are F16 now)".into());
         }
         None
@@ -639,6 +659,25 @@ impl Ctx<'_> {
         let file = self.p.lr_cot_file(&self.g.results, dataset)?;
         let name = file.file_name()?.to_string_lossy().into_owned();
         (!data_file_names(log).contains(&name)).then_some(name)
+    }
+
+    /// The preset's rationale file for `dataset` when a CoT-target cell (logged as `log`, tuned on
+    /// that file) logged the sha256 of its chosen sentences' rationales and the file now gives them
+    /// others ([`super::train::chosen_rationales_sha256`]); None for current cells, answer-only
+    /// ones, logs written before the sha was recorded, and a file not here (a clean clone: stage 1
+    /// writes it again before the cell runs, and the cell's step checks again then).
+    fn changed_rationales(&self, log: &serde_json::Value, dataset: &str, fraction: f64, seed: u64, init: &str) -> Option<String> {
+        if init != COT_INIT {
+            return None;
+        }
+        let logged = log.get("rationales_sha256")?.as_str()?;
+        let file = self.p.lr_cot_file(&self.g.results, dataset).filter(|f| f.is_file())?;
+        match super::train::chosen_rationales_sha256(&self.g.data_dir, dataset, fraction, seed, std::slice::from_ref(&file)) {
+            Ok(now) if now == logged => None,
+            Ok(_) => Some(file.display().to_string()),
+            // unreadable data or file: the cell's own step reports it when it runs
+            Err(_) => None,
+        }
     }
 
     /// Whether the export that training run `name` logged has a complete zero-shot run under this
@@ -950,6 +989,61 @@ mod tests {
         }
     }
 
+    /// A CoT-target cell that logged the sha256 of its sentences' rationales trains again when stage
+    /// 1's file (the same name) now gives them others, and not when it changed elsewhere.
+    #[test]
+    fn a_cot_target_cell_whose_rationales_changed_trains_again() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tmp = tempfile::tempdir().unwrap();
+        let mut g = global(root);
+        g.data_dir = std::env::var_os("RNER_DATA").map(PathBuf::from).unwrap_or_else(|| root.join("../shared/data"));
+        g.results = tmp.path().to_path_buf();
+        let (p, _) = Preset::load(&root.join("baselines"), "cpu").unwrap();
+        let committed = p.lr_cot_file(&root.join("results"), "crossner_ai").unwrap();
+        let file = p.lr_cot_file(&g.results, "crossner_ai").unwrap();
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let lines: Vec<String> = std::fs::read_to_string(&committed).unwrap().lines().map(str::to_string).collect();
+        std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+        let c = Ctx { g: &g, p: &p, threads: 2, checkpoints: PathBuf::from("/nonexistent-ck"), runs: Default::default() };
+        let sha = super::super::train::chosen_rationales_sha256(&g.data_dir, "crossner_ai", 0.1, 1, std::slice::from_ref(&file)).unwrap();
+        let mut log = serde_json::json!({"data": [file], "target": "cot", "rationales_sha256": sha});
+        assert_eq!(c.changed_rationales(&log, "crossner_ai", 0.1, 1, COT_INIT), None, "the same file");
+        assert_eq!(c.changed_rationales(&log, "crossner_ai", 0.1, 1, "reasoningner"), None, "an answer-only cell");
+        // another seed draws other sentences: their rationales are not the logged ones
+        assert!(c.changed_rationales(&log, "crossner_ai", 0.1, 2, COT_INIT).is_some());
+        // a rationale of a sentence the cell did not draw changes: still current
+        let chosen: Vec<String> = {
+            let all = crate::data::Registry::new(&g.data_dir).unwrap().load("crossner_ai", "train").unwrap();
+            crate::data::registry::fraction(&all, 0.1, 1).into_iter().map(|e| e.id).collect()
+        };
+        let edit = |keep: &dyn Fn(&str) -> bool| {
+            let mut done = false;
+            let out: Vec<String> = lines
+                .iter()
+                .map(|l| {
+                    let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    let id = v["guid"].as_str().unwrap_or_default().to_string();
+                    if !done && v["cot"].is_string() && keep(&id) {
+                        v["cot"] = serde_json::json!(format!("{} (edited)", v["cot"].as_str().unwrap()));
+                        done = true;
+                    }
+                    v.to_string()
+                })
+                .collect();
+            assert!(done);
+            std::fs::write(&file, out.join("\n") + "\n").unwrap();
+        };
+        edit(&|id| !chosen.iter().any(|c| c == id));
+        assert_eq!(c.changed_rationales(&log, "crossner_ai", 0.1, 1, COT_INIT), None);
+        // one of its own sentences' rationales changes: it trains again, and says why
+        edit(&|id| chosen.iter().any(|c| c == id));
+        let why = c.changed_rationales(&log, "crossner_ai", 0.1, 1, COT_INIT).expect("changed");
+        assert!(why.ends_with("qwen2.5-coder-1.5b-instruct-crossner_ai-t512.jsonl"), "{why}");
+        // a log from before the sha was recorded is matched by the file's name alone
+        log.as_object_mut().unwrap().remove("rationales_sha256");
+        assert_eq!(c.changed_rationales(&log, "crossner_ai", 0.1, 1, COT_INIT), None);
+    }
+
     /// The summary names where its times come from: this machine only when every record says so.
     #[test]
     fn the_summary_counts_the_records_of_each_machine() {
@@ -1156,9 +1250,19 @@ mod tests {
         let why = c.trains_again(step("cpu-grpo-paper")).expect("its export is logged and not here");
         assert!(why.starts_with("trains again: /nonexistent-models/cpu-grpo-paper.gguf (sha256 a10e9a40…"), "{why}");
         assert_eq!(c.trains_again(step("cpu-lr-crossner_ai-p10-s1-reasoningner")), None);
-        // the base's cells (a Q4_1 start, off the Q8_0 grid) stand on their committed scores
-        assert_eq!(c.trains_again(step("cpu-lr-crossner_ai-p10-s1-base")), None);
-        assert_eq!(run("cpu-lr-crossner_ai-p10-s1-base").0, "skipped");
+        // the base's cells exported as Q8_0 (a Q4_1 start, off the Q8_0 grid: not rounded back, but
+        // not compared like with like either) train again; logged as F16 they stand on their scores
+        let base = "cpu-lr-crossner_ai-p10-s1-base";
+        if crate::report::training::export_type(&c.train_log(base).unwrap()).as_deref() == Some("q8_0") {
+            let why = c.trains_again(step(base)).expect("a Q8_0 export");
+            assert_eq!(why, "trains again: exported as Q8_0; the cells are compared as F16 exports (see reports/export-twins/)");
+        }
+        let dir = tmp.path().join("train").join(base);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut log = c.train_log(base).unwrap();
+        log["export_type"] = serde_json::json!("f16");
+        crate::util::write_json(&dir.join("run.json"), &log).unwrap();
+        assert_eq!(c2.trains_again(step(base)), None);
     }
 
     /// On a machine without the committed exports (a clean clone), a step whose only use of its

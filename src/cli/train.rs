@@ -177,6 +177,9 @@ pub struct SftRun {
     /// when every export was q8_0)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_type: Option<String>,
+    /// `--train-set … --target cot`: [`rationales_sha256`] of the chosen sentences' rationales
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rationales_sha256: Option<String>,
     pub git_commit: Option<String>,
     pub date: String,
 }
@@ -219,6 +222,27 @@ fn rationales_for(set: &str, files: &[PathBuf]) -> anyhow::Result<std::collectio
         }
     }
     Ok(out)
+}
+
+/// The sha256 of what a CoT-target cell learns from stage 1: each chosen sentence's id and its
+/// kept rationale (an empty one where it has none), in the draw's order. Logged as
+/// `rationales_sha256`, so that `rner reproduce` can tell a cell tuned on rationales that changed
+/// since (stage 1 run again into a file of the same name) from a current one.
+fn rationales_sha256<'a>(chosen: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> String {
+    let mut all = String::new();
+    for (id, cot) in chosen {
+        all.push_str(&format!("{id}\u{0}{}\u{0}", cot.unwrap_or_default()));
+    }
+    crate::util::sha256_str(&all)
+}
+
+/// [`rationales_sha256`] of the sentences that `--train-set set --fraction fraction --seed seed`
+/// chooses, with their rationales in `files` as they are now.
+pub fn chosen_rationales_sha256(data_dir: &Path, set: &str, fraction: f64, seed: u64, files: &[PathBuf]) -> anyhow::Result<String> {
+    let all = crate::data::Registry::new(data_dir)?.load(set, "train")?;
+    let rationales = rationales_for(set, files)?;
+    let chosen = crate::data::registry::fraction(&all, fraction, seed);
+    Ok(rationales_sha256(chosen.iter().map(|e| (e.id.as_str(), rationales.get(&e.id).map(|(_, cot)| cot.as_str())))))
 }
 
 /// `rner sft --train-set D --target cot` found no kept rationale for any chosen sentence: not a
@@ -323,6 +347,8 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
             }
         }
     }
+    // of the draw, before --limit (what `chosen_rationales_sha256` finds again)
+    let drawn_rationales = (a.train_set.is_some() && a.target() == Target::Cot).then(|| rationales_sha256(records.iter().map(|r| (r.guid.as_str(), r.cot.as_deref()))));
     if let Some(n) = a.limit {
         use rand::seq::SliceRandom;
         use rand::SeedableRng;
@@ -372,6 +398,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         export: None,
         export_sha256: None,
         export_type: None,
+        rationales_sha256: drawn_rationales,
         git_commit: crate::util::git_commit(Path::new(".")),
         date: crate::util::now(),
     };

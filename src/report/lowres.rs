@@ -345,6 +345,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
         }
     }
     let mut panels = Vec::new();
+    let mut mixed_exports = false;
     for ((set, limit, seed), inits) in &by_set {
         let mut fracs: Vec<f64> = inits.iter().flat_map(|(_, p)| p.iter().map(|x| x.fraction)).collect();
         fracs.sort_by(f64::total_cmp);
@@ -383,22 +384,27 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
                 paper: false,
             });
         }
-        for ((ours_name, ours), (base_name, _)) in ours_and_base(inits, train) {
+        for ((ours_name, ours), (base_name, base)) in ours_and_base(inits, train) {
             let cells: Vec<String> = fracs
                 .iter()
                 .map(|f| {
-                    let d: Vec<&PairedDiff> = ours.iter().filter(|p| p.fraction == *f).filter_map(|p| paired.get(&(set.clone(), p.run_id.clone(), base_name.to_string())).map(|x| &x.1)).collect();
+                    let pairs: Vec<(&Point, &(String, PairedDiff))> = ours.iter().filter(|p| p.fraction == *f).filter_map(|p| paired.get(&(set.clone(), p.run_id.clone(), base_name.to_string())).map(|x| (p, x))).collect();
+                    let d: Vec<&PairedDiff> = pairs.iter().map(|(_, x)| &x.1).collect();
+                    // fine-tunes exported as different types (F16 against an older Q8_0 cell)
+                    let mixed = pairs.iter().any(|(p, (vs, _))| base.iter().find(|q| &q.run_id == vs).is_some_and(|q| q.export != p.export));
+                    let mark = if mixed { " †" } else { "" };
                     match d.len() {
                         0 => "—".into(),
-                        1 => d[0].cell(),
+                        1 => format!("{}{mark}", d[0].cell()),
                         n => {
                             let (m, sd) = mean_sd(&d.iter().map(|x| x.delta).collect::<Vec<_>>());
                             let sig = |up: bool| d.iter().filter(|x| x.p < 0.05 && (x.delta > 0.0) == up).count();
-                            format!("{m:+.2} ± {sd:.2} (n={n}; p < 0.05: {} up, {} down)", sig(true), sig(false))
+                            format!("{m:+.2} ± {sd:.2} (n={n}; p < 0.05: {} up, {} down){mark}", sig(true), sig(false))
                         }
                     }
                 })
                 .collect();
+            mixed_exports |= cells.iter().any(|c| c.ends_with(" †"));
             md.push_str(&format!("| Δ {ours_name} − {base_name} | {} |\n", cells.join(" | ")));
         }
         if paper {
@@ -427,6 +433,12 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
         }
         md.push_str(&format!("\nRuns: {}.\n\n", runs_used.join(", ")));
         panels.push((format!("{set} ({})", limit.map(|n| format!("{n} test sentences")).unwrap_or("full test".into())), fracs.iter().map(|f| pct(*f)).collect(), bands));
+    }
+    if mixed_exports {
+        md.push_str(
+            "† The difference compares fine-tunes exported as different types (the CSV's `export` column): our cells as F16, the base's as Q8_0 from before exports were F16. \
+             The same training exported both ways does not score the same (`reports/export-twins/`); `rner reproduce` trains such cells again as F16 exports.\n\n",
+        );
     }
     let named = |why: Aside| -> Vec<String> { aside.iter().filter(|a| a.2 == why).map(|(_, p, _)| format!("`{}` ({}/{} sentences)", p.run_id, p.sentences, p.expected)).collect() };
     let partial = named(Aside::Partial);
@@ -537,6 +549,17 @@ mod tests {
             let seed = l.split(',').nth(5).unwrap();
             assert!(l.contains(&format!("-p10-s{seed}-base-direct-free-test-n200-s42-")), "{l}");
         }
+        // every export one type here: no mark; one base cell exported as Q8_0 marks its share's
+        // difference (and only that one) and the note says why
+        assert!(!md.contains(" †"), "{md}");
+        let mut train = train;
+        train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s2-base" && t.earlier.is_none()).unwrap().run["export_type"] = serde_json::json!("q8_0");
+        let md = std::fs::read_to_string(write(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
+        let block = md.split("## ").find(|b| b.starts_with("crossner_ai — seeded sample of 200")).unwrap();
+        let delta: Vec<&str> = block.lines().find(|l| l.starts_with("| Δ cpu-grpo-paper − smollm2-135m-instruct |")).unwrap().split(" | ").collect();
+        assert!(delta[2].ends_with(" †") && !delta[3].contains('†'), "{delta:?}");
+        assert_eq!(md.matches(" †").count(), 1);
+        assert!(md.contains("† The difference compares fine-tunes exported as different types"), "{md}");
     }
 
     #[test]

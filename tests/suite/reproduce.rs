@@ -138,6 +138,8 @@ fn a_preset_runs_every_stage_and_a_rerun_skips_them() {
     assert!(lr_cot["commands"][0].as_str().unwrap().contains("--sources crossner_ai --split train"), "{lr_cot}");
     let cell: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("r/train/t-lr-crossner_ai-p2-s1-reasoningner-cot/run.json")).unwrap()).unwrap();
     assert_eq!((cell["target"].as_str(), cell["samples"].as_u64()), (Some("cot"), Some(2)), "{cell}");
+    // the sha256 of its drawn sentences' rationales, which `reproduce` checks against stage 1's file
+    assert_eq!(cell["rationales_sha256"].as_str().map(str::len), Some(64), "{cell}");
     assert_eq!(cell["model_sha256"], serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(d.join("r/train/t-grpo-paper/run.json")).unwrap()).unwrap()["export_sha256"]);
     assert_eq!(status("eval-gpt-4o-mini").as_deref(), Some("not_run"), "no key, no request");
     // every step recorded the command it ran, and the manifests name it
