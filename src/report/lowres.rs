@@ -28,8 +28,8 @@ pub struct Point {
     /// test sentences scored, of `expected`
     pub sentences: usize,
     pub expected: usize,
-    /// the tensor type of the fine-tune's export (`f16`, `q8_0`; None for a 0% point, an
-    /// untouched start)
+    /// the tensor type of the fine-tune's export (`f16`, `q8_0`, `source`; None for a 0% point,
+    /// an untouched start)
     pub export: Option<String>,
 }
 
@@ -436,7 +436,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     }
     if mixed_exports {
         md.push_str(
-            "† The difference compares fine-tunes exported as different types (the CSV's `export` column): our cells as F16, the base's as Q8_0 from before exports were F16. \
+            "† The difference pairs fine-tunes exported as different types (the CSV's `export` column; here, cells exported as Q8_0 before exports were F16). \
              The same training exported both ways does not score the same (`reports/export-twins/`); `rner reproduce` trains such cells again as F16 exports.\n\n",
         );
     }
@@ -570,7 +570,7 @@ mod tests {
         for l in block.lines().filter(|l| l.contains(" †")) {
             assert!(l.starts_with("| Δ ") && l.split(" | ").enumerate().all(|(i, c)| i == 2 || !c.contains('†')), "{l}");
         }
-        assert!(md.contains("† The difference compares fine-tunes exported as different types"), "{md}");
+        assert!(md.contains("† The difference pairs fine-tunes exported as different types"), "{md}");
     }
 
     #[test]

@@ -92,7 +92,12 @@ pub fn export_type(log: &Value) -> Option<String> {
         return Some(t.to_string());
     }
     let command = log.get("command").and_then(|v| v.as_str()).unwrap_or_default();
-    let given = command.split_whitespace().skip_while(|w| *w != "--export").nth(1);
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let given = words.iter().enumerate().find_map(|(i, w)| match w.strip_prefix("--export") {
+        Some("") => words.get(i + 1).copied(),
+        Some(v) => v.strip_prefix('='),
+        None => None,
+    });
     Some(given.map_or("q8_0", |t| if t == "q8-0" { "q8_0" } else { t }).to_string())
 }
 
@@ -658,6 +663,7 @@ mod tests {
         assert_eq!(export_type(&(serde_json::json!({"export_sha256": sha, "command": "rner sft --name x"}))).as_deref(), Some("q8_0"), "the old default");
         assert_eq!(export_type(&(serde_json::json!({"export_sha256": sha, "command": "rner sft --export q8-0 --name x"}))).as_deref(), Some("q8_0"));
         assert_eq!(export_type(&(serde_json::json!({"export_sha256": sha, "command": "rner sft --export source"}))).as_deref(), Some("source"));
+        assert_eq!(export_type(&(serde_json::json!({"export_sha256": sha, "command": "rner sft --export=f16 --name x"}))).as_deref(), Some("f16"));
         let q8 = serde_json::json!({"export_sha256": sha, "export_type": "q8_0"});
         let f16 = serde_json::json!({"export_sha256": sha, "export_type": "f16"});
         let source = serde_json::json!({"export_sha256": sha, "export_type": "source"});
