@@ -581,8 +581,9 @@ impl Ctx<'_> {
     /// step runs: (our start's cells) fine-tuned from an earlier file of the start, tuned on
     /// another rationale file than the preset's stage 1 writes or on rationales that changed
     /// since (CoT targets), or exported as Q8_0 from our Q8_0 start; (every cell) exported as
-    /// anything but F16, since the cells are compared as F16 exports. None for 0% points, cells
-    /// never trained or not finished, and current ones.
+    /// anything but F16, since the cells are compared as F16 exports; and a training that did not
+    /// finish while an earlier file is under the cell's name (it resumes). None for 0% points,
+    /// cells never trained, unfinished ones with no file yet (they resume anyway) and current ones.
     fn cell_trains_again(&self, dataset: &str, fraction: f64, seed: u64, init: &str) -> Option<String> {
         if fraction == 0.0 {
             return None;
