@@ -597,7 +597,7 @@ impl Ctx<'_> {
         }
         let ours = init != "base";
         if ours {
-            if let Some(why) = self.our_cell_trains_again(&name, &log, dataset, fraction, seed, init) {
+            if let Some(why) = self.our_cell_trains_again(&log, dataset, fraction, seed, init) {
                 return Some(why);
             }
         }
@@ -609,10 +609,12 @@ impl Ctx<'_> {
         }
     }
 
-    /// [`Self::cell_trains_again`]'s rules for a cell of our start (`name`, logged as `log`).
-    fn our_cell_trains_again(&self, name: &str, log: &serde_json::Value, dataset: &str, fraction: f64, seed: u64, init: &str) -> Option<String> {
+    /// [`Self::cell_trains_again`]'s rules for a cell of our start (logged as `log`).
+    fn our_cell_trains_again(&self, log: &serde_json::Value, dataset: &str, fraction: f64, seed: u64, init: &str) -> Option<String> {
         let start = self.p.grpo_name(0);
-        if !self.from_logged_export(name, &start) {
+        // the start's log, read once for both rules below (a missing one decides neither)
+        let start_log = self.train_log(&start);
+        if start_log.as_ref().is_some_and(|s| !crate::report::training::from_export_of(log, s)) {
             return Some(format!("trains again: fine-tuned from an earlier file of {start} than its log now records"));
         }
         if let Some(file) = self.other_rationales(log, dataset, init) {
@@ -623,7 +625,7 @@ impl Ctx<'_> {
         }
         // a Q8_0 export of a fine-tune of a Q8_0 start measures the start; the reports set such a
         // cell aside too
-        if self.train_log(&start).is_some_and(|s| crate::report::training::rounded_onto_start(log, &s)) {
+        if start_log.is_some_and(|s| crate::report::training::rounded_onto_start(log, &s)) {
             let t = crate::report::training::export_type(log).unwrap_or_default().to_uppercase();
             return Some(format!("trains again: exported as {t}, which rounds a fine-tune of our Q8_0 start back onto its weights (exports are F16 now)"));
         }

@@ -107,8 +107,9 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
         let fraction = t.run.get("fraction").and_then(|v| v.as_f64()).unwrap_or(1.0);
         let seed = t.run.pointer("/config/seed").and_then(|v| v.as_u64());
         let init = init_name(&t.init);
-        let from_start = start_of(&init).map_or(true, |s| t.from_export_of(s));
-        let rounded = start_of(&init).is_some_and(|s| super::training::rounded_onto_start(&t.run, &s.run));
+        let start = start_of(&init);
+        let from_start = start.map_or(true, |s| t.from_export_of(s));
+        let rounded = start.is_some_and(|s| super::training::rounded_onto_start(&t.run, &s.run));
         let mut label = match t.run.get("target").and_then(|v| v.as_str()) {
             Some("cot") => format!("{init}{COT_TARGET}"),
             _ => init.clone(),
