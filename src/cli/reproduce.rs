@@ -625,7 +625,7 @@ impl Ctx<'_> {
         }
         // a Q8_0 export of a fine-tune of a Q8_0 start measures the start; the reports set such a
         // cell aside too
-        if start_log.is_some_and(|s| crate::report::training::rounded_onto_start(log, &s)) {
+        if start_log.is_some_and(|s| crate::report::training::rounded_onto_start(log, Some(&s))) {
             let t = crate::report::training::export_type(log).unwrap_or_default().to_uppercase();
             return Some(format!("trains again: exported as {t}, which rounds a fine-tune of our Q8_0 start back onto its weights (exports are F16 now)"));
         }

@@ -177,6 +177,10 @@ pub struct SftRun {
     /// when every export was q8_0)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_type: Option<String>,
+    /// what the export kept of the fine-tune ([`export::rounding`] against the start file; None
+    /// for a Hugging Face folder, and in logs written before the field)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_rounding: Option<export::Rounding>,
     /// `--train-set … --target cot`: [`rationales_sha256`] of the chosen sentences' rationales
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rationales_sha256: Option<String>,
@@ -398,6 +402,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         export: None,
         export_sha256: None,
         export_type: None,
+        export_rounding: None,
         rationales_sha256: drawn_rationales,
         git_commit: crate::util::git_commit(Path::new(".")),
         date: crate::util::now(),
@@ -414,9 +419,13 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
     if finished {
         if let Some(ty) = a.out.export.ty() {
             let out = g.models.join(format!("{name}.gguf"));
-            export::write(&model_path, &m.snapshot()?, ty, &out)?;
+            let weights = m.snapshot()?;
+            export::write(&model_path, &weights, ty, &out)?;
             run.export_sha256 = Some(crate::util::sha256_file(&out)?);
             run.export_type = Some(a.out.export.name().to_string());
+            if model_path.is_file() {
+                run.export_rounding = Some(measure_rounding(&format!("sft {name}"), &model_path, &weights, &out)?);
+            }
             run.export = Some(out);
         }
     }
@@ -471,7 +480,27 @@ pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
     let weights: Vec<(String, candle_core::Tensor)> = loaded.weights.into_iter().collect();
     export::write(&source, &weights, ty, &a.out)?;
     println!("{} → {} ({:?})", ck.display(), a.out.display(), ty);
+    if source.is_file() {
+        let r = measure_rounding("export", &source, &weights, &a.out)?;
+        println!("{} of the {} weights that differ from {} were written with its values ({:.1}%)", r.rounded_back, r.moved, source.display(), 100.0 * r.share());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The export `out`'s [`export::Rounding`] against `start`, the GGUF the training began from, with
+/// a warning (prefixed by `who`) when the export lost the fine-tune.
+fn measure_rounding(who: &str, start: &Path, weights: &[(String, candle_core::Tensor)], out: &Path) -> anyhow::Result<export::Rounding> {
+    let r = export::rounding(start, weights, out)?;
+    if r.lost() {
+        eprintln!(
+            "{who}: warning: {} writes {:.1}% of the {} weights the training changed with the values of {} again: the file measures that start more than the fine-tune (export as f16)",
+            out.display(),
+            100.0 * r.share(),
+            r.moved,
+            start.display()
+        );
+    }
+    Ok(r)
 }
 
 #[derive(Debug, Args)]
@@ -684,10 +713,15 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
     if outcome.steps_done >= outcome.total_steps && !outcome.interrupted {
         if let Some(ty) = a.out.export.ty() {
             let out = g.models.join(format!("{name}.gguf"));
-            export::write(&source, &policy.snapshot()?, ty, &out)?;
+            let weights = policy.snapshot()?;
+            export::write(&source, &weights, ty, &out)?;
             run["export"] = serde_json::json!(out);
             run["export_sha256"] = serde_json::json!(crate::util::sha256_file(&out)?);
             run["export_type"] = serde_json::json!(a.out.export.name());
+            // against the file it started from (a run from a checkpoint started from f32 weights)
+            if ck.is_none() && source.is_file() {
+                run["export_rounding"] = serde_json::to_value(measure_rounding(&format!("grpo {name}"), &source, &weights, &out)?)?;
+            }
             exported = Some(out);
         }
     }

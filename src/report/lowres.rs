@@ -31,6 +31,9 @@ pub struct Point {
     /// the tensor type of the fine-tune's export (`f16`, `q8_0`, `source`; None for a 0% point,
     /// an untouched start)
     pub export: Option<String>,
+    /// of the weights the fine-tune moved, the share its export wrote with the start's values
+    /// again (the training log's `export_rounding`; None where not measured)
+    pub rounded_back: Option<f64>,
 }
 
 /// (dataset, starting model, eval limit, eval seed): a cell's key.
@@ -75,9 +78,9 @@ pub enum Aside {
     /// it was fine-tuned from another file of its starting model than the one that model's
     /// training log now records (the start was trained again since)
     OtherStart,
-    /// it was exported as Q8_0 from a start that is itself a Q8_0 export, which rounds the
-    /// fine-tune back onto the start ([`super::training::rounded_onto_start`]); training it again
-    /// (F16 exports are the default) replaces it
+    /// its export rounds the fine-tune back onto its start ([`super::training::rounded_onto_start`]:
+    /// measured, or in older logs exported as Q8_0 from a start that is itself a Q8_0 export);
+    /// training it again (F16 exports are the default) replaces it
     Rounded,
 }
 
@@ -109,7 +112,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
         let init = init_name(&t.init);
         let start = start_of(&init);
         let from_start = start.map_or(true, |s| t.from_export_of(s));
-        let rounded = start.is_some_and(|s| super::training::rounded_onto_start(&t.run, &s.run));
+        let rounded = super::training::rounded_onto_start(&t.run, start.map(|s| &s.run));
         let mut label = match t.run.get("target").and_then(|v| v.as_str()) {
             Some("cot") => format!("{init}{COT_TARGET}"),
             _ => init.clone(),
@@ -131,6 +134,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
                     sentences: d.sentences,
                     expected: d.expected,
                     export: super::training::export_type(&t.run),
+                    rounded_back: super::training::export_rounding(&t.run).map(|r| r.share()),
                 };
                 match (from_start, rounded, d.complete()) {
                     (false, _, _) => aside.push((key, point, Aside::OtherStart)),
@@ -156,7 +160,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
                 && r.scores.datasets.get(&set).is_some_and(|d| d.complete())
         }) {
             let d = &r.scores.datasets[&set];
-            let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new(), sentences: d.sentences, expected: d.expected, export: None };
+            let p = Point { fraction: 0.0, seed: None, f1: d.f1, ci95: d.ci95, run_id: r.id(), command: String::new(), sentences: d.sentences, expected: d.expected, export: None, rounded_back: None };
             out.get_mut(&(set, label, limit, seed)).expect("key").push(p);
         }
     }
@@ -292,7 +296,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
          Paper row: ReasoningNER 8B on CoNLL-2003 (`paper.md` §8.2), **paper-reported**, not a run of ours.\n\n",
     );
     // every run, complete or not: a partial one's F1 is over the sentences it has (sentences < expected)
-    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,export,status,run_id,command,vs_run_id,delta_vs,delta_ci_low,delta_ci_high,delta_p,think_share,empty_share,unparsed_share,gen_tokens,pred_per_gold\n");
+    let mut csv = String::from("dataset,init,eval_limit,eval_seed,fraction,seed,f1,ci_low,ci_high,sentences,expected,export,export_rounded_back,status,run_id,command,vs_run_id,delta_vs,delta_ci_low,delta_ci_high,delta_p,think_share,empty_share,unparsed_share,gen_tokens,pred_per_gold\n");
     let form = forms(runs, cells.values().flatten().chain(aside.iter().map(|a| &a.1)).map(|p| p.run_id.clone()))?;
     let mut by_set: BTreeMap<(String, Option<usize>, u64), Vec<(String, &Vec<Point>)>> = BTreeMap::new();
     for ((set, init, limit, seed), pts) in &cells {
@@ -320,7 +324,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     let rows = cells.iter().flat_map(|(k, pts)| pts.iter().map(move |p| (k, p, "cell"))).chain(aside.iter().map(|(k, p, why)| (k, p, why.status())));
     for ((set, init, limit, seed), p, status) in rows {
         csv.push_str(&format!(
-            "{set},{init},{},{seed},{},{},{},{},{},{},{},{},{status},{},\"{}\",",
+            "{set},{init},{},{seed},{},{},{},{},{},{},{},{},{},{status},{},\"{}\",",
             limit.map(|n| n.to_string()).unwrap_or("full".into()),
             p.fraction,
             p.seed.map(|s| s.to_string()).unwrap_or_default(),
@@ -330,6 +334,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
             p.sentences,
             p.expected,
             p.export.as_deref().unwrap_or_default(),
+            p.rounded_back.map(|r| format!("{r:.4}")).unwrap_or_default(),
             p.run_id,
             p.command.replace('"', "'")
         ));
@@ -456,7 +461,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     let rounded = named(Aside::Rounded);
     if !rounded.is_empty() {
         md.push_str(&format!(
-            "Exported as Q8_0 from a start that is itself a Q8_0 export, in no cell: the export rounds most of a fine-tune's updates back onto the start's weights, so these runs score the start rather than the fine-tune (exports are F16 now; `rner reproduce` trains them again; the CSV lists them): {}.\n\n",
+            "Exported onto their start's grid, in no cell: the export writes most of the weights the fine-tune changed with the start's values again (as measured in the training log's `export_rounding`; in logs from before that measurement, a Q8_0 export of a start that is itself a Q8_0 export), so these runs score the start rather than the fine-tune (exports are F16 now; `rner reproduce` trains them again; the CSV lists them): {}.\n\n",
             rounded.join(", ")
         ));
     }
@@ -627,8 +632,8 @@ mod tests {
         let md = std::fs::read_to_string(write(&runs, &train, d.path()).unwrap().unwrap()).unwrap();
         let csv = std::fs::read_to_string(d.path().join("low-resource.csv")).unwrap();
         let row = csv.lines().find(|l| l.contains(&format!(",{},", p.run_id))).expect("its row");
-        assert!(row.contains(",q8_0,rounded_export,"), "{row}");
-        assert!(md.contains("Exported as Q8_0 from a start that is itself a Q8_0 export") && md.contains(&format!("`{}` (200/200 sentences)", p.run_id)), "{md}");
+        assert!(row.contains(",q8_0,,rounded_export,"), "{row}");
+        assert!(md.contains("Exported onto their start's grid") && md.contains(&format!("`{}` (200/200 sentences)", p.run_id)), "{md}");
         // an older log: no `export_type`, its command's `--export` decides (Q8_0 when absent)
         fn log<'a>(train: &'a mut [TrainRun]) -> &'a mut serde_json::Value {
             &mut train.iter_mut().find(|t| t.name == "cpu-lr-crossner_ai-p10-s1-reasoningner" && t.earlier.is_none()).unwrap().run
@@ -642,6 +647,16 @@ mod tests {
         log(&mut train)["export_type"] = serde_json::json!("q8_0");
         train.iter_mut().find(|t| t.name == "cpu-grpo-paper" && t.earlier.is_none()).unwrap().run["export_type"] = serde_json::json!("f16");
         assert_eq!(seeds(&cells(&runs, &train).0), 3);
+        // a measured rounding decides over the types, and for a base cell too (a `source` export
+        // of the Q4_1 base rounds back onto it)
+        log(&mut train)["export_rounding"] = serde_json::json!({"moved": 100, "rounded_back": 1});
+        assert_eq!(seeds(&cells(&runs, &train).0), 3);
+        let id = before[&base].iter().find(|p| p.fraction == 0.25).expect("a base 25% cell").run_id.clone();
+        let t = train.iter_mut().find(|t| t.earlier.is_none() && id.starts_with(&t.name.replace('_', "-"))).expect("its log");
+        t.run["export_rounding"] = serde_json::json!({"moved": 100, "rounded_back": 99});
+        let (after, aside) = cells(&runs, &train);
+        assert!(!after[&base].iter().any(|p| p.run_id == id));
+        assert!(aside.iter().any(|(_, p, why)| p.run_id == id && *why == Aside::Rounded));
     }
 
     #[test]

@@ -101,14 +101,27 @@ pub fn export_type(log: &Value) -> Option<String> {
     Some(given.map_or("q8_0", |t| if t == "q8-0" { "q8_0" } else { t }).to_string())
 }
 
-/// Whether the fine-tune logged as `run` was exported as Q8_0 (or `source`, which keeps the
-/// start's Q8_0) from a start (logged as `start`) that was itself a Q8_0 export. Such a start's dequantised weights sit on the Q8_0 grid, and
-/// a fine-tune's updates below one quantisation step round back onto them: the export measures
-/// the start, not the fine-tune (a 25% low-resource cell's file kept 98.4% of its start's bytes
-/// and every `<think>` of its answers, where an F16 export of the same training answers with the
-/// JSON alone).
-pub fn rounded_onto_start(run: &Value, start: &Value) -> bool {
-    export_type(start).as_deref() == Some("q8_0") && matches!(export_type(run).as_deref(), Some("q8_0" | "source"))
+/// Whether the export of the fine-tune logged as `run` measures its start rather than the
+/// fine-tune: by the rounding its log records ([`crate::model::export::rounding`]: more than half
+/// of the weights the training moved written with the start's values again), else (logs written
+/// before it was measured) by the types: exported as Q8_0 (or `source`, which keeps the start's
+/// Q8_0) from a start (logged as `start`) that was itself a Q8_0 export. Such a start's
+/// dequantised weights sit on the Q8_0 grid, and a fine-tune's updates below one quantisation step
+/// round back onto them (a 25% low-resource cell's file kept 98.4% of its start's bytes and every
+/// `<think>` of its answers, where an F16 export of the same training answers with the JSON
+/// alone). The measurement also catches a start of another type (a `source` export of the Q4_1
+/// base).
+pub fn rounded_onto_start(run: &Value, start: Option<&Value>) -> bool {
+    if let Some(r) = export_rounding(run) {
+        return r.lost();
+    }
+    start.is_some_and(|start| export_type(start).as_deref() == Some("q8_0")) && matches!(export_type(run).as_deref(), Some("q8_0" | "source"))
+}
+
+/// The export's rounding a training log records (`export_rounding`), when it does.
+pub fn export_rounding(log: &Value) -> Option<crate::model::export::Rounding> {
+    log.get("export_sha256").and_then(|v| v.as_str())?;
+    serde_json::from_value(log.get("export_rounding")?.clone()).ok()
 }
 
 /// The log of the export `t` trained from, when its start is one of ours: of the start name's
@@ -667,16 +680,22 @@ mod tests {
         let q8 = serde_json::json!({"export_sha256": sha, "export_type": "q8_0"});
         let f16 = serde_json::json!({"export_sha256": sha, "export_type": "f16"});
         let source = serde_json::json!({"export_sha256": sha, "export_type": "source"});
-        assert!(rounded_onto_start(&q8, &q8) && rounded_onto_start(&source, &q8));
-        assert!(!rounded_onto_start(&f16, &q8) && !rounded_onto_start(&q8, &f16));
-        assert!(!rounded_onto_start(&serde_json::json!({"command": "rner sft"}), &q8), "an unfinished run has no export yet");
+        assert!(rounded_onto_start(&q8, Some(&q8)) && rounded_onto_start(&source, Some(&q8)));
+        assert!(!rounded_onto_start(&f16, Some(&q8)) && !rounded_onto_start(&q8, Some(&f16)) && !rounded_onto_start(&q8, None));
+        assert!(!rounded_onto_start(&serde_json::json!({"command": "rner sft"}), Some(&q8)), "an unfinished run has no export yet");
+        // a measured rounding decides, whatever the types and the start
+        let measured = |moved: u64, back: u64, ty: &str| serde_json::json!({"export_sha256": sha, "export_type": ty, "export_rounding": {"moved": moved, "rounded_back": back}});
+        assert!(rounded_onto_start(&measured(1000, 990, "source"), None), "a source export of the Q4_1 base");
+        assert!(!rounded_onto_start(&measured(1000, 10, "q8_0"), Some(&q8)));
+        assert!(rounded_onto_start(&measured(1000, 600, "f16"), Some(&f16)));
+        assert_eq!(export_rounding(&measured(4, 1, "f16")).map(|r| r.share()), Some(0.25));
         // the committed cells: CrossNER-AI's retrained ReasoningNER cells are F16, the start Q8_0
         let (_, train) = committed();
         let current = |n: &str| &train.iter().find(|t| t.name == n && t.earlier.is_none()).unwrap().run;
         assert_eq!(export_type(current("cpu-grpo-paper")).as_deref(), Some("q8_0"));
-        assert!(!rounded_onto_start(current("cpu-lr-crossner_ai-p25-s1-reasoningner"), current("cpu-grpo-paper")));
+        assert!(!rounded_onto_start(current("cpu-lr-crossner_ai-p25-s1-reasoningner"), Some(current("cpu-grpo-paper"))));
         let earlier = train.iter().filter(|t| t.name == "cpu-lr-crossner_ai-p25-s1-reasoningner" && t.earlier.is_some());
-        assert!(earlier.into_iter().any(|t| rounded_onto_start(&t.run, current("cpu-grpo-paper"))), "its Q8_0 log, kept in earlier/");
+        assert!(earlier.into_iter().any(|t| rounded_onto_start(&t.run, Some(current("cpu-grpo-paper")))), "its Q8_0 log, kept in earlier/");
     }
 
     /// The log whose export's sha256 starts with `sha8`.

@@ -486,6 +486,18 @@ fn sft_command_trains_checkpoints_and_exports() {
     let out = rner().args(["export", &d.join("c/t").display().to_string(), "--out", &again.display().to_string()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(&gguf).unwrap(), std::fs::read(&again).unwrap());
+    // the log measures what the export kept: the F16 file keeps most updates (of two small
+    // steps, 41% of the moved weights round back; of a real cell, 2.5%); written again in
+    // the start's own Q4_1 (`--type source`), they round back onto the start, and `rner export`
+    // warns
+    let r = &run["export_rounding"];
+    let (moved, back) = (r["moved"].as_u64().unwrap(), r["rounded_back"].as_u64().unwrap());
+    assert!(moved > 1_000_000 && (back as f64) < 0.5 * moved as f64, "{r}");
+    let src = d.join("source.gguf");
+    let out = rner().args(["export", &d.join("c/t").display().to_string(), "--type", "source", "--out", &src.display().to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning") && err.contains("measures that start more than the fine-tune"), "{err}");
     // bad flags are named
     let out = rner().args(["sft", "--data", "no/such.jsonl"]).output().unwrap();
     assert!(!out.status.success());
