@@ -317,32 +317,36 @@ pub fn weighted_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale
         })?;
         return Ok((loss, b.fed, grads));
     }
-    weighted_autograd(model, seqs, pad, w)
-}
-
-/// `Σ wᵢ · CEᵢ` over the target rows and its gradients through candle's autograd.
-fn weighted_autograd(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, w: Vec<f32>) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
-    let (ids, rows, targets) = pack(model, seqs, pad)?;
-    let padded = ids.elem_count();
-    let n = targets.len();
-    let logits = target_logits(model, &ids, rows)?;
-    let weighted = (crate::model::ops::nll(&logits, &targets)? * Tensor::from_vec(w, n, &model.device)?)?.sum_all()?;
-    let store = weighted.backward()?;
-    let mut grads = Vec::new();
-    accumulate(&mut grads, &model.params.vars, &store)?;
-    Ok((weighted.to_scalar::<f32>()? as f64, padded, grads))
+    autograd(model, seqs, pad, Weights::Rows(w))
 }
 
 /// [`batch_grads`] through candle's autograd (any device; what `rner bench train` compares with).
 pub fn autograd_grads(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, scale: f64) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
+    autograd(model, seqs, pad, Weights::Scale(scale))
+}
+
+/// How the target rows' cross-entropies add up to the loss.
+enum Weights {
+    /// `scale · Σ CEᵢ`
+    Scale(f64),
+    /// `Σ wᵢ · CEᵢ`, one weight a target row
+    Rows(Vec<f32>),
+}
+
+/// The loss over the target rows and its gradients through candle's autograd.
+fn autograd(model: &Model, seqs: &[(Vec<u32>, usize)], pad: u32, w: Weights) -> Result<(f64, usize, Vec<Option<Tensor>>)> {
     let (ids, rows, targets) = pack(model, seqs, pad)?;
     let padded = ids.elem_count();
-    let logits = target_logits(model, &ids, rows)?;
-    let scaled = (crate::model::ops::nll(&logits, &targets)?.sum_all()? * scale)?;
-    let store = scaled.backward()?;
+    let n = targets.len();
+    let nll = crate::model::ops::nll(&target_logits(model, &ids, rows)?, &targets)?;
+    let loss = match w {
+        Weights::Scale(scale) => (nll.sum_all()? * scale)?,
+        Weights::Rows(w) => (nll * Tensor::from_vec(w, n, &model.device)?)?.sum_all()?,
+    };
+    let store = loss.backward()?;
     let mut grads = Vec::new();
     accumulate(&mut grads, &model.params.vars, &store)?;
-    Ok((scaled.to_scalar::<f32>()? as f64, padded, grads))
+    Ok((loss.to_scalar::<f32>()? as f64, padded, grads))
 }
 
 /// Peak resident memory of this process so far (MiB), from /proc.
@@ -558,7 +562,7 @@ mod tests {
             let (one, _, g1) = weighted_grads(&m, &seqs, 0, scale, true, 1.0).unwrap();
             assert!((plain - one).abs() < 1e-5 && close(&flat(&g1), &flat(&gp)), "{plain} vs {one}");
             let w: Vec<f32> = first_token_weights(&seqs, 5.0).into_iter().map(|x| x * scale as f32).collect();
-            let (reference, _, gr) = weighted_autograd(&m, &seqs, 0, w).unwrap();
+            let (reference, _, gr) = autograd(&m, &seqs, 0, Weights::Rows(w)).unwrap();
             for share in [true, false] {
                 let (loss, _, g) = weighted_grads(&m, &seqs, 0, scale, share, 5.0).unwrap();
                 assert!((loss - reference).abs() < 1e-4 * reference.abs().max(1.0), "share {share}: {loss} vs {reference}");
