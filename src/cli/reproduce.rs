@@ -624,8 +624,11 @@ impl Ctx<'_> {
             return Some(format!("trains again: the rationales of its sentences in {file} changed since it was tuned on them (stage 1 ran again)"));
         }
         // a Q8_0 export of a fine-tune of a Q8_0 start measures the start; the reports set such a
-        // cell aside too
-        if start_log.is_some_and(|s| crate::report::training::rounded_onto_start(log, Some(&s))) {
+        // cell aside too. Only logs from before the rounding was measured: training a measured
+        // loss again (an F16 export of an F16 start) would write the same file, so such a cell
+        // stays, set aside in the reports with its measurement
+        let measured = crate::report::training::export_rounded(log).is_some();
+        if !measured && start_log.is_some_and(|s| crate::report::training::rounded_onto_start(log, Some(&s))) {
             let t = crate::report::training::export_type(log).unwrap_or_default().to_uppercase();
             return Some(format!("trains again: exported as {t}, which rounds a fine-tune of our Q8_0 start back onto its weights (exports are F16 now)"));
         }

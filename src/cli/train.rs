@@ -106,7 +106,8 @@ pub struct TrainOut {
     /// fine-tune's updates are often smaller than a Q8_0 quantisation step, and a start that was
     /// itself a Q8_0 file (our exports) sits on that grid, so a Q8_0 export rounds most of them
     /// back to the start's weights (measured: 98.4% of the bytes unchanged, and the answers of
-    /// the start)
+    /// the start). F16 still rounds back the smallest updates (the log's `export_rounded` counts
+    /// them); f32 keeps every one, at twice the size
     #[arg(long, value_enum, default_value = "f16")]
     pub export: ExportChoice,
     /// train on CPU even when CUDA is available
@@ -122,6 +123,8 @@ pub enum ExportChoice {
     F16,
     #[value(name = "q8-0", alias = "q8_0")]
     Q8_0,
+    /// every weight as trained (twice F16's size)
+    F32,
 }
 
 impl ExportChoice {
@@ -132,6 +135,7 @@ impl ExportChoice {
             ExportChoice::Source => "source",
             ExportChoice::F16 => "f16",
             ExportChoice::Q8_0 => "q8_0",
+            ExportChoice::F32 => "f32",
         }
     }
 
@@ -141,6 +145,7 @@ impl ExportChoice {
             ExportChoice::Source => Some(ExportType::Source),
             ExportChoice::F16 => Some(ExportType::F16),
             ExportChoice::Q8_0 => Some(ExportType::Q8_0),
+            ExportChoice::F32 => Some(ExportType::F32),
         }
     }
 }
@@ -180,7 +185,7 @@ pub struct SftRun {
     /// what the export kept of the fine-tune ([`export::rounding`] against the start file; None
     /// for a Hugging Face folder, and in logs written before the field)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub export_rounding: Option<export::Rounding>,
+    pub export_rounded: Option<export::Rounding>,
     /// `--train-set … --target cot`: [`rationales_sha256`] of the chosen sentences' rationales
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rationales_sha256: Option<String>,
@@ -402,7 +407,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
         export: None,
         export_sha256: None,
         export_type: None,
-        export_rounding: None,
+        export_rounded: None,
         rationales_sha256: drawn_rationales,
         git_commit: crate::util::git_commit(Path::new(".")),
         date: crate::util::now(),
@@ -424,7 +429,7 @@ pub fn execute(g: &Global, a: &SftArgs) -> anyhow::Result<SftRun> {
             run.export_sha256 = Some(crate::util::sha256_file(&out)?);
             run.export_type = Some(a.out.export.name().to_string());
             if model_path.is_file() {
-                run.export_rounding = Some(measure_rounding(&format!("sft {name}"), &model_path, &weights, &out)?);
+                run.export_rounded = Some(measure_rounding(&format!("sft {name}"), export::Start::Gguf(&model_path), &model_path.display().to_string(), &weights, &out, ty)?);
             }
             run.export = Some(out);
         }
@@ -480,24 +485,27 @@ pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
     let weights: Vec<(String, candle_core::Tensor)> = loaded.weights.into_iter().collect();
     export::write(&source, &weights, ty, &a.out)?;
     println!("{} → {} ({:?})", ck.display(), a.out.display(), ty);
+    // against the source GGUF, which may be where an earlier stage began (a GRPO run from a
+    // CoT-tuned checkpoint): what the file keeps of all the training since that file
     if source.is_file() {
-        let r = measure_rounding("export", &source, &weights, &a.out)?;
-        println!("{} of the {} weights that differ from {} were written with its values ({:.1}%)", r.rounded_back, r.moved, source.display(), 100.0 * r.share());
+        let r = measure_rounding("export", export::Start::Gguf(&source), &source.display().to_string(), &weights, &a.out, ty)?;
+        println!("of the {} weights that differ from {}, {} are written as the export writes that file's own ({:.1}%)", r.moved, source.display(), r.rounded_back, 100.0 * r.share());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The export `out`'s [`export::Rounding`] against `start`, the GGUF the training began from, with
-/// a warning (prefixed by `who`) when the export lost the fine-tune.
-fn measure_rounding(who: &str, start: &Path, weights: &[(String, candle_core::Tensor)], out: &Path) -> anyhow::Result<export::Rounding> {
+/// The export `out`'s [`export::Rounding`] against `start` (named `start_name`), the weights the
+/// training began at, with a warning (prefixed by `who`) when the export of type `ty` lost the
+/// fine-tune.
+fn measure_rounding(who: &str, start: export::Start, start_name: &str, weights: &[(String, candle_core::Tensor)], out: &Path, ty: ExportType) -> anyhow::Result<export::Rounding> {
     let r = export::rounding(start, weights, out)?;
     if r.lost() {
+        let finer = if ty == ExportType::F16 { "f32" } else { "f16" };
         eprintln!(
-            "{who}: warning: {} writes {:.1}% of the {} weights the training changed with the values of {} again: the file measures that start more than the fine-tune (export as f16)",
+            "{who}: warning: {} writes {:.1}% of the {} weights the training moved as it writes {start_name}: the file measures that start more than the fine-tune (export as {finer} to keep the updates)",
             out.display(),
             100.0 * r.share(),
             r.moved,
-            start.display()
         );
     }
     Ok(r)
@@ -718,9 +726,14 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
             run["export"] = serde_json::json!(out);
             run["export_sha256"] = serde_json::json!(crate::util::sha256_file(&out)?);
             run["export_type"] = serde_json::json!(a.out.export.name());
-            // against the file it started from (a run from a checkpoint started from f32 weights)
-            if ck.is_none() && source.is_file() {
-                run["export_rounding"] = serde_json::to_value(measure_rounding(&format!("grpo {name}"), &source, &weights, &out)?)?;
+            // against the weights it began at, which the frozen reference still holds (a
+            // checkpoint's, else the source file's); a Hugging Face folder's Q/K rows are
+            // permuted on export, so only a GGUF source is compared
+            if source.is_file() {
+                let start: std::collections::HashMap<String, candle_core::Tensor> = reference.snapshot()?.into_iter().collect();
+                let started_at = ck.as_ref().unwrap_or(&source).display().to_string();
+                let rounding = measure_rounding(&format!("grpo {name}"), export::Start::Weights(&start), &started_at, &weights, &out, ty)?;
+                run["export_rounded"] = serde_json::to_value(rounding)?;
             }
             exported = Some(out);
         }

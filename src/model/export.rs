@@ -144,14 +144,16 @@ impl Target {
 }
 
 /// What an export kept of a fine-tune: of the weights the training moved off its start's values,
-/// how many the export wrote back with the start's value. An export on the start's own grid (a
-/// Q8_0 export of a Q8_0 start, or `source`) rounds updates smaller than one quantisation step
-/// back onto the start: the file then measures the start, not the fine-tune.
+/// how many the export wrote as it writes the untouched start (the start rounded to the export's
+/// type), so that the file cannot tell them from the start. An export on the start's own grid (a
+/// Q8_0 export of a Q8_0 start, `source`, an F16 export of an F16 start) rounds updates smaller
+/// than half a quantisation step back: where most are, the file measures the start, not the
+/// fine-tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rounding {
-    /// weights whose trained value differs from the start's
+    /// weights whose trained value differs from the start's (as training held it: bf16 on CUDA)
     pub moved: u64,
-    /// of those, the ones the export writes with the start's value
+    /// of those, the ones the export writes as it writes the start
     pub rounded_back: u64,
 }
 
@@ -171,35 +173,60 @@ impl Rounding {
     }
 }
 
+/// The weights a training started from, as [`rounding`] reads them (GGUF names and layout).
+pub enum Start<'a> {
+    /// a GGUF file, dequantised
+    Gguf(&'a Path),
+    /// weights in memory (a checkpoint's)
+    Weights(&'a std::collections::HashMap<String, Tensor>),
+}
+
 /// The [`Rounding`] of the export at `out` of `trained` (GGUF names and layout), a training that
-/// started from the GGUF `start`. Tensors missing from either file are not counted.
-pub fn rounding(start: &Path, trained: &[(String, Tensor)], out: &Path) -> Result<Rounding> {
+/// began at `start`. Tensors missing from the start or the export are not counted.
+pub fn rounding(start: Start, trained: &[(String, Tensor)], out: &Path) -> Result<Rounding> {
     use std::io::BufReader;
-    let (start_content, out_content) = (read_content(start)?, read_content(out)?);
     let open = |p: &Path| std::fs::File::open(p).map(BufReader::new).map_err(|e| Error::io(p, e));
-    let (mut start_file, mut out_file) = (open(start)?, open(out)?);
-    let read = |c: &candle_core::quantized::gguf_file::Content, f: &mut BufReader<std::fs::File>, path: &Path, name: &str| -> Result<Vec<f32>> {
-        let q = c.tensor(f, name, &Device::Cpu).map_err(|e| Error::Model { path: path.into(), msg: format!("tensor {name}: {e}") })?;
-        Ok(q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?)
+    let out_content = read_content(out)?;
+    let mut out_file = open(out)?;
+    let mut gguf = match start {
+        Start::Gguf(p) => Some((p, read_content(p)?, open(p)?)),
+        Start::Weights(_) => None,
     };
+    let cpu = Device::Cpu;
     let mut r = Rounding { moved: 0, rounded_back: 0 };
     for (name, t) in trained {
-        if !start_content.tensor_infos.contains_key(name) || !out_content.tensor_infos.contains_key(name) {
+        let s = match (&start, gguf.as_mut()) {
+            (_, Some((p, c, f))) if c.tensor_infos.contains_key(name) => {
+                let q = c.tensor(f, name, &cpu).map_err(|e| Error::Model { path: (*p).into(), msg: format!("tensor {name}: {e}") })?;
+                q.dequantize(&cpu)?
+            }
+            (Start::Weights(w), None) => match w.get(name) {
+                Some(s) => s.to_device(&cpu)?.to_dtype(DType::F32)?,
+                None => continue,
+            },
+            _ => continue,
+        };
+        if !out_content.tensor_infos.contains_key(name) {
             continue;
         }
-        let s = read(&start_content, &mut start_file, start, name)?;
-        let e = read(&out_content, &mut out_file, out, name)?;
-        let t: Vec<f32> = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        if s.len() != t.len() || e.len() != t.len() {
+        let q = out_content.tensor(&mut out_file, name, &cpu).map_err(|e| Error::Model { path: out.into(), msg: format!("tensor {name}: {e}") })?;
+        let e = q.dequantize(&cpu)?;
+        if s.elem_count() != t.elem_count() || e.elem_count() != t.elem_count() {
             return Err(Error::Model {
                 path: out.into(),
-                msg: format!("tensor {name}: {} trained weights, {} in the start {}, {} in the export", t.len(), s.len(), start.display(), e.len()),
+                msg: format!("tensor {name}: {} trained weights, {} in the start, {} in the export", t.elem_count(), s.elem_count(), e.elem_count()),
             });
         }
-        for ((s, t), e) in s.iter().zip(&t).zip(&e) {
-            if t != s {
+        // the start as training held it, and as the export writes it
+        let held = s.to_dtype(t.dtype())?.to_dtype(DType::F32)?;
+        let written = QTensor::quantize(&s.reshape(e.shape())?, q.dtype())?.dequantize(&cpu)?;
+        let flat = |x: &Tensor| -> Result<Vec<f32>> { Ok(x.flatten_all()?.to_vec1()?) };
+        let t = flat(&t.to_device(&cpu)?.to_dtype(DType::F32)?)?;
+        let (held, written, e) = (flat(&held)?, flat(&written)?, flat(&e)?);
+        for (((t, h), w), e) in t.iter().zip(&held).zip(&written).zip(&e) {
+            if t != h {
                 r.moved += 1;
-                r.rounded_back += u64::from(e == s);
+                r.rounded_back += u64::from(e == w);
             }
         }
     }
@@ -224,44 +251,65 @@ pub fn interleaved_to_half_split(w: &Tensor, heads: usize) -> Result<Tensor> {
 mod tests {
     use super::*;
 
-    /// A Q8_0 start, a training that moves every weight but each block's largest by an eighth
-    /// of a quantisation step: a Q8_0 (or `source`) export puts all of them back, an F16 export
-    /// none.
+    fn q8_0_start(d: &Path) -> (std::path::PathBuf, Vec<f32>) {
+        // each block of 32 has a largest weight 1.0 (step 1/127 ≈ 7.9e-3); the others within ±0.1
+        let w: Vec<f32> = (0..4 * 64).map(|i| if fixed(i) { 1.0 } else { ((i * 37 % 101) as f32 - 50.0) / 500.0 }).collect();
+        let q = QTensor::quantize(&Tensor::from_vec(w, (4, 64), &Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
+        let start = d.join("start.gguf");
+        let arch = Value::String("llama".into());
+        let mut f = std::fs::File::create(&start).unwrap();
+        candle_core::quantized::gguf_file::write(&mut f, &[("general.architecture", &arch)], &[(NAME, &q)]).unwrap();
+        // the start as training sees it (dequantised)
+        (start, q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+    }
+
+    const NAME: &str = "blk.0.ffn_up.weight";
+
+    fn fixed(i: usize) -> bool {
+        i % 32 == 0
+    }
+
+    fn measure(d: &Path, start: &Path, trained: &[f32], ty: ExportType) -> Rounding {
+        let trained = vec![(NAME.to_string(), Tensor::from_vec(trained.to_vec(), (4, 64), &Device::Cpu).unwrap())];
+        let out = d.join(format!("{ty:?}.gguf"));
+        write(start, &trained, ty, &out).unwrap();
+        rounding(Start::Gguf(start), &trained, &out).unwrap()
+    }
+
+    /// A Q8_0 start, a training that moves every weight but each block's largest by an eighth of
+    /// a quantisation step: a Q8_0 (or `source`) export puts all of them back, an F16 export none.
     #[test]
     fn exports_on_the_start_grid_round_small_updates_back() {
         let d = tempfile::tempdir().unwrap();
-        let start = d.path().join("start.gguf");
-        // each block of 32 has a largest weight 1.0 (step 1/127 ≈ 7.9e-3); the others within ±0.1
-        let fixed = |i: usize| i % 32 == 0;
-        let w: Vec<f32> = (0..4 * 64).map(|i| if fixed(i) { 1.0 } else { ((i * 37 % 101) as f32 - 50.0) / 500.0 }).collect();
-        let q = QTensor::quantize(&Tensor::from_vec(w, (4, 64), &Device::Cpu).unwrap(), GgmlDType::Q8_0).unwrap();
-        let arch = Value::String("llama".into());
-        let mut f = std::fs::File::create(&start).unwrap();
-        candle_core::quantized::gguf_file::write(&mut f, &[("general.architecture", &arch)], &[("blk.0.ffn_up.weight", &q)]).unwrap();
-        drop(f);
-        // the start as training sees it (dequantised), moved by 1e-3 (F16's spacing below 0.1 is
-        // at most 6.1e-5)
-        let on_grid: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let (start, on_grid) = q8_0_start(d.path());
+        // moved by 1e-3 (F16's spacing below 0.1 is at most 6.1e-5)
         let moved: Vec<f32> = on_grid.iter().enumerate().map(|(i, v)| if fixed(i) { *v } else { v + 1e-3 }).collect();
-        let trained = vec![("blk.0.ffn_up.weight".to_string(), Tensor::from_vec(moved, (4, 64), &Device::Cpu).unwrap())];
-        let measure = |ty| {
-            let out = d.path().join(format!("{ty:?}.gguf"));
-            write(&start, &trained, ty, &out).unwrap();
-            rounding(&start, &trained, &out).unwrap()
-        };
         for ty in [ExportType::Q8_0, ExportType::Source] {
-            let r = measure(ty);
+            let r = measure(d.path(), &start, &moved, ty);
             assert_eq!(r, Rounding { moved: 248, rounded_back: 248 }, "{ty:?}");
             assert!(r.lost());
         }
-        let r = measure(ExportType::F16);
+        let r = measure(d.path(), &start, &moved, ExportType::F16);
         assert_eq!(r, Rounding { moved: 248, rounded_back: 0 });
         assert!(!r.lost());
+        // an update below half of F16's own spacing: the F16 export writes what it writes for the
+        // start, although neither equals the start's Q8_0 value exactly
+        let tiny: Vec<f32> = on_grid.iter().map(|v| v * (1.0 + 1e-5)).collect();
+        let r = measure(d.path(), &start, &tiny, ExportType::F16);
+        assert!(r.moved > 200 && r.lost() && r.share() > 0.9, "{r:?}");
         // an untrained model moved nothing and lost nothing
-        let same = vec![("blk.0.ffn_up.weight".to_string(), q.dequantize(&Device::Cpu).unwrap())];
-        let out = d.path().join("same.gguf");
-        write(&start, &same, ExportType::Q8_0, &out).unwrap();
-        let r = rounding(&start, &same, &out).unwrap();
+        let r = measure(d.path(), &start, &on_grid, ExportType::Q8_0);
         assert_eq!((r.moved, r.share(), r.lost()), (0, 0.0, false));
+        // nor did one trained in bf16 from the start's bf16 copy, nor one that started from
+        // weights in memory (a checkpoint) and kept them
+        let held = Tensor::from_vec(on_grid.clone(), (4, 64), &Device::Cpu).unwrap();
+        let bf16 = vec![(NAME.to_string(), held.to_dtype(DType::BF16).unwrap())];
+        let out = d.path().join("bf16.gguf");
+        write(&start, &bf16, ExportType::F16, &out).unwrap();
+        assert_eq!(rounding(Start::Gguf(&start), &bf16, &out).unwrap().moved, 0);
+        let weights: std::collections::HashMap<String, Tensor> = [(NAME.to_string(), held.clone())].into();
+        let same = vec![(NAME.to_string(), held)];
+        write(&start, &same, ExportType::F16, &out).unwrap();
+        assert_eq!(rounding(Start::Weights(&weights), &same, &out).unwrap().moved, 0);
     }
 }

@@ -32,7 +32,7 @@ pub struct Point {
     /// an untouched start)
     pub export: Option<String>,
     /// of the weights the fine-tune moved, the share its export wrote with the start's values
-    /// again (the training log's `export_rounding`; None where not measured)
+    /// again (the training log's `export_rounded`; None where not measured)
     pub rounded_back: Option<f64>,
 }
 
@@ -134,7 +134,7 @@ pub fn cells(runs: &[Run], train: &[TrainRun]) -> (Cells, Vec<(CellKey, Point, A
                     sentences: d.sentences,
                     expected: d.expected,
                     export: super::training::export_type(&t.run),
-                    rounded_back: super::training::export_rounding(&t.run).map(|r| r.share()),
+                    rounded_back: super::training::export_rounded(&t.run).map(|r| r.share()),
                 };
                 match (from_start, rounded, d.complete()) {
                     (false, _, _) => aside.push((key, point, Aside::OtherStart)),
@@ -461,7 +461,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     let rounded = named(Aside::Rounded);
     if !rounded.is_empty() {
         md.push_str(&format!(
-            "Exported onto their start's grid, in no cell: the export writes most of the weights the fine-tune changed with the start's values again (as measured in the training log's `export_rounding`; in logs from before that measurement, a Q8_0 export of a start that is itself a Q8_0 export), so these runs score the start rather than the fine-tune (exports are F16 now; `rner reproduce` trains them again; the CSV lists them): {}.\n\n",
+            "Exported onto their start's grid, in no cell: the export writes most of the weights the fine-tune changed with the start's values again (as measured in the training log's `export_rounded`; in logs from before that measurement, a Q8_0 export of a start that is itself a Q8_0 export), so these runs score the start rather than the fine-tune (exports are F16 now; `rner reproduce` trains them again; the CSV lists them): {}.\n\n",
             rounded.join(", ")
         ));
     }
@@ -649,11 +649,11 @@ mod tests {
         assert_eq!(seeds(&cells(&runs, &train).0), 3);
         // a measured rounding decides over the types, and for a base cell too (a `source` export
         // of the Q4_1 base rounds back onto it)
-        log(&mut train)["export_rounding"] = serde_json::json!({"moved": 100, "rounded_back": 1});
+        log(&mut train)["export_rounded"] = serde_json::json!({"moved": 100, "rounded_back": 1});
         assert_eq!(seeds(&cells(&runs, &train).0), 3);
         let id = before[&base].iter().find(|p| p.fraction == 0.25).expect("a base 25% cell").run_id.clone();
         let t = train.iter_mut().find(|t| t.earlier.is_none() && id.starts_with(&t.name.replace('_', "-"))).expect("its log");
-        t.run["export_rounding"] = serde_json::json!({"moved": 100, "rounded_back": 99});
+        t.run["export_rounded"] = serde_json::json!({"moved": 100, "rounded_back": 99});
         let (after, aside) = cells(&runs, &train);
         assert!(!after[&base].iter().any(|p| p.run_id == id));
         assert!(aside.iter().any(|(_, p, why)| p.run_id == id && *why == Aside::Rounded));

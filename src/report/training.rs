@@ -112,16 +112,18 @@ pub fn export_type(log: &Value) -> Option<String> {
 /// alone). The measurement also catches a start of another type (a `source` export of the Q4_1
 /// base).
 pub fn rounded_onto_start(run: &Value, start: Option<&Value>) -> bool {
-    if let Some(r) = export_rounding(run) {
+    if let Some(r) = export_rounded(run) {
         return r.lost();
     }
     start.is_some_and(|start| export_type(start).as_deref() == Some("q8_0")) && matches!(export_type(run).as_deref(), Some("q8_0" | "source"))
 }
 
-/// The export's rounding a training log records (`export_rounding`), when it does.
-pub fn export_rounding(log: &Value) -> Option<crate::model::export::Rounding> {
+/// The export's rounding a training log records (`export_rounded`), when it does. (A few logs of
+/// session 29 also hold `export_rounding`, an earlier count that compared the export with the
+/// start's own values rather than with the start written in the export's type: it is not read.)
+pub fn export_rounded(log: &Value) -> Option<crate::model::export::Rounding> {
     log.get("export_sha256").and_then(|v| v.as_str())?;
-    serde_json::from_value(log.get("export_rounding")?.clone()).ok()
+    serde_json::from_value(log.get("export_rounded")?.clone()).ok()
 }
 
 /// The log of the export `t` trained from, when its start is one of ours: of the start name's
@@ -684,11 +686,11 @@ mod tests {
         assert!(!rounded_onto_start(&f16, Some(&q8)) && !rounded_onto_start(&q8, Some(&f16)) && !rounded_onto_start(&q8, None));
         assert!(!rounded_onto_start(&serde_json::json!({"command": "rner sft"}), Some(&q8)), "an unfinished run has no export yet");
         // a measured rounding decides, whatever the types and the start
-        let measured = |moved: u64, back: u64, ty: &str| serde_json::json!({"export_sha256": sha, "export_type": ty, "export_rounding": {"moved": moved, "rounded_back": back}});
+        let measured = |moved: u64, back: u64, ty: &str| serde_json::json!({"export_sha256": sha, "export_type": ty, "export_rounded": {"moved": moved, "rounded_back": back}});
         assert!(rounded_onto_start(&measured(1000, 990, "source"), None), "a source export of the Q4_1 base");
         assert!(!rounded_onto_start(&measured(1000, 10, "q8_0"), Some(&q8)));
         assert!(rounded_onto_start(&measured(1000, 600, "f16"), Some(&f16)));
-        assert_eq!(export_rounding(&measured(4, 1, "f16")).map(|r| r.share()), Some(0.25));
+        assert_eq!(export_rounded(&measured(4, 1, "f16")).map(|r| r.share()), Some(0.25));
         // the committed cells: CrossNER-AI's retrained ReasoningNER cells are F16, the start Q8_0
         let (_, train) = committed();
         let current = |n: &str| &train.iter().find(|t| t.name == n && t.earlier.is_none()).unwrap().run;
