@@ -592,7 +592,7 @@ impl Ctx<'_> {
         let log = self.train_log(&name)?;
         // a training that did not finish (interrupted while training again): the file under its
         // name, if any, is an earlier export, and the step resumes the training
-        if log.get("export_sha256").is_none() && self.trained(&name) {
+        if log.get("export_sha256").and_then(|v| v.as_str()).is_none() && self.trained(&name) {
             return Some(format!("resumes: its last training did not finish; {} is an earlier export", self.model_file(&name).display()));
         }
         let ours = init != "base";
@@ -1277,8 +1277,9 @@ mod tests {
         assert_eq!(c2.trains_again(step(base)), None);
     }
 
-    /// A cell whose last training did not finish (its log records no export) while a file of an
-    /// earlier training is under its name resumes instead of scoring that file.
+    /// A cell whose last training did not finish (its log records no export: `rner sft` writes the
+    /// field as null) while a file of an earlier training is under its name resumes instead of
+    /// scoring that file.
     #[cfg(feature = "llama")]
     #[test]
     fn a_cell_interrupted_while_training_again_resumes() {
@@ -1290,7 +1291,7 @@ mod tests {
         let steps = p.plan(&|_| 1.0, 350, &|_| 1000);
         for cell in ["cpu-lr-crossner_ai-p25-s1-base", "cpu-lr-crossner_ai-p25-s1-reasoningner"] {
             let step = steps.iter().find(|s| s.id == cell).unwrap();
-            crate::util::write_json(&g.results.join("train").join(cell).join("run.json"), &serde_json::json!({"name": cell, "train_set": "crossner_ai", "fraction": 0.25})).unwrap();
+            crate::util::write_json(&g.results.join("train").join(cell).join("run.json"), &serde_json::json!({"name": cell, "train_set": "crossner_ai", "fraction": 0.25, "export": null, "export_sha256": null})).unwrap();
             assert_eq!(c.trains_again(step), None, "{cell}: nothing under its name: it trains");
             std::fs::create_dir_all(&g.models).unwrap();
             std::fs::write(c.model_file(cell), b"an earlier export").unwrap();

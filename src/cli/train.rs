@@ -464,6 +464,10 @@ pub struct ExportArgs {
     /// the GGUF the run started from (default: the one its run.json names)
     #[arg(long)]
     pub source: Option<PathBuf>,
+    /// what to count the rounding against (default: the source GGUF): the weights the training
+    /// began at, a GGUF or a checkpoint (a GRPO run's: the CoT-tuned checkpoint it started from)
+    #[arg(long)]
+    pub against: Option<PathBuf>,
 }
 
 pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -485,12 +489,23 @@ pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
     let weights: Vec<(String, candle_core::Tensor)> = loaded.weights.into_iter().collect();
     export::write(&source, &weights, ty, &a.out)?;
     println!("{} → {} ({:?})", ck.display(), a.out.display(), ty);
-    // against the source GGUF, which may be where an earlier stage began (a GRPO run from a
-    // CoT-tuned checkpoint): what the file keeps of all the training since that file
-    if source.is_file() {
-        let r = measure_rounding("export", export::Start::Gguf(&source), &source.display().to_string(), &weights, &a.out, ty)?;
-        println!("of the {} weights that differ from {}, {} are written as the export writes that file's own ({:.1}%)", r.moved, source.display(), r.rounded_back, 100.0 * r.share());
-    }
+    // against --against, else the source GGUF, which may be where an earlier stage began (a GRPO
+    // run from a CoT-tuned checkpoint): what the file keeps of all the training since that file
+    let against = a.against.clone().unwrap_or_else(|| source.clone());
+    let held;
+    let start = if against.is_file() {
+        export::Start::Gguf(&against)
+    } else if let Some(ck) = checkpoint::resolve(&against) {
+        held = checkpoint::load::<serde_json::Value>(&ck)?.weights;
+        export::Start::Weights(&held)
+    } else {
+        if a.against.is_some() {
+            anyhow::bail!("--against {}: neither a GGUF file nor a checkpoint", against.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let r = measure_rounding("export", start, &against.display().to_string(), &weights, &a.out, ty)?;
+    println!("of the {} weights that differ from {}, {} are written as the export writes that start's own ({:.1}%)", r.moved, against.display(), r.rounded_back, 100.0 * r.share());
     Ok(ExitCode::SUCCESS)
 }
 

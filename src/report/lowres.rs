@@ -31,8 +31,8 @@ pub struct Point {
     /// the tensor type of the fine-tune's export (`f16`, `q8_0`, `source`; None for a 0% point,
     /// an untouched start)
     pub export: Option<String>,
-    /// of the weights the fine-tune moved, the share its export wrote with the start's values
-    /// again (the training log's `export_rounded`; None where not measured)
+    /// of the weights the fine-tune moved, the share its export writes as it writes the untouched
+    /// start (the training log's `export_rounded`; None where not measured)
     pub rounded_back: Option<f64>,
 }
 
@@ -461,7 +461,7 @@ pub fn write(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Opt
     let rounded = named(Aside::Rounded);
     if !rounded.is_empty() {
         md.push_str(&format!(
-            "Exported onto their start's grid, in no cell: the export writes most of the weights the fine-tune changed with the start's values again (as measured in the training log's `export_rounded`; in logs from before that measurement, a Q8_0 export of a start that is itself a Q8_0 export), so these runs score the start rather than the fine-tune (exports are F16 now; `rner reproduce` trains them again; the CSV lists them): {}.\n\n",
+            "Exported onto their start's grid, in no cell: the export writes most of the weights the fine-tune moved exactly as it writes the untouched start (as measured in the training log's `export_rounded`; in logs from before that measurement, a Q8_0 export of a start that is itself a Q8_0 export), so these runs score the start rather than the fine-tune (exports are F16 now; `rner reproduce` trains them again; the CSV lists them): {}.\n\n",
             rounded.join(", ")
         ));
     }

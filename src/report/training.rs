@@ -103,7 +103,7 @@ pub fn export_type(log: &Value) -> Option<String> {
 
 /// Whether the export of the fine-tune logged as `run` measures its start rather than the
 /// fine-tune: by the rounding its log records ([`crate::model::export::rounding`]: more than half
-/// of the weights the training moved written with the start's values again), else (logs written
+/// of the weights the training moved written as the export writes the untouched start), else (logs written
 /// before it was measured) by the types: exported as Q8_0 (or `source`, which keeps the start's
 /// Q8_0) from a start (logged as `start`) that was itself a Q8_0 export. Such a start's
 /// dequantised weights sit on the Q8_0 grid, and a fine-tune's updates below one quantisation step

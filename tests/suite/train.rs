@@ -501,7 +501,7 @@ fn sft_command_trains_checkpoints_and_exports() {
         (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
     };
     let (said, _) = export("f32");
-    assert!(said.contains(&format!("of the {moved} weights that differ from")) && said.contains(", 0 are written as the export writes that file's own (0.0%)"), "{said}");
+    assert!(said.contains(&format!("of the {moved} weights that differ from")) && said.contains(", 0 are written as the export writes that start's own (0.0%)"), "{said}");
     let (_, err) = export("source");
     assert!(err.contains("warning") && err.contains("measures that start more than the fine-tune") && err.contains("export as f16"), "{err}");
     // bad flags are named
