@@ -17,16 +17,8 @@ trap 'rm -rf "$scratch"' EXIT
 field() {
   python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "results/train/$1/run.json" "$2"
 }
-# the committed run (under results/, or results/export-twins/ with $3) of the file with sha256 $2
-run_of() {
-  python3 - "$1" "$2" <<'EOF'
-import glob, json, sys
-for d in sorted(glob.glob(f"results/{sys.argv[1]}-direct-free-test-n200-s42-*")):
-    if json.load(open(f"{d}/manifest.json"))["config"].get("model_sha256") == sys.argv[2]:
-        print(d)
-        break
-EOF
-}
+# run_of NAME SHA
+. "$(dirname "$0")/twins-common.sh"
 mkdir -p reports/export-twins "$scratch/models"
 # the fetched base model, linked rather than fetched again into the scratch models folder
 for f in models/SmolLM2-135M-Instruct.Q4_1.gguf; do [ -f "$f" ] && ln -s "$PWD/$f" "$scratch/models/"; done

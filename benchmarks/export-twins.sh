@@ -25,16 +25,8 @@ for f in [f"results/train/{sys.argv[1]}/run.json"] + sorted(glob.glob(f"results/
         break
 EOF
 }
-# the committed run (under results/) of the file with sha256 $2 on the 200-sentence sample
-run_of() {
-  python3 - "$1" "$2" <<'EOF'
-import glob, json, sys
-for d in sorted(glob.glob(f"results/{sys.argv[1]}-direct-free-test-n200-s42-*")):
-    if json.load(open(f"{d}/manifest.json"))["config"].get("model_sha256") == sys.argv[2]:
-        print(d)
-        break
-EOF
-}
+# run_of NAME SHA
+. "$(dirname "$0")/twins-common.sh"
 while [ $# -ge 3 ]; do
   set_=$1 share=$2 seed=$3
   shift 3

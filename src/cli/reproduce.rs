@@ -215,7 +215,7 @@ impl Ctx<'_> {
     /// bytes (a new run) and overwrite the committed log.
     fn scored_export(&self, name: &str, datasets: &[&str], limit: Option<usize>) -> Option<String> {
         let run = self.train_log(name)?;
-        let sha = run.get("export_sha256")?.as_str()?.to_string();
+        let sha = crate::report::training::export_sha256(&run)?.to_string();
         let runs = self.runs.get_or_init(|| {
             crate::report::load_runs(&self.g.results).unwrap_or_else(|e| {
                 tracing::warn!("{e}: no committed score stands for a missing file this time");
@@ -567,7 +567,7 @@ impl Ctx<'_> {
             _ => return None,
         };
         let log = self.train_log(&name)?;
-        let sha = log.get("export_sha256")?.as_str()?;
+        let sha = crate::report::training::export_sha256(&log)?;
         (!self.trained(&name)).then(|| {
             format!(
                 "trains again: {} (sha256 {}…, logged in results/train/{name}) is not here; where the new file's bytes differ, what was scored or fine-tuned from the old one stays apart",
@@ -592,7 +592,7 @@ impl Ctx<'_> {
         let log = self.train_log(&name)?;
         // a training that did not finish (interrupted while training again): the file under its
         // name, if any, is an earlier export, and the step resumes the training
-        if log.get("export_sha256").and_then(|v| v.as_str()).is_none() && self.trained(&name) {
+        if crate::report::training::export_sha256(&log).is_none() && self.trained(&name) {
             return Some(format!("resumes: its last training did not finish; {} is an earlier export", self.model_file(&name).display()));
         }
         let ours = init != "base";
@@ -628,7 +628,7 @@ impl Ctx<'_> {
         // loss again (an F16 export of an F16 start) would write the same file, so such a cell
         // stays, set aside in the reports with its measurement
         let measured = crate::report::training::export_rounded(log).is_some();
-        if !measured && start_log.is_some_and(|s| crate::report::training::rounded_onto_start(log, Some(&s))) {
+        if !measured && start_log.is_some_and(|s| crate::report::training::rounded_by_types(log, &s)) {
             let t = crate::report::training::export_type(log).unwrap_or_default().to_uppercase();
             return Some(format!("trains again: exported as {t}, which rounds a fine-tune of our Q8_0 start back onto its weights (exports are F16 now)"));
         }

@@ -474,8 +474,7 @@ pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
     let ty = a.ty.ty().ok_or_else(|| anyhow::anyhow!("--type: none is not an export type"))?;
     if a.checkpoint.is_file() {
         // a GGUF: its own tensors, dequantised and written in the new type
-        let content = crate::model::gguf::read_content(&a.checkpoint)?;
-        let weights = crate::model::gguf::dequantized(&a.checkpoint, &content)?;
+        let weights = crate::model::gguf::Reader::open(&a.checkpoint)?.dequantized()?;
         export::write(&a.checkpoint, &weights, ty, &a.out)?;
         println!("{} → {} ({:?})", a.checkpoint.display(), a.out.display(), ty);
         return Ok(ExitCode::SUCCESS);
@@ -745,7 +744,8 @@ pub fn execute_grpo(g: &Global, a: &GrpoArgs) -> anyhow::Result<GrpoDone> {
             // checkpoint's, else the source file's); a Hugging Face folder's Q/K rows are
             // permuted on export, so only a GGUF source is compared
             if source.is_file() {
-                let start: std::collections::HashMap<String, candle_core::Tensor> = reference.snapshot()?.into_iter().collect();
+                // frozen: its tensors as they are, without a copy
+                let start: std::collections::HashMap<String, candle_core::Tensor> = reference.params.iter().map(|(n, v)| (n.to_string(), v.as_tensor().clone())).collect();
                 let started_at = ck.as_ref().unwrap_or(&source).display().to_string();
                 let rounding = measure_rounding(&format!("grpo {name}"), export::Start::Weights(&start), &started_at, &weights, &out, ty)?;
                 run["export_rounded"] = serde_json::to_value(rounding)?;

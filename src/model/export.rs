@@ -7,7 +7,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::gguf::{read_content, tensor_order};
+use super::gguf::{read_content, tensor_order, Reader};
 use crate::{Error, Result};
 
 /// The weight type of an export.
@@ -184,32 +184,21 @@ pub enum Start<'a> {
 /// The [`Rounding`] of the export at `out` of `trained` (GGUF names and layout), a training that
 /// began at `start`. Tensors missing from the start or the export are not counted.
 pub fn rounding(start: Start, trained: &[(String, Tensor)], out: &Path) -> Result<Rounding> {
-    use std::io::BufReader;
-    let open = |p: &Path| std::fs::File::open(p).map(BufReader::new).map_err(|e| Error::io(p, e));
-    let out_content = read_content(out)?;
-    let mut out_file = open(out)?;
-    let mut gguf = match start {
-        Start::Gguf(p) => Some((p, read_content(p)?, open(p)?)),
-        Start::Weights(_) => None,
-    };
     let cpu = Device::Cpu;
+    let mut export = Reader::open(out)?;
+    // the start's tensors: read from its file as they are asked for, or held
+    let (mut file, in_memory) = match start {
+        Start::Gguf(p) => (Some(Reader::open(p)?), None),
+        Start::Weights(w) => (None, Some(w)),
+    };
     let mut r = Rounding { moved: 0, rounded_back: 0 };
     for (name, t) in trained {
-        let s = match (&start, gguf.as_mut()) {
-            (_, Some((p, c, f))) if c.tensor_infos.contains_key(name) => {
-                let q = c.tensor(f, name, &cpu).map_err(|e| Error::Model { path: (*p).into(), msg: format!("tensor {name}: {e}") })?;
-                q.dequantize(&cpu)?
-            }
-            (Start::Weights(w), None) => match w.get(name) {
-                Some(s) => s.to_device(&cpu)?.to_dtype(DType::F32)?,
-                None => continue,
-            },
-            _ => continue,
+        let s = match (file.as_mut(), in_memory) {
+            (Some(f), _) => f.quantized(name)?.map(|q| q.dequantize(&cpu)).transpose()?,
+            (None, w) => w.and_then(|w| w.get(name)).map(|s| s.to_device(&cpu)).transpose()?,
         };
-        if !out_content.tensor_infos.contains_key(name) {
-            continue;
-        }
-        let q = out_content.tensor(&mut out_file, name, &cpu).map_err(|e| Error::Model { path: out.into(), msg: format!("tensor {name}: {e}") })?;
+        let (Some(s), Some(q)) = (s, export.quantized(name)?) else { continue };
+        let s = s.to_dtype(DType::F32)?;
         let e = q.dequantize(&cpu)?;
         if s.elem_count() != t.elem_count() || e.elem_count() != t.elem_count() {
             return Err(Error::Model {

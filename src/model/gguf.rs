@@ -89,27 +89,47 @@ pub fn config(path: &Path, content: &Content) -> Result<Config> {
     }
 }
 
-/// Every tensor of a GGUF dequantised to f32 on the CPU, in file order (any architecture).
-pub fn dequantized(path: &Path, content: &Content) -> Result<Vec<(String, candle_core::Tensor)>> {
-    let mut f = BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?);
-    tensor_order(content)
-        .into_iter()
-        .map(|name| {
-            let q = content
-                .tensor(&mut f, &name, &Device::Cpu)
-                .map_err(|e| Error::Model { path: path.into(), msg: format!("tensor {name}: {e}") })?;
-            let t = q.dequantize(&Device::Cpu)?;
-            Ok((name, t))
-        })
-        .collect()
+/// A GGUF open for reading tensors one at a time, on the CPU.
+pub struct Reader<'a> {
+    path: &'a Path,
+    pub content: Content,
+    file: BufReader<File>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn open(path: &'a Path) -> Result<Reader<'a>> {
+        let content = read_content(path)?;
+        let file = BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?);
+        Ok(Reader { path, content, file })
+    }
+
+    /// Tensor `name` as stored (None when the file has none of that name).
+    pub fn quantized(&mut self, name: &str) -> Result<Option<candle_core::quantized::QTensor>> {
+        if !self.content.tensor_infos.contains_key(name) {
+            return Ok(None);
+        }
+        let q = self.content.tensor(&mut self.file, name, &Device::Cpu).map_err(|e| Error::Model { path: self.path.into(), msg: format!("tensor {name}: {e}") })?;
+        Ok(Some(q))
+    }
+
+    /// Every tensor dequantised to f32, in file order (any architecture).
+    pub fn dequantized(&mut self) -> Result<Vec<(String, candle_core::Tensor)>> {
+        tensor_order(&self.content)
+            .into_iter()
+            .map(|name| {
+                let q = self.quantized(&name)?.expect("a tensor of the file's own table");
+                Ok((name, q.dequantize(&Device::Cpu)?))
+            })
+            .collect()
+    }
 }
 
 /// Load a GGUF: every tensor dequantised to `dtype` on `device`.
 pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<(Config, Params)> {
-    let content = read_content(path)?;
-    let config = config(path, &content)?;
+    let mut reader = Reader::open(path)?;
+    let config = config(path, &reader.content)?;
     let mut params = Params::new();
-    for (name, t) in dequantized(path, &content)? {
+    for (name, t) in reader.dequantized()? {
         params.insert(&name, t.to_dtype(dtype)?.to_device(device)?)?;
     }
     Ok((config, params))

@@ -48,7 +48,7 @@ impl TrainRun {
 
     /// The sha256 of the GGUF the run exported (None before it finished, or without an export).
     pub fn export_sha256(&self) -> Option<&str> {
-        self.run.get("export_sha256").and_then(|v| v.as_str())
+        export_sha256(&self.run)
     }
 
     /// The name, and `@sha8 (earlier export)` for an earlier log of it.
@@ -83,11 +83,17 @@ pub fn from_export_of(run: &Value, start: &Value) -> bool {
     }
 }
 
+/// The sha256 of the GGUF a training log records as its export: None before the run finished,
+/// without an export, and where `rner sft` wrote the field as null.
+pub fn export_sha256(log: &Value) -> Option<&str> {
+    log.get("export_sha256").and_then(|v| v.as_str())
+}
+
 /// The tensor type of the export a training log records (`f16`, `q8_0`, `source`); None when it
 /// records no export. Logs written before `export_type` was recorded name it by their command's
 /// `--export` where it was given, and were otherwise `q8_0`, then the default.
 pub fn export_type(log: &Value) -> Option<String> {
-    log.get("export_sha256").and_then(|v| v.as_str())?;
+    export_sha256(log)?;
     if let Some(t) = log.get("export_type").and_then(|v| v.as_str()) {
         return Some(t.to_string());
     }
@@ -112,17 +118,23 @@ pub fn export_type(log: &Value) -> Option<String> {
 /// alone). The measurement also catches a start of another type (a `source` export of the Q4_1
 /// base).
 pub fn rounded_onto_start(run: &Value, start: Option<&Value>) -> bool {
-    if let Some(r) = export_rounded(run) {
-        return r.lost();
+    match export_rounded(run) {
+        Some(r) => r.lost(),
+        None => start.is_some_and(|start| rounded_by_types(run, start)),
     }
-    start.is_some_and(|start| export_type(start).as_deref() == Some("q8_0")) && matches!(export_type(run).as_deref(), Some("q8_0" | "source"))
+}
+
+/// [`rounded_onto_start`]'s rule for logs that record no rounding: `run` exported as Q8_0 (or
+/// `source`) from a start (logged as `start`) that was itself a Q8_0 export.
+pub fn rounded_by_types(run: &Value, start: &Value) -> bool {
+    export_type(start).as_deref() == Some("q8_0") && matches!(export_type(run).as_deref(), Some("q8_0" | "source"))
 }
 
 /// The export's rounding a training log records (`export_rounded`), when it does. (A few logs of
 /// session 29 also hold `export_rounding`, an earlier count that compared the export with the
 /// start's own values rather than with the start written in the export's type: it is not read.)
 pub fn export_rounded(log: &Value) -> Option<crate::model::export::Rounding> {
-    log.get("export_sha256").and_then(|v| v.as_str())?;
+    export_sha256(log)?;
     serde_json::from_value(log.get("export_rounded")?.clone()).ok()
 }
 
