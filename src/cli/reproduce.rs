@@ -635,6 +635,16 @@ impl Ctx<'_> {
         None
     }
 
+    /// Why a low-resource cell that stands is set aside in the reports: its log measured that its
+    /// export rounds most of the fine-tune back onto its start. Training it again would write the
+    /// same file, so the plan keeps it and says so.
+    fn rounded_note(&self, s: &Step) -> Option<String> {
+        let StepKind::LowResource { dataset, fraction, seed, init } = &s.kind else { return None };
+        let log = self.train_log(&self.p.low_resource_name(dataset, *fraction, *seed, init))?;
+        let r = crate::report::training::export_rounded(&log).filter(|r| r.lost())?;
+        Some(format!("set aside in the reports: its export writes {:.1}% of the weights the fine-tune moved as it writes its start (measured), and training it again would write the same file", 100.0 * r.share()))
+    }
+
     /// Training run `name`'s log, `results/train/<name>/run.json` (None when it is missing or
     /// unreadable), as [`crate::report::training::read_log`] reads it.
     fn train_log(&self, name: &str) -> Option<serde_json::Value> {
@@ -829,7 +839,10 @@ pub fn run(g: &Global, a: ReproduceArgs) -> anyhow::Result<ExitCode> {
         let mark = if !pending[i] {
             "  [done]".to_string()
         } else if finished(s) {
-            "  [done; rechecked]".to_string()
+            match ctx.rounded_note(s) {
+                Some(why) => format!("  [done; rechecked; {why}]"),
+                None => "  [done; rechecked]".to_string(),
+            }
         } else if !chosen[i] {
             "  [not in --only]".to_string()
         } else {
@@ -1275,6 +1288,17 @@ mod tests {
         assert_eq!(why, "trains again: exported as Q8_0; the cells are compared as F16 exports (see reports/export-twins/)");
         crate::util::write_json(&dir.join("run.json"), &log("f16")).unwrap();
         assert_eq!(c2.trains_again(step(base)), None);
+        assert_eq!(c2.rounded_note(step(base)), None, "not measured");
+        // a measured loss stays (training again writes the same file) and the plan says why
+        let mut measured = log("f16");
+        measured["export_rounded"] = serde_json::json!({"moved": 1000, "rounded_back": 804});
+        crate::util::write_json(&dir.join("run.json"), &measured).unwrap();
+        assert_eq!(c2.trains_again(step(base)), None);
+        let note = c2.rounded_note(step(base)).expect("lost");
+        assert!(note.starts_with("set aside in the reports: its export writes 80.4% of the weights"), "{note}");
+        measured["export_rounded"] = serde_json::json!({"moved": 1000, "rounded_back": 278});
+        crate::util::write_json(&dir.join("run.json"), &measured).unwrap();
+        assert_eq!(c2.rounded_note(step(base)), None, "kept most of the fine-tune");
     }
 
     /// A cell whose last training did not finish (its log records no export: `rner sft` writes the

@@ -468,11 +468,20 @@ pub struct ExportArgs {
     /// began at, a GGUF or a checkpoint (a GRPO run's: the CoT-tuned checkpoint it started from)
     #[arg(long)]
     pub against: Option<PathBuf>,
+    /// write the count into this training run's log (`results/train/<run>`, or its run.json) as
+    /// its `export_rounded`, with `--against` as `export_rounded_against`: for a run that
+    /// finished before exports were counted. Only when the file written is the export that the
+    /// log records (same sha256), and `--against` should name the weights that run began at
+    #[arg(long)]
+    pub record: Option<PathBuf>,
 }
 
 pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
     let ty = a.ty.ty().ok_or_else(|| anyhow::anyhow!("--type: none is not an export type"))?;
     if a.checkpoint.is_file() {
+        if a.record.is_some() || a.against.is_some() {
+            anyhow::bail!("--record and --against count a training's rounding: give a checkpoint, not the GGUF {}", a.checkpoint.display());
+        }
         // a GGUF: its own tensors, dequantised and written in the new type
         let weights = crate::model::gguf::Reader::open(&a.checkpoint)?.dequantized()?;
         export::write(&a.checkpoint, &weights, ty, &a.out)?;
@@ -484,13 +493,14 @@ pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
         .source
         .or_else(|| checkpoint::source_of(&ck))
         .ok_or_else(|| anyhow::anyhow!("{}: the checkpoint does not name its source GGUF; pass --source", ck.display()))?;
+    let against = a.against.clone().unwrap_or_else(|| source.clone());
+    let record = a.record.as_deref().map(|dir| log_to_record(dir, &against)).transpose()?;
     let loaded = checkpoint::load::<serde_json::Value>(&ck)?;
     let weights: Vec<(String, candle_core::Tensor)> = loaded.weights.into_iter().collect();
     export::write(&source, &weights, ty, &a.out)?;
     println!("{} → {} ({:?})", ck.display(), a.out.display(), ty);
     // against --against, else the source GGUF, which may be where an earlier stage began (a GRPO
     // run from a CoT-tuned checkpoint): what the file keeps of all the training since that file
-    let against = a.against.clone().unwrap_or_else(|| source.clone());
     let held;
     let start = if against.is_file() {
         export::Start::Gguf(&against)
@@ -498,14 +508,56 @@ pub fn run_export(_g: &Global, a: ExportArgs) -> anyhow::Result<ExitCode> {
         held = checkpoint::load::<serde_json::Value>(&ck)?.weights;
         export::Start::Weights(&held)
     } else {
-        if a.against.is_some() {
+        if a.against.is_some() || a.record.is_some() {
             anyhow::bail!("--against {}: neither a GGUF file nor a checkpoint", against.display());
         }
         return Ok(ExitCode::SUCCESS);
     };
     let r = measure_rounding("export", start, &against.display().to_string(), &weights, &a.out, ty)?;
     println!("of the {} weights that differ from {}, {} are written as the export writes that start's own ({:.1}%)", r.moved, against.display(), r.rounded_back, 100.0 * r.share());
+    if let Some(log) = record {
+        let log = record_rounding(log, &a.out, &against, r)?;
+        println!("recorded in {}", log.display());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rner export --record`: the training log at `dir` (a run's folder or its run.json) and its
+/// path, once it is known that the run began at `against` (checked before the export is written).
+fn log_to_record(dir: &Path, against: &Path) -> anyhow::Result<(PathBuf, serde_json::Value)> {
+    let path = if dir.is_dir() { dir.join("run.json") } else { dir.to_path_buf() };
+    let log: serde_json::Value = crate::util::read_json(&path).map_err(|e| anyhow::anyhow!("--record {}: {e}", dir.display()))?;
+    // the weights the run began at: a GRPO run's checkpoint (or --init file), an SFT run's model file
+    let began = ["init_checkpoint", "init", "model_path"].iter().find_map(|k| log.get(*k).and_then(|v| v.as_str())).map(PathBuf::from);
+    if let Some(began) = began {
+        let same = |p: &Path| checkpoint::resolve(p).unwrap_or_else(|| p.to_path_buf()).canonicalize().ok();
+        if same(&began) != same(against) {
+            anyhow::bail!("--record {}: that run began at {}, so count against it (--against {}), not {}", path.display(), began.display(), began.display(), against.display());
+        }
+    }
+    Ok((path, log))
+}
+
+/// `rner export --record`: writes `r`, counted against `against`, into the training log `log` (at
+/// `path`) when `out` is the export that log records.
+fn record_rounding((path, mut log): (PathBuf, serde_json::Value), out: &Path, against: &Path, r: export::Rounding) -> anyhow::Result<PathBuf> {
+    let written = crate::util::sha256_file(out)?;
+    match crate::report::training::export_sha256(&log) {
+        Some(h) if h == written => {}
+        Some(h) => anyhow::bail!(
+            "--record {}: the log records the export {} (sha256 {}…), but {} is {}…: not the same file, so nothing was recorded (same checkpoint and --type?)",
+            path.display(),
+            log.get("export").and_then(|v| v.as_str()).unwrap_or("?"),
+            &h[..h.len().min(8)],
+            out.display(),
+            &written[..8]
+        ),
+        None => anyhow::bail!("--record {}: the log records no export to count", path.display()),
+    }
+    log["export_rounded"] = serde_json::to_value(r)?;
+    log["export_rounded_against"] = serde_json::json!(against);
+    crate::util::write_json(&path, &log)?;
+    Ok(path)
 }
 
 /// The export `out`'s [`export::Rounding`] against `start` (named `start_name`), the weights the

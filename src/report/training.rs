@@ -130,6 +130,18 @@ pub fn rounded_by_types(run: &Value, start: &Value) -> bool {
     export_type(start).as_deref() == Some("q8_0") && matches!(export_type(run).as_deref(), Some("q8_0" | "source"))
 }
 
+/// The ablation tables' *rounded back* cell of a training log: the share of the moved weights its
+/// export rounds back onto the start, `†` when that is most of them, or `not measured`.
+fn rounded_cell(log: &Value) -> String {
+    match export_rounded(log) {
+        Some(r) => format!("{:.1}%{}", 100.0 * r.share(), if r.lost() { " †" } else { "" }),
+        None => "not measured".into(),
+    }
+}
+
+/// The ablation tables' note on their *rounded back* column.
+const ROUNDED_NOTE: &str = "*rounded back*: of the weights the training moved off the weights it began at, the share its export writes exactly as it writes that untouched start (`export_rounded` in the training log; counted by `rner sft`/`rner grpo` at export, or afterwards by `rner export <checkpoint> --against <start> --record results/train/<run>` for a run trained before the count, which needs the run's checkpoint); **†** more than half: the file measures its start more than the training, so the row may score the start (F32 twins of such exports: `export-twins/README.md`). *not measured*: trained before the count and not counted since.";
+
 /// The export's rounding a training log records (`export_rounded`), when it does. (A few logs of
 /// session 29 also hold `export_rounding`, an earlier count that compared the export with the
 /// start's own values rather than with the start written in the export's type: it is not read.)
@@ -382,14 +394,14 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
     }
     let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(_, n)| *n).collect();
     let mut md = String::from("# Stage ablation: base → SFT without CoT → SFT with CoT → + GRPO\n\nOurs: SmolLM2-135M-Instruct trained on this machine (see `training.md`), each stage exported to GGUF and scored by the same llama.cpp engine and scorer as every baseline. F1 per dataset (95% bootstrap CI), average over the seven; *Δ avg*: the stage's average minus that of the model it was trained from (named in the cell; the base for SFT, the CoT-tuned model for GRPO) on the same sentences, with a paired-bootstrap 95% CI and two-sided p (every set's sentences resampled with the same draws for both runs; per dataset in the CSV). Paper rows: Qwen3-1.7B averages from secondary notes (`paper.md` §8.2), **paper-reported**, not runs of ours.\n\n");
-    let mut csv = String::from("sample,stage,model,run_id,dataset,f1,ci_low,ci_high,sentences,delta_vs_start,delta_ci_low,delta_ci_high,delta_p\n");
+    let mut csv = String::from("sample,stage,model,run_id,dataset,f1,ci_low,ci_high,sentences,delta_vs_start,delta_ci_low,delta_ci_high,delta_p,export_rounded_back\n");
     for ((limit, seed, split), mut rows) in blocks {
         rows.sort_by_key(|x| x.0);
         let sample = match limit {
             Some(n) => format!("{split}, seeded sample of {n} sentences per dataset (seed {seed})"),
             None => format!("{split}, full sets"),
         };
-        md.push_str(&format!("## {sample}\n\n| stage | {} | avg | Δ avg vs its start [95% CI], p |\n|---|{}---|---|\n", names.join(" | "), "---|".repeat(names.len())));
+        md.push_str(&format!("## {sample}\n\n| stage | {} | avg | Δ avg vs its start [95% CI], p | rounded back |\n|---|{}---|---|---|\n", names.join(" | "), "---|".repeat(names.len())));
         let mut series = Vec::new();
         for (_, label, r) in &rows {
             // each trained stage against the model it was trained from, on the same sentences
@@ -413,7 +425,7 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
                         cells.push(format!("{:.2} [{:.1}, {:.1}]", d.f1, d.ci95[0], d.ci95[1]));
                         f1s.push(round2(d.f1));
                         csv.push_str(&format!(
-                            "{},{},{},{},{},{},{},{},{},{}\n",
+                            "{},{},{},{},{},{},{},{},{},{},{}\n",
                             limit.map(|n| n.to_string()).unwrap_or("full".into()),
                             label.replace(',', ";"),
                             r.scores.model,
@@ -423,7 +435,8 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
                             d.ci95[0],
                             d.ci95[1],
                             d.sentences,
-                            diff_csv(diff.as_ref().map(|((each, _), _)| &each[i]))
+                            diff_csv(diff.as_ref().map(|((each, _), _)| &each[i])),
+                            rounded_csv(index.log_of(r))
                         ));
                     }
                     None => cells.push("—".into()),
@@ -431,7 +444,8 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
             }
             let avg = if f1s.len() == 7 { format!("**{:.2}**", round2(f1s.iter().sum::<f64>() / 7.0)) } else { "—".into() };
             let delta = diff.as_ref().map(|((_, all), from)| format!("{} (vs {from})", all.cell())).unwrap_or_else(|| "—".into());
-            md.push_str(&format!("| {label} | {} | {avg} | {delta} |\n", cells.join(" | ")));
+            let rounded = index.log_of(r).map(|t| rounded_cell(&t.run)).unwrap_or_else(|| "—".into());
+            md.push_str(&format!("| {label} | {} | {avg} | {delta} | {rounded} |\n", cells.join(" | ")));
         }
         md.push_str("\nRuns: ");
         md.push_str(&rows.iter().map(|(_, _, r)| format!("`results/{}`", r.id())).collect::<Vec<_>>().join(", "));
@@ -444,7 +458,7 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
         let mut groups: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         groups.push("Avg".into());
         super::plot::grouped(&format!("Stage ablation ({sample})"), &groups, &series, "F1 (%)", &reports_dir.join("plots"), &stem)?;
-        md.push_str(&format!("\n\nPlot: `plots/{stem}.png` (GRPO with the paper's reward `{PAPER_REWARD}` only; the reward variants are plotted in `ablation-rewards.md`).\n\n"));
+        md.push_str(&format!("\n\nPlot: `plots/{stem}.png` (GRPO with the paper's reward `{PAPER_REWARD}` only; the reward variants are plotted in `ablation-rewards.md`).\n\n{ROUNDED_NOTE}\n\n"));
     }
     md.push_str("## Paper (Qwen3-1.7B, average over the seven; paper-reported)\n\n| stage | avg |\n|---|---|\n| base | 31.9 |\n| + SFT on raw Pile-NER | 40.3 |\n| + SFT w/o CoT | 60.6 |\n| + SFT with CoT | 63.0 |\n| + GRPO | 65.1 |\n");
     let p = reports_dir.join("ablation-stages.md");
@@ -513,6 +527,11 @@ fn reward_weights(t: &TrainRun) -> String {
 /// The paper's reward weights as a GRPO run records them: the reward ablation's reference row.
 const PAPER_REWARD: &str = "f1=10,schema=1";
 
+/// The CSV's `export_rounded_back` field: the share a training log records (empty without one).
+fn rounded_csv(t: Option<&TrainRun>) -> String {
+    t.and_then(|t| export_rounded(&t.run)).map(|r| format!("{:.4}", r.share())).unwrap_or_default()
+}
+
 /// `delta,ci_low,ci_high,p` CSV fields of a paired difference (empty without one).
 fn diff_csv(d: Option<&crate::score::PairedDiff>) -> String {
     d.map(|d| format!("{},{},{},{:.4}", d.delta, d.ci95[0], d.ci95[1], d.p)).unwrap_or_else(|| ",,,".into())
@@ -550,11 +569,11 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
     let names: Vec<&str> = ZERO_SHOT_COLUMNS.iter().map(|(_, n)| *n).collect();
     let mut md = String::from("# Reward ablation (ours; the paper has none)\n\nRuns with the same `from` start from the same CoT-tuned checkpoint with the same settings except the reward weights (`--reward`); each is exported and scored on the benchmark sample shown. Compare rewards only within one `from`: when the start trained again under its name, `from` names the file by the first 8 hex digits of its sha256, and a GRPO run trained again with it is listed beside its earlier export (`@sha8 (earlier export)`, its log kept in `results/train/<run>/earlier/<sha8>/`). `parse failures` = answers that do not parse, over all seven sets; `last reward` is the training reward of the last step (its scale depends on the weights).\n\n");
     md.push_str(&format!(
-        "| GRPO run | from | reward | sample | {} | avg | Δ avg vs `{PAPER_REWARD}` [95% CI], p | parse failures | last reward |\n|---|---|---|---|{}---|---|---|---|\n",
+        "| GRPO run | from | reward | sample | {} | avg | Δ avg vs `{PAPER_REWARD}` [95% CI], p | parse failures | last reward | rounded back |\n|---|---|---|---|{}---|---|---|---|---|\n",
         names.join(" | "),
         "---|".repeat(names.len())
     ));
-    let mut csv = String::from("run,from,reward,limit,seed,dataset,f1,ci_low,ci_high,parse_failures,delta_vs_paper_reward,delta_ci_low,delta_ci_high,delta_p\n");
+    let mut csv = String::from("run,from,reward,limit,seed,dataset,f1,ci_low,ci_high,parse_failures,delta_vs_paper_reward,delta_ci_low,delta_ci_high,delta_p,export_rounded_back\n");
     // each run against the paper's reward from the same start on the same sample (paired bootstrap)
     let key = |from: &str, r: &Run| (from.to_string(), r.scores.limit, r.scores.seed, r.scores.split.clone());
     let mut diffs = Vec::new();
@@ -581,7 +600,7 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
                     f1s.push(round2(d.f1));
                     failures += d.parse_failures;
                     csv.push_str(&format!(
-                        "{},{from},\"{w}\",{},{},{},{},{},{},{},{}\n",
+                        "{},{from},\"{w}\",{},{},{},{},{},{},{},{},{}\n",
                         t.name,
                         r.scores.limit.map(|n| n.to_string()).unwrap_or("full".into()),
                         r.scores.seed,
@@ -590,7 +609,8 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
                         d.ci95[0],
                         d.ci95[1],
                         d.parse_failures,
-                        diff_csv(diff.as_ref().map(|(each, _)| &each[i]))
+                        diff_csv(diff.as_ref().map(|(each, _)| &each[i])),
+                        rounded_csv(Some(t))
                     ));
                 }
                 None => cells.push("—".into()),
@@ -600,7 +620,7 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
         let last = f(t.steps.last().and_then(|x| x.get("reward"))).map(|v| format!("{v:.2}")).unwrap_or("—".into());
         let sample = r.scores.limit.map(|n| format!("{n}/dataset")).unwrap_or("full".into());
         let delta = diff.as_ref().map(|(_, all)| all.cell()).unwrap_or_else(|| "—".into());
-        md.push_str(&format!("| {} | {from} | `{w}` | {sample} | {} | {avg} | {delta} | {failures} | {last} |\n", t.label(), cells.join(" | ")));
+        md.push_str(&format!("| {} | {from} | `{w}` | {sample} | {} | {avg} | {delta} | {failures} | {last} | {} |\n", t.label(), cells.join(" | "), rounded_cell(&t.run)));
     }
     let mut groups: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     groups.push("Avg".into());
@@ -616,7 +636,7 @@ pub fn rewards(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<O
         stems.push(format!("`plots/{stem}.png`"));
     }
     md.push_str(&stems.join(", "));
-    md.push_str(".\n");
+    md.push_str(&format!(".\n\n{ROUNDED_NOTE}\n"));
     let p = reports_dir.join("ablation-rewards.md");
     crate::util::write_atomic(&p, md.as_bytes())?;
     crate::util::write_atomic(&reports_dir.join("ablation-rewards.csv"), csv.as_bytes())?;
@@ -703,6 +723,9 @@ mod tests {
         assert!(!rounded_onto_start(&measured(1000, 10, "q8_0"), Some(&q8)));
         assert!(rounded_onto_start(&measured(1000, 600, "f16"), Some(&f16)));
         assert_eq!(export_rounded(&measured(4, 1, "f16")).map(|r| r.share()), Some(0.25));
+        assert_eq!(rounded_cell(&measured(1000, 851, "q8_0")), "85.1% †");
+        assert_eq!(rounded_cell(&measured(1000, 500, "f16")), "50.0%", "half is not most");
+        assert_eq!(rounded_cell(&f16), "not measured");
         // the committed cells: CrossNER-AI's retrained ReasoningNER cells are F16, the start Q8_0
         let (_, train) = committed();
         let current = |n: &str| &train.iter().find(|t| t.name == n && t.earlier.is_none()).unwrap().run;
@@ -755,6 +778,11 @@ mod tests {
         assert!(schema.starts_with(&format!("{:+.2} [", round2(avg("cpu-grpo-schemaonly", old) - avg("cpu-grpo-paper", old)))), "{schema}");
         assert!(schema.ends_with("p < 0.002"), "saying nothing loses to the paper reward on every resample: {schema}");
         assert!(delta("smollm2-135m-sft-cot-grpo-f1only", "smollm2-135m-sft-cot").contains("], p "), "{md}");
+        // the last cell: the export's rounding as the run's log records it
+        let rounded = |run: &str, from: &str| row(run, from).rsplit(" | ").next().unwrap().trim_end_matches(" |").to_string();
+        assert_eq!(rounded("cpu-grpo-paper", old), rounded_cell(&log_by_export(&train, "a10e9a40").run));
+        assert_eq!(rounded("smollm2-135m-sft-cot-grpo-f1only", "smollm2-135m-sft-cot"), "not measured", "trained long before the count");
+        assert!(md.contains(ROUNDED_NOTE));
     }
 
     #[test]
@@ -772,8 +800,15 @@ mod tests {
         let grpo = format!("+ GRPO ({})", named(&train, "cpu-grpo-paper", "a10e9a40", "cpu-sft-cot"));
         let (base, cot, grpo) = ("base (smollm2-135m-instruct)", &cot[..], &grpo[..]);
         assert!(cell(base, 9).starts_with('—'), "{block}");
-        assert!(cell(cot, 9).starts_with(&format!("{:+.2} [", round2(avg(cot) - avg(base)))) && cell(cot, 9).ends_with("(vs smollm2-135m-instruct) |"), "{block}");
-        assert!(cell(grpo, 9).starts_with(&format!("{:+.2} [", round2(avg(grpo) - avg(cot)))) && cell(grpo, 9).ends_with("(vs cpu-sft-cot) |"), "{block}");
+        assert!(cell(cot, 9).starts_with(&format!("{:+.2} [", round2(avg(cot) - avg(base)))) && cell(cot, 9).ends_with("(vs smollm2-135m-instruct)"), "{block}");
+        assert!(cell(grpo, 9).starts_with(&format!("{:+.2} [", round2(avg(grpo) - avg(cot)))) && cell(grpo, 9).ends_with("(vs cpu-sft-cot)"), "{block}");
+        // the last cell: what each stage's export kept of its training, as its log records it
+        assert_eq!(cell(base, 10), "— |", "the base is no training");
+        let grpo_log = log_by_export(&train, "a10e9a40");
+        assert_eq!(cell(grpo, 10), format!("{} |", rounded_cell(&grpo_log.run)));
+        if let Some(r) = export_rounded(&grpo_log.run) {
+            assert_eq!(cell(grpo, 10).contains('†'), r.lost(), "{block}");
+        }
     }
 
     #[test]

@@ -504,6 +504,27 @@ fn sft_command_trains_checkpoints_and_exports() {
     assert!(said.contains(&format!("of the {moved} weights that differ from")) && said.contains(", 0 are written as the export writes that start's own (0.0%)"), "{said}");
     let (_, err) = export("source");
     assert!(err.contains("warning") && err.contains("measures that start more than the fine-tune") && err.contains("export as f16"), "{err}");
+    // `--record` writes a count into the log only for the file the log records, counted against
+    // the weights the log says the run began at; a refusal names why and leaves the log alone
+    let record = |ty: &str, against: &str| {
+        let file = d.join(format!("rec-{ty}.gguf"));
+        let log = d.join("r/train/t").display().to_string();
+        rner().args(["export", &d.join("c/t").display().to_string(), "--type", ty, "--out", &file.display().to_string(), "--against", against, "--record", &log]).output().unwrap()
+    };
+    let before = std::fs::read(d.join("r/train/t/run.json")).unwrap();
+    let out = record("f32", &model);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not the same file, so nothing was recorded"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = record("f16", &gguf.display().to_string());
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("that run began at"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(d.join("r/train/t/run.json")).unwrap(), before);
+    let mut log: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    log.as_object_mut().unwrap().remove("export_rounded");
+    std::fs::write(d.join("r/train/t/run.json"), serde_json::to_vec(&log).unwrap()).unwrap();
+    let out = record("f16", &model);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("r/train/t/run.json")).unwrap()).unwrap();
+    assert_eq!(log["export_rounded"], run["export_rounded"], "the count at export, made again");
+    assert_eq!(log["export_rounded_against"], model.as_str());
     // bad flags are named
     let out = rner().args(["sft", "--data", "no/such.jsonl"]).output().unwrap();
     assert!(!out.status.success());
