@@ -539,6 +539,9 @@ mod tests {
         // trains them again)
         let (cells, _) = cells(&runs, &train);
         let tens = |set: &str| cells.get(&(set.to_string(), "cpu-grpo-paper".to_string(), Some(200), 42)).map_or(0, |v| v.iter().filter(|p| p.fraction == 0.1).count());
+        let seeds = |set: &str, start: &str| -> std::collections::BTreeSet<Option<u64>> {
+            cells.get(&(set.to_string(), start.to_string(), Some(200), 42)).map_or_else(Default::default, |v| v.iter().filter(|p| p.fraction == 0.1).map(|p| p.seed).collect())
+        };
         assert_eq!(tens("crossner_ai"), 3);
         for set in ["crossner_ai", "crossner_literature", "crossner_music", "crossner_politics", "crossner_science"] {
             let block = md.split("## ").find(|b| b.starts_with(&format!("{set} — seeded sample of 200"))).unwrap();
@@ -548,8 +551,10 @@ mod tests {
             let zero = format!("{:+.2} [", crate::score::round2(f1(&ours[1]) - f1(&base[1])));
             assert!(delta[1].starts_with(&zero), "{set}: {} vs {zero}", delta[1]);
             zeros.push(delta[1].clone());
-            if tens(set) > 1 {
-                assert!(delta[2].contains(&format!("(n={}; p < 0.05: ", tens(set))), "{set}: {}", delta[2]);
+            // pairs: the seeds both starts have (the base's fewer while one of its cells trains again)
+            let pairs = seeds(set, "cpu-grpo-paper").intersection(&seeds(set, "smollm2-135m-instruct")).count();
+            if pairs > 1 {
+                assert!(delta[2].contains(&format!("(n={pairs}; p < 0.05: ")), "{set}: {}", delta[2]);
             }
         }
         zeros.dedup();
@@ -559,8 +564,10 @@ mod tests {
         let ten: Vec<&str> = csv.lines().filter(|l| l.starts_with("crossner_") && l.contains(",cpu-grpo-paper,200,42,0.1,")).collect();
         assert_eq!(ten.len(), ["crossner_ai", "crossner_literature", "crossner_music", "crossner_politics", "crossner_science"].map(tens).iter().sum::<usize>());
         for l in ten {
-            let seed = l.split(',').nth(5).unwrap();
-            assert!(l.contains(&format!("-p10-s{seed}-base-direct-free-test-n200-s42-")), "{l}");
+            let (set, seed) = (l.split(',').next().unwrap(), l.split(',').nth(5).unwrap());
+            if seeds(set, "smollm2-135m-instruct").contains(&seed.parse().ok()) {
+                assert!(l.contains(&format!("-p10-s{seed}-base-direct-free-test-n200-s42-")), "{l}");
+            }
         }
         // every export one type here: no mark; one base cell exported as Q8_0 marks its share's
         // difference (and only that one) and the note says why
