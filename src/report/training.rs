@@ -134,13 +134,14 @@ pub fn rounded_by_types(run: &Value, start: &Value) -> bool {
 /// export rounds back onto the start, `†` when that is most of them, or `not measured`.
 fn rounded_cell(log: &Value) -> String {
     match export_rounded(log) {
+        Some(r) if r.moved == 0 => "nothing moved".into(),
         Some(r) => format!("{:.1}%{}", 100.0 * r.share(), if r.lost() { " †" } else { "" }),
         None => "not measured".into(),
     }
 }
 
 /// The ablation tables' note on their *rounded back* column.
-const ROUNDED_NOTE: &str = "*rounded back*: of the weights the training moved off the weights it began at, the share its export writes exactly as it writes that untouched start (`export_rounded` in the training log; counted by `rner sft`/`rner grpo` at export, or afterwards by `rner export <checkpoint> --against <start> --record results/train/<run>` for a run trained before the count, which needs the run's checkpoint); **†** more than half: the file measures its start more than the training, so the row may score the start (F32 twins of such exports: `export-twins/README.md`). *not measured*: trained before the count and not counted since.";
+const ROUNDED_NOTE: &str = "*rounded back*: of the weights the training moved off the weights it began at, the share its export writes exactly as it writes that untouched start (`export_rounded` in the training log; counted by `rner sft`/`rner grpo` at export, or afterwards by `rner export <checkpoint> --against <start> --record results/train/<run>` for a run trained before the count, which needs the run's checkpoint); **†** more than half: the file measures its start more than the training, so the row may score the start (F32 twins of such exports: `export-twins/README.md`). *nothing moved*: the training left every weight where it began (a GRPO run whose advantages were all 0), so the file writes its start. *not measured*: trained before the count and not counted since.";
 
 /// The export's rounding a training log records (`export_rounded`), when it does. (A few logs of
 /// session 29 also hold `export_rounding`, an earlier count that compared the export with the
@@ -726,6 +727,7 @@ mod tests {
         assert_eq!(rounded_cell(&measured(1000, 851, "q8_0")), "85.1% †");
         assert_eq!(rounded_cell(&measured(1000, 500, "f16")), "50.0%", "half is not most");
         assert_eq!(rounded_cell(&f16), "not measured");
+        assert_eq!(rounded_cell(&measured(0, 0, "f16")), "nothing moved", "a run whose updates were all zero");
         // the committed cells: CrossNER-AI's retrained ReasoningNER cells are F16, the start Q8_0
         let (_, train) = committed();
         let current = |n: &str| &train.iter().find(|t| t.name == n && t.earlier.is_none()).unwrap().run;
