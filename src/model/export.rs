@@ -301,4 +301,29 @@ mod tests {
         write(&start, &same, ExportType::F16, &out).unwrap();
         assert_eq!(rounding(Start::Weights(&weights), &same, &out).unwrap().moved, 0);
     }
+
+    /// Training in bf16 (on CUDA, as the `paper` preset does) moves a weight by at least one bf16
+    /// step, eight of F16's at the same magnitude, so an F16 export keeps every update in F16's
+    /// normal range (|w| ≥ 6.1e-5): the quarter of small CPU (f32) updates that F16 rounds back
+    /// does not arise there.
+    #[test]
+    fn an_f16_export_keeps_every_bf16_update() {
+        let d = tempfile::tempdir().unwrap();
+        let (start, on_grid) = q8_0_start(d.path());
+        // the start as bf16 training holds it, then the smallest step up for every weight that F16
+        // holds as a normal number (each bf16 value is an f32 whose low 16 bits are zero)
+        let held: Vec<f32> = Tensor::from_vec(on_grid.clone(), (4, 64), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        // (each block's largest stays, so that a Q8_0 export keeps its scale)
+        let steps = |i: usize, v: f32| !fixed(i) && v.abs() >= 6.1e-5;
+        let stepped: Vec<f32> = held.iter().enumerate().map(|(i, &v)| if steps(i, v) { f32::from_bits(v.to_bits() + (1 << 16)) } else { v }).collect();
+        let normal = held.iter().enumerate().filter(|&(i, &v)| steps(i, v)).count();
+        let trained = vec![(NAME.to_string(), Tensor::from_vec(stepped, (4, 64), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap())];
+        let out = d.path().join("bf16-f16.gguf");
+        write(&start, &trained, ExportType::F16, &out).unwrap();
+        let r = rounding(Start::Gguf(&start), &trained, &out).unwrap();
+        assert_eq!(r, Rounding { moved: normal as u64, rounded_back: 0 });
+        // the same steps are below Q8_0's spacing: a Q8_0 export loses most of them
+        write(&start, &trained, ExportType::Q8_0, &out).unwrap();
+        assert!(rounding(Start::Gguf(&start), &trained, &out).unwrap().lost());
+    }
 }
