@@ -471,7 +471,7 @@ pub struct ExportArgs {
     /// write the count into this training run's log (`results/train/<run>`, or its run.json) as
     /// its `export_rounded`, with `--against` as `export_rounded_against`: for a run that
     /// finished before exports were counted. Only when the file written is the export that the
-    /// log records (same sha256), and `--against` should name the weights that run began at
+    /// log records (same sha256), and `--against` must be the weights the log says it began at
     #[arg(long)]
     pub record: Option<PathBuf>,
 }

@@ -131,7 +131,8 @@ pub fn rounded_by_types(run: &Value, start: &Value) -> bool {
 }
 
 /// The ablation tables' *rounded back* cell of a training log: the share of the moved weights its
-/// export rounds back onto the start, `†` when that is most of them, or `not measured`.
+/// export rounds back onto the start, `†` when that is most of them; `nothing moved`, or `not
+/// measured` (a log from before the count).
 fn rounded_cell(log: &Value) -> String {
     match export_rounded(log) {
         Some(r) if r.moved == 0 => "nothing moved".into(),
@@ -459,8 +460,9 @@ pub fn stages(runs: &[Run], train: &[TrainRun], reports_dir: &Path) -> Result<Op
         let mut groups: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         groups.push("Avg".into());
         super::plot::grouped(&format!("Stage ablation ({sample})"), &groups, &series, "F1 (%)", &reports_dir.join("plots"), &stem)?;
-        md.push_str(&format!("\n\nPlot: `plots/{stem}.png` (GRPO with the paper's reward `{PAPER_REWARD}` only; the reward variants are plotted in `ablation-rewards.md`).\n\n{ROUNDED_NOTE}\n\n"));
+        md.push_str(&format!("\n\nPlot: `plots/{stem}.png` (GRPO with the paper's reward `{PAPER_REWARD}` only; the reward variants are plotted in `ablation-rewards.md`).\n\n"));
     }
+    md.push_str(&format!("{ROUNDED_NOTE}\n\n"));
     md.push_str("## Paper (Qwen3-1.7B, average over the seven; paper-reported)\n\n| stage | avg |\n|---|---|\n| base | 31.9 |\n| + SFT on raw Pile-NER | 40.3 |\n| + SFT w/o CoT | 60.6 |\n| + SFT with CoT | 63.0 |\n| + GRPO | 65.1 |\n");
     let p = reports_dir.join("ablation-stages.md");
     crate::util::write_atomic(&p, md.as_bytes())?;
