@@ -538,10 +538,10 @@ mod tests {
         // our 10% seeds per domain (3 each once the preset's cells are done; fewer while a run
         // trains them again)
         let (cells, _) = cells(&runs, &train);
-        let tens = |set: &str| cells.get(&(set.to_string(), "cpu-grpo-paper".to_string(), Some(200), 42)).map_or(0, |v| v.iter().filter(|p| p.fraction == 0.1).count());
         let seeds = |set: &str, start: &str| -> std::collections::BTreeSet<Option<u64>> {
             cells.get(&(set.to_string(), start.to_string(), Some(200), 42)).map_or_else(Default::default, |v| v.iter().filter(|p| p.fraction == 0.1).map(|p| p.seed).collect())
         };
+        let tens = |set: &str| seeds(set, "cpu-grpo-paper").len();
         assert_eq!(tens("crossner_ai"), 3);
         for set in ["crossner_ai", "crossner_literature", "crossner_music", "crossner_politics", "crossner_science"] {
             let block = md.split("## ").find(|b| b.starts_with(&format!("{set} — seeded sample of 200"))).unwrap();
